@@ -1,0 +1,203 @@
+"""qrec's command line: ``qrec train | evaluate | demo | experiment | report | plot | data``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from qrec.errors import QrecError
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("run (each overrides --config)")
+    g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
+    g.add_argument("--dataset", help="registered name (qrec data list) e.g. ml-1m-seq, gowalla")
+    g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
+    g.add_argument("--protocol", choices=["loo", "ratio", "given"], help="split: leave-one-out by time, random ratio, pre-split files")
+    g.add_argument("--min-count", type=int, help="one-pass k-core filter (5 reproduces SASRec's ML-1M)")
+    g.add_argument("--model", help="backbone: gmf, neumf, lightgcn, ...")
+    g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, mgqe64x256/64@0.1")
+    g.add_argument("--user-embedding", help="separate spec for the user tables")
+    g.add_argument("--dim", type=int)
+    g.add_argument("--epochs", type=int)
+    g.add_argument("--batch-size", type=int)
+    g.add_argument("--lr", type=float)
+    g.add_argument("--n-neg", type=int)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--patience", type=int, help="stop after this many epochs without validation gain (0: never)")
+    g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    g.add_argument("--device", help="cpu or cuda")
+
+
+def _config(args):
+    from qrec.train.config import RunConfig
+
+    keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
+            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
+    overrides = {k: getattr(args, k, None) for k in keys}
+    if args.config:
+        return RunConfig.from_toml(args.config, **overrides)
+    return RunConfig().replace(**overrides)
+
+
+def cmd_train(args) -> int:
+    from qrec.records import build_record, write_record
+    from qrec.train.trainer import fit
+
+    cfg = _config(args)
+    out = Path(args.out or Path("runs") / cfg.run_name())
+    print(f"qrec train: {cfg.run_name()} -> {out}", file=sys.stderr)
+    result = fit(cfg, out, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
+    record = build_record(result)
+    write_record(out / "record.json", record)
+    if args.record:
+        write_record(Path(args.record), record)
+    print(summary_line(record))
+    return 0
+
+
+def summary_line(rec: dict) -> str:
+    t = rec["metrics"]["test"]
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall"))
+    return (f"{rec['run']}: test {shown}  size {rec['size']['relative']:.1%} of full "
+            f"({rec['size']['serving_bits'] / 8 / 2**20:.2f} MiB)  best epoch {rec['best_epoch']}  {rec['train_seconds']:.0f}s")
+
+
+def cmd_evaluate(args) -> int:
+    import torch
+
+    from qrec.eval.evaluate import evaluate_model
+    from qrec.train.config import RunConfig
+    from qrec.train.pipeline import load_split
+    from qrec.train.trainer import CHECKPOINT, build
+
+    path = Path(args.checkpoint)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.exists():
+        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    split = load_split(cfg)
+    model = build(cfg, split)
+    best = saved["state"].get("best_model")
+    model.load_state_dict(best if (best is not None and not args.last) else saved["model"])
+    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True)
+    print(json.dumps({"checkpoint": str(path), "stage": args.stage, "metrics": metrics,
+                      "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from qrec.data.datasets import list_datasets, load_dataset, resolved_source
+    from qrec.data.stats import describe
+
+    if args.data_cmd == "list":
+        for name, about in list_datasets().items():
+            print(f"{name:20s} {about}")
+        return 0
+    data = load_dataset(args.name, path=args.path)
+    info = {"dataset": args.name, "source": str(resolved_source(args.name, path=args.path))}
+    info.update(describe(data))
+    print(json.dumps(info, indent=1, default=str))
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from qrec.demo import run_demo
+
+    return run_demo(epochs=args.epochs, out=Path(args.out))
+
+
+def cmd_experiment(args) -> int:
+    from qrec.experiments.runner import run_preset
+
+    return run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
+                      seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads)
+
+
+def cmd_report(args) -> int:
+    from qrec.experiments.report import write_results_md
+
+    path = write_results_md(Path(args.results), Path(args.output))
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from qrec.experiments.plots import plot_all
+
+    for p in plot_all(Path(args.results), Path(args.output)):
+        print(f"wrote {p}")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="qrec", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    t = sub.add_parser("train", help="train one model, checkpoint every epoch, write a JSON record")
+    _add_run_options(t)
+    t.add_argument("--out", help="run folder for checkpoint and record (default runs/<run name>); an existing checkpoint resumes")
+    t.add_argument("--record", help="also write the record to this path (e.g. results/adhoc/x.json)")
+    t.add_argument("--quiet", action="store_true", help="no progress bars")
+    t.set_defaults(fn=cmd_train)
+
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint with full ranking")
+    e.add_argument("checkpoint", help="run folder or checkpoint file")
+    e.add_argument("--stage", choices=["valid", "test"], default="test")
+    e.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
+    e.add_argument("--last", action="store_true", help="use the last epoch, not the best validation epoch")
+    e.set_defaults(fn=cmd_evaluate)
+
+    d = sub.add_parser("demo", help="train full and quantized GMF on the embedded MovieLens-100K; print a table")
+    d.add_argument("--epochs", type=int, default=10)
+    d.add_argument("--out", default="runs/demo")
+    d.set_defaults(fn=cmd_demo)
+
+    x = sub.add_parser("experiment", help="run a preset grid (resumable: finished records are skipped)")
+    x.add_argument("preset", help="preset name (see src/qrec/presets) or a TOML path")
+    x.add_argument("--results", default="results")
+    x.add_argument("--max-runs", type=int, help="stop after this many new runs")
+    x.add_argument("--seeds", type=int, help="override the preset's seed count")
+    x.add_argument("--only", help="substring filter on run names")
+    x.add_argument("--threads", type=int)
+    x.add_argument("--dry-run", action="store_true", help="list what would run")
+    x.set_defaults(fn=cmd_experiment)
+
+    r = sub.add_parser("report", help="regenerate RESULTS.md from the records")
+    r.add_argument("--results", default="results")
+    r.add_argument("--output", default="RESULTS.md")
+    r.set_defaults(fn=cmd_report)
+
+    pl = sub.add_parser("plot", help="figures from records (performance vs size, training loss)")
+    pl.add_argument("--results", default="results")
+    pl.add_argument("--output", default="docs/figures")
+    pl.set_defaults(fn=cmd_plot)
+
+    dt = sub.add_parser("data", help="datasets: list, info")
+    dsub = dt.add_subparsers(dest="data_cmd", required=True)
+    dsub.add_parser("list", help="registered datasets")
+    di = dsub.add_parser("info", help="counts, sparsity, popularity skew")
+    di.add_argument("name")
+    di.add_argument("--path")
+    dt.set_defaults(fn=cmd_data)
+    return p
+
+
+def main(argv=None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (QrecError, ValueError, FileNotFoundError) as e:
+        print(f"qrec: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,78 @@
+"""The one interface every embedding table implements: full, low-rank, scalar, DPQ, MGQE, binary, low-bit.
+
+A table maps ids in ``[0, num_embeddings)`` to ``dim``-dimensional vectors. During training it is an
+``nn.Module`` whose ``forward`` is differentiable (straight-through where it quantizes). For serving it
+``export()``s exactly the tensors a server must hold (packed codes, codebooks, scales); the size of a
+served table is the size of those tensors, so ``serving_bits()`` cannot drift from what is stored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+def tensor_bits(tensors: dict[str, torch.Tensor]) -> int:
+    """Bits held by a dict of tensors (numel x element size)."""
+    return sum(int(t.numel()) * t.element_size() * 8 for t in tensors.values())
+
+
+class EmbeddingTable(nn.Module, ABC):
+    """Maps ids to vectors; trains end to end; exports its compact serving form."""
+
+    #: short family name used in spec strings, e.g. "full", "dpq"
+    family: str = ""
+
+    def __init__(self, num_embeddings: int, dim: int):
+        super().__init__()
+        if num_embeddings <= 0 or dim <= 0:
+            raise ValueError(f"table needs num_embeddings > 0 and dim > 0, got {num_embeddings} x {dim}")
+        self.num_embeddings = int(num_embeddings)
+        self.dim = int(dim)
+
+    @property
+    @abstractmethod
+    def spec(self) -> str:
+        """The spec string that rebuilds this table, e.g. ``"mgqe64x256/64@0.1"``."""
+
+    @abstractmethod
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """Vectors for ``ids`` (any shape), shape ``ids.shape + (dim,)``; what the model sees."""
+
+    def all(self) -> torch.Tensor:
+        """The whole table as the model sees it (dequantized for compressed tables), ``(n, dim)``."""
+        ids = torch.arange(self.num_embeddings, device=self._device())
+        return self.forward(ids)
+
+    def aux_loss(self) -> torch.Tensor:
+        """Extra training loss of the last forward pass (e.g. DPQ's centroid loss); 0 by default."""
+        return torch.zeros((), device=self._device())
+
+    @abstractmethod
+    def export(self) -> dict[str, torch.Tensor]:
+        """The tensors a server holds for this table (packed codes, codebooks, scales), on the CPU."""
+
+    @classmethod
+    @abstractmethod
+    def decode_export(cls, tensors: dict[str, torch.Tensor], num_embeddings: int, dim: int, spec: str) -> torch.Tensor:
+        """Rebuild the ``(n, dim)`` float table from ``export()``'s tensors alone (no training state)."""
+
+    def serving_bits(self) -> int:
+        """Bits a server holds for this table: exactly the bits of ``export()``."""
+        return tensor_bits(self.export())
+
+    def full_bits(self) -> int:
+        """Bits of the float32 table it replaces: ``n x d x 32``."""
+        return self.num_embeddings * self.dim * 32
+
+    def extra_repr(self) -> str:
+        return f"spec={self.spec!r}, n={self.num_embeddings}, d={self.dim}"
+
+    def _device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        for b in self.buffers():
+            return b.device
+        return torch.device("cpu")

@@ -1,0 +1,36 @@
+"""Full-precision float32 table: the baseline every compressor is measured against."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from qrec.compress.base import EmbeddingTable
+
+
+class FullEmbedding(EmbeddingTable):
+    """A plain ``n x d`` float32 table, initialised N(0, init_std^2) (MGQE/NCF use std 0.01)."""
+
+    family = "full"
+
+    def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.01):
+        super().__init__(num_embeddings, dim)
+        self.weight = nn.Parameter(torch.empty(num_embeddings, dim))
+        nn.init.normal_(self.weight, std=init_std)
+
+    @property
+    def spec(self) -> str:
+        return "full"
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return self.weight[ids]
+
+    def all(self) -> torch.Tensor:
+        return self.weight
+
+    def export(self) -> dict[str, torch.Tensor]:
+        return {"weight": self.weight.detach().to("cpu", torch.float32).contiguous()}
+
+    @classmethod
+    def decode_export(cls, tensors, num_embeddings, dim, spec):
+        return tensors["weight"].float()

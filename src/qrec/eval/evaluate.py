@@ -1,0 +1,40 @@
+"""Evaluate a trained model on a split: full ranking over all items, seen items masked.
+
+Validation masks the user's training items; test masks training and validation items (the MGQE/SASRec
+leave-one-out protocol). Ranking and metric formulas live in ``ranking.py`` / ``metrics.py``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from qrec.data import Split
+from qrec.eval.ranking import evaluate_full_ranking
+from qrec.models.base import Recommender
+
+DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
+
+
+@torch.no_grad()
+def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10,), recall_denominator: str = "test", batch_size: int = 1024, progress: bool = False) -> dict:
+    if stage not in ("valid", "test"):
+        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+    truth_part = split.valid if stage == "valid" else split.test
+    exclude = [split.train.to_csr()]
+    if stage == "test" and len(split.valid):
+        exclude.append(split.valid.to_csr())
+    truth = truth_part.to_csr()
+    users = np.flatnonzero(np.diff(truth.indptr))
+    was_training = model.training
+    model.eval()
+    if hasattr(model, "refresh"):
+        model.refresh()
+    device = next(iter(model.parameters())).device
+    try:
+        return evaluate_full_ranking(
+            model.score_all, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
+            recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,
+        )
+    finally:
+        model.train(was_training)

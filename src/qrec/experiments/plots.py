@@ -1,0 +1,85 @@
+"""``qrec plot``: figures from records. Fig. 6: HR@10 / NDCG@10 against model size; Fig. 7: training loss."""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display on servers or CI
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from qrec.records import read_records  # noqa: E402
+
+
+def _family(spec: str) -> str:
+    return re.match(r"[a-z]+(-[a-z]+)?", spec).group(0).replace("-ptq", "")
+
+
+def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
+    """One line per compressor family: mean metric over seeds against the served model's relative size."""
+    points = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        spec = r["embedding"]["item"]
+        label = f"full (d varies)" if spec == "full" else _family(spec)
+        points[label][(r["size"]["relative"], r["config"]["dim"], spec)].append(r["metrics"]["test"])
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
+        for label, by_size in sorted(points.items()):
+            xs = sorted(by_size)
+            ys = [100 * np.mean([m[metric] for m in by_size[x]]) for x in xs]
+            ax.plot([100 * x[0] for x in xs], ys, marker="o", label=label)
+        ax.set_xscale("log")
+        ax.set_xlabel("model size (% of full, log scale)")
+        ax.set_ylabel(f"{metric.upper()} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_training_loss(records: list[dict], path: Path, title: str) -> Path:
+    """Training loss per epoch, one panel per backbone, mean over seeds of each (backbone, embedding)."""
+    curves = defaultdict(lambda: defaultdict(list))
+    for r in records:
+        curves[r["model"]][r["embedding"]["item"]].append([h["loss"] for h in r["history"]])
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 4), squeeze=False)
+    for ax, (model, by_spec) in zip(axes[0], sorted(curves.items())):
+        for spec, runs in sorted(by_spec.items()):
+            n = min(len(c) for c in runs)
+            mean = np.mean([c[:n] for c in runs], axis=0)
+            ax.plot(np.arange(1, n + 1), mean, marker=".", label=f"{spec} (n={len(runs)})")
+        ax.set_title(model)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss (BCE + aux)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+PLOTS = {
+    "mgqe-fig6": (plot_size_tradeoff, "MGQE Fig. 6 on ML-1M (GMF): quality vs model size"),
+    "mgqe-fig7": (plot_training_loss, "MGQE Fig. 7 on ML-1M: training loss, MGQE vs full"),
+}
+
+
+def plot_all(results_dir: Path, out_dir: Path) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    by_preset = defaultdict(list)
+    for r in read_records(results_dir):
+        by_preset[r.get("preset")].append(r)
+    written = []
+    for preset, (fn, title) in PLOTS.items():
+        if by_preset.get(preset):
+            written.append(fn(by_preset[preset], out_dir / f"{preset}.png", title))
+    return written

@@ -1,0 +1,62 @@
+"""Presets: small TOML files naming a grid of (backbone, compressor, seed) runs and the paper's figures."""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+from qrec.train.config import RunConfig
+
+GRID_AXES = ("model", "embedding", "user_embedding", "dim", "lr", "batch_size", "model_options")
+
+
+@dataclass
+class Preset:
+    name: str
+    description: str
+    base: dict
+    grids: list[dict]
+    paper: dict = field(default_factory=dict)      # "model|embedding" -> {"hr@10": %, "ndcg@10": %, "size": %}
+    protocol_note: str = ""
+    metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10"])
+
+    def configs(self, seeds: int | None = None) -> list[RunConfig]:
+        """Every run of the grid, cheapest seeds first so that partial grids cover all rows early."""
+        runs = []
+        for grid in self.grids:
+            axes = {k: (v if isinstance(v, list) else [v]) for k, v in grid.items() if k in GRID_AXES}
+            n_seeds = seeds if seeds is not None else int(grid.get("seeds", 1))
+            for seed in range(n_seeds):
+                for combo in itertools.product(*axes.values()):
+                    raw = dict(self.base) | dict(zip(axes, combo)) | {"seed": seed}
+                    runs.append(RunConfig.from_dict(raw, source=f"preset {self.name}"))
+        return runs
+
+
+def preset_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix == ".toml" and p.exists():
+        return p
+    bundled = resources.files("qrec") / "presets" / f"{name}.toml"
+    if not bundled.is_file():
+        raise ValueError(f"unknown preset {name!r}; bundled presets: {', '.join(preset_names())}")
+    return Path(str(bundled))
+
+
+def preset_names() -> list[str]:
+    return sorted(p.name[:-5] for p in (resources.files("qrec") / "presets").iterdir() if p.name.endswith(".toml"))
+
+
+def load_preset(name: str) -> Preset:
+    path = preset_path(name)
+    with open(path, "rb") as f:
+        raw = tomllib.load(f)
+    try:
+        return Preset(name=raw.get("name", path.stem), description=raw.get("description", ""), base=raw.get("base", {}),
+                      grids=raw["grid"], paper=raw.get("paper", {}), protocol_note=raw.get("protocol_note", ""),
+                      metrics=raw.get("metrics", ["hr@10", "ndcg@10"]))
+    except KeyError as e:
+        raise ValueError(f"{path}: preset needs a [[grid]] table ({e})") from e

@@ -1,0 +1,84 @@
+"""RESULTS.md from the records under ``results/``: mean +/- std over seeds beside the paper's figure.
+
+Regenerate with ``qrec report`` (or ``make results``). Hand-written analysis for a preset lives in
+``results/<preset>/NOTES.md`` and is included verbatim under its table.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from qrec.experiments.presets import load_preset, preset_names
+from qrec.records import read_records
+
+HEADER = """# qrec results
+
+Every number below is regenerated from the JSON records in `results/` by `qrec report` (or `make results`);
+each record holds its config, seed, git commit, command, machine and per-epoch history. Metrics are
+percentages, mean +/- sample std over seeds (n = number of seeds). "size" is the bits of the whole served
+model (embedding codes + codebooks + scales + every float32 dense weight) relative to the same model with
+float32 embedding tables, as MGQE's Table 3 counts it. Runs are on CPU (2 cores) unless a record says otherwise.
+"""
+
+
+def _fmt(values: list[float], scale: float = 100.0) -> str:
+    v = np.asarray(values, dtype=float) * scale
+    if len(v) == 1:
+        return f"{v[0]:.2f}"
+    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+
+
+def _group(records: list[dict]) -> dict:
+    groups = defaultdict(list)
+    for r in records:
+        spec = r["embedding"]["item"] if r["embedding"]["user"] == r["embedding"]["item"] else f"u:{r['embedding']['user']} i:{r['embedding']['item']}"
+        groups[(r["dataset"], r["model"], spec)].append(r)
+    return groups
+
+
+def preset_table(name: str, records: list[dict]) -> str:
+    try:
+        preset = load_preset(name)
+        paper, metrics = preset.paper, preset.metrics
+    except ValueError:
+        preset, paper, metrics = None, {}, ["hr@10", "ndcg@10"]
+    cols = ["dataset", "model", "embedding", "n"] + metrics + ["size", "epoch s"]
+    paper_cols = [f"paper {m}" for m in metrics] + ["paper size"] if paper else []
+    lines = ["| " + " | ".join(cols + paper_cols) + " |", "|" + "---|" * (len(cols) + len(paper_cols))]
+    for (dataset, model, spec), recs in _group(records).items():
+        recs = sorted(recs, key=lambda r: r["seed"])
+        row = [dataset, model, f"`{spec}`", str(len(recs))]
+        row += [_fmt([r["metrics"]["test"].get(m, np.nan) for r in recs]) for m in metrics]
+        row.append(f"{100 * np.mean([r['size']['relative'] for r in recs]):.1f}%")
+        row.append(f"{np.median([h['seconds'] for r in recs for h in r['history']]):.1f}")
+        if paper:
+            ref = paper.get(f"{model}|{spec}", {})
+            row += [f"{ref[m]:.2f}" if m in ref else "" for m in metrics]
+            row.append(f"{ref['size']:.1f}%" if "size" in ref else "")
+        lines.append("| " + " | ".join(row) + " |")
+    head = [f"## {name}", ""]
+    if preset:
+        head += [preset.description.strip(), "", f"Protocol: {preset.protocol_note.strip()}", "",
+                 f"Command: `qrec experiment {name}` (resumable), then `qrec report`.", ""]
+    return "\n".join(head + lines)
+
+
+def write_results_md(results_dir: Path, output: Path) -> Path:
+    records = read_records(results_dir) if results_dir.exists() else []
+    by_preset = defaultdict(list)
+    for r in records:
+        by_preset[r.get("preset") or Path(r["_path"]).parent.name].append(r)
+    order = [p for p in preset_names() if p in by_preset] + sorted(set(by_preset) - set(preset_names()))
+    parts = [HEADER, f"_Regenerated {dt.date.today().isoformat()} from {len(records)} records._", ""]
+    for name in order:
+        parts.append(preset_table(name, by_preset[name]))
+        notes = results_dir / name / "NOTES.md"
+        if notes.exists():
+            parts += ["", notes.read_text().strip()]
+        parts.append("")
+    output.write_text("\n".join(parts).rstrip() + "\n")
+    return output

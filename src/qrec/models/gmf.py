@@ -1,0 +1,53 @@
+"""GMF (He et al., WWW 2017): score = h . (p_u * q_i) + b, with a learned output weight h."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from qrec.compress.base import EmbeddingTable
+from qrec.models.base import Recommender
+
+
+class GMF(Recommender):
+    """Generalised matrix factorisation over any user/item ``EmbeddingTable`` pair.
+
+    Trained pointwise with binary cross-entropy (each positive plus sampled negatives), as in NCF.
+    The output layer is NCF's ``Dense(1)`` on the element-wise product (lecun-uniform weight, zero bias).
+    """
+
+    loss_kind = "pointwise"
+
+    def __init__(self, user_table: EmbeddingTable, item_table: EmbeddingTable):
+        super().__init__(user_table.num_embeddings, item_table.num_embeddings)
+        if user_table.dim != item_table.dim:
+            raise ValueError(f"user and item tables must share d, got {user_table.dim} and {item_table.dim}")
+        self.user_table = user_table
+        self.item_table = item_table
+        self.output = nn.Linear(user_table.dim, 1)
+        _lecun_uniform_(self.output)
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.output(self.user_table(users) * self.item_table(items)).squeeze(-1)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        # h . (p_u * q_i) = (p_u * h) . q_i: one (B x d) @ (d x n) product scores every item.
+        weighted = self.user_table(users) * self.output.weight[0]
+        return weighted @ self.item_table.all().T + self.output.bias
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return pointwise_bce(self, batch)
+
+
+def pointwise_bce(model: Recommender, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean binary cross-entropy of the pairs' logits plus the tables' auxiliary losses."""
+    logits = model.score(batch["users"], batch["items"])
+    return F.binary_cross_entropy_with_logits(logits, batch["labels"]) + model.aux_loss()
+
+
+def _lecun_uniform_(layer: nn.Linear) -> None:
+    """Keras' lecun_uniform (NCF's choice): U(-sqrt(3/fan_in), sqrt(3/fan_in)), zero bias."""
+    bound = (3.0 / layer.in_features) ** 0.5
+    nn.init.uniform_(layer.weight, -bound, bound)
+    nn.init.zeros_(layer.bias)

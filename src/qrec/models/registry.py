@@ -1,0 +1,59 @@
+"""Backbone names -> models. Every backbone takes its embedding tables from spec strings."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import numpy as np
+
+from qrec.compress import build_table
+from qrec.data import Split
+from qrec.models.base import Recommender
+
+_BUILDERS: dict[str, Callable[..., Recommender]] = {}
+
+
+def register_model(name: str):
+    def wrap(fn):
+        _BUILDERS[name] = fn
+        return fn
+
+    return wrap
+
+
+def model_names() -> list[str]:
+    return sorted(_BUILDERS)
+
+
+def build_model(name: str, split: Split, user_spec: str, item_spec: str, dim: int = 64, **options) -> Recommender:
+    """Build backbone ``name`` for ``split``; user and item tables from spec strings.
+
+    Row frequencies for MGQE's head/tail partition are the training counts (never valid/test).
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; choose one of {model_names()}")
+    return _BUILDERS[name](split, user_spec, item_spec, dim, **options)
+
+
+def _tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float):
+    user_freq = np.bincount(split.train.users, minlength=split.n_users)
+    item_freq = np.bincount(split.train.items, minlength=split.n_items)
+    user = lambda: build_table(user_spec, split.n_users, dim, frequencies=user_freq, init_std=init_std)  # noqa: E731
+    item = lambda: build_table(item_spec, split.n_items, dim, frequencies=item_freq, init_std=init_std)  # noqa: E731
+    return user, item
+
+
+@register_model("gmf")
+def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
+    from qrec.models.gmf import GMF
+
+    user, item = _tables(split, user_spec, item_spec, dim, init_std)
+    return GMF(user(), item())
+
+
+@register_model("neumf")
+def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
+    from qrec.models.neumf import NeuMF
+
+    user, item = _tables(split, user_spec, item_spec, dim, init_std)
+    return NeuMF(user(), item(), user(), item())

@@ -1,0 +1,95 @@
+"""Experiment records: one JSON file per finished run, written atomically; RESULTS.md is built from them."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+SCHEMA_VERSION = 1
+
+
+def git_commit(cwd: Path | None = None) -> str | None:
+    """Commit of the code that ran (``+dirty`` when the tree had uncommitted changes), or None."""
+    cwd = cwd or Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd, capture_output=True, text=True, timeout=5)
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def machine() -> dict:
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def build_record(result, extra: dict | None = None) -> dict:
+    """The JSON record of a finished ``FitResult``."""
+    cfg, model = result.config, result.model
+    tables = {name: {"spec": t.spec, "rows": t.num_embeddings, "dim": t.dim, "serving_bits": t.serving_bits(), "full_bits": t.full_bits()}
+              for name, t in model.embedding_tables().items()}
+    serving, full = model.serving_bits(), model.full_bits()
+    record = {
+        "schema": SCHEMA_VERSION,
+        "run": cfg.run_name(),
+        "dataset": cfg.dataset,
+        "protocol": result.split.protocol + (f", {cfg.min_count}-core" if cfg.min_count else ""),
+        "data": {"users": result.split.n_users, "items": result.split.n_items, "train": len(result.split.train),
+                 "valid": len(result.split.valid), "test": len(result.split.test)},
+        "model": cfg.model,
+        "embedding": {"user": cfg.user_spec, "item": cfg.item_spec, "tables": tables},
+        "seed": cfg.seed,
+        "epochs_run": len(result.history),
+        "best_epoch": result.best_epoch,
+        "config": cfg.to_dict(),
+        "metrics": {"test": result.test, "valid": result.valid},
+        "size": {"serving_bits": serving, "full_bits": full, "relative": serving / full,
+                 "dense_bits": model.dense_bits()},
+        "history": result.history,
+        "train_seconds": round(result.train_seconds, 2),
+        "interactions_per_second": round(result.interactions_per_second),
+        "git_commit": git_commit(),
+        "command": " ".join([Path(sys.argv[0]).name] + sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "machine": machine(),
+    }
+    if extra:
+        record.update(extra)
+    return record
+
+
+def write_record(path: str | Path, record: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_records(root: str | Path) -> list[dict]:
+    """Every record under ``root`` (recursively); unreadable files raise with their path."""
+    out = []
+    for p in sorted(Path(root).rglob("*.json")):
+        try:
+            rec = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{p}: not a valid record ({e})") from e
+        rec["_path"] = str(p)
+        out.append(rec)
+    return out

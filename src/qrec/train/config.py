@@ -1,0 +1,77 @@
+"""One frozen dataclass describes a run; TOML presets and CLI overrides both land here."""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Everything that determines a run's numbers. Two runs with equal configs give equal numbers on the CPU."""
+
+    dataset: str = "ml-100k"
+    data_path: str | None = None           # explicit file/folder; else the registry resolves the name
+    protocol: str = "loo"                  # loo | ratio | given (pre-split files)
+    min_count: int = 0                     # one-pass k-core filter (SASRec's ML-1M uses 5)
+    model: str = "gmf"
+    embedding: str = "full"                # spec for user and item tables, e.g. "mgqe64x256/64@0.1"
+    user_embedding: str | None = None      # override the user tables' spec
+    dim: int = 64
+    init_std: float | None = None          # None: the backbone's default (0.01 for NCF models, 0.1 for LightGCN)
+    epochs: int = 20
+    batch_size: int = 1024
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    n_neg: int = 4                         # pointwise models: sampled negatives per positive
+    seed: int = 0
+    eval_every: int = 1
+    patience: int = 0                      # epochs without validation gain before stopping; 0 = never stop
+    select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch
+    ks: tuple[int, ...] = (10,)
+    recall_denominator: str = "test"
+    threads: int | None = None             # torch intra-op threads; None keeps torch's default
+    device: str = "cpu"
+    model_options: dict = field(default_factory=dict)  # backbone-specific (e.g. n_layers for LightGCN)
+
+    @property
+    def item_spec(self) -> str:
+        return self.embedding
+
+    @property
+    def user_spec(self) -> str:
+        return self.user_embedding or self.embedding
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["ks"] = list(self.ks)
+        return d
+
+    @classmethod
+    def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
+        raw = dict(raw)
+        if "ks" in raw:
+            raw["ks"] = tuple(int(k) for k in raw["ks"])
+        return cls(**raw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path, **overrides) -> "RunConfig":
+        with open(path, "rb") as f:
+            raw = tomllib.load(f)
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls.from_dict(raw, source=str(path))
+
+    def replace(self, **changes) -> "RunConfig":
+        return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+    def run_name(self) -> str:
+        """A readable, filesystem-safe id: dataset, model, specs and seed."""
+        spec = self.embedding if self.user_embedding is None else f"u{self.user_embedding}-i{self.embedding}"
+        safe = spec.replace("/", "_").replace("@", "at")
+        return f"{self.dataset}-{self.model}-{safe}-s{self.seed}"

@@ -1,0 +1,171 @@
+"""The training loop: one epoch of sampled batches, validation, best-epoch selection, exact resume.
+
+Resume is exact by construction: every epoch draws its negatives and shuffling from an RNG seeded by
+``(seed, epoch)``, so a run restarted from the checkpoint of epoch e replays epochs e+1.. bit for bit.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from qrec.data import Split
+from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch
+from qrec.eval.evaluate import evaluate_model
+from qrec.models.base import Recommender
+from qrec.models.registry import build_model
+from qrec.train.config import RunConfig
+from qrec.train.pipeline import load_split
+
+CHECKPOINT = "checkpoint.pt"
+
+
+@dataclass
+class FitResult:
+    config: RunConfig
+    split: Split
+    model: Recommender
+    history: list[dict] = field(default_factory=list)
+    best_epoch: int = 0
+    valid: dict = field(default_factory=dict)
+    test: dict = field(default_factory=dict)
+    train_seconds: float = 0.0
+    interactions_per_second: float = 0.0
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def build(cfg: RunConfig, split: Split) -> Recommender:
+    opts = dict(cfg.model_options)
+    if cfg.init_std is not None:
+        opts["init_std"] = cfg.init_std
+    seed_everything(cfg.seed)
+    return build_model(cfg.model, split, cfg.user_spec, cfg.item_spec, cfg.dim, **opts).to(cfg.device)
+
+
+def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
+    """Adam. The fused kernel is the same update in one pass over all parameters: 4-5x faster per step
+    on the CPU than the per-tensor loop, which dominated a GMF step on ML-1M."""
+    try:
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
+    except (RuntimeError, TypeError):
+        return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
+    rng = np.random.default_rng([cfg.seed, epoch])
+    torch.manual_seed(cfg.seed * 1_000_003 + epoch)
+    if getattr(model, "loss_kind", "pointwise") == "bpr":
+        return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
+    return pointwise_epoch(split.train, sampler, cfg.n_neg, cfg.batch_size, rng)
+
+
+def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool) -> tuple[float, int]:
+    model.train()
+    if hasattr(model, "on_epoch_start"):
+        model.on_epoch_start()
+    total, seen, n_batches = 0.0, 0, 0
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, unit="batch")
+    start = time.perf_counter()
+    for batch in bar:
+        batch = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
+        loss = model.training_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += float(loss.detach())
+        n_batches += 1
+        seen += len(batch["users"])
+        if n_batches % 50 == 0:
+            bar.set_postfix(loss=f"{total / n_batches:.4f}", rows_s=f"{seen / (time.perf_counter() - start):,.0f}")
+    if not np.isfinite(total):
+        raise FloatingPointError(f"training loss became {total} in epoch {epoch + 1}; lower lr or check the data")
+    return total / max(1, n_batches), seen
+
+
+def _save(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
+
+
+def _improved(metrics: dict, best: dict, key: str) -> bool:
+    return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
+
+
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print) -> FitResult:
+    """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
+
+    With no validation part (pre-split train/test files) the last epoch is reported and nothing is
+    selected on the test set.
+    """
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split = load_split(cfg)
+    model = build(cfg, split)
+    optimizer = make_optimizer(model, cfg)
+    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    has_valid = len(split.valid) > 0
+    state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
+
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
+    if ckpt and resume and ckpt.exists():
+        saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        if saved["config"] != cfg.to_dict():
+            raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        state = saved["state"]
+        log(f"resumed {ckpt} after epoch {state['epoch']}")
+
+    stale = 0
+    for epoch in range(state["epoch"], cfg.epochs):
+        t0 = time.perf_counter()
+        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, split, sampler, cfg, epoch), cfg, epoch, progress)
+        seconds = time.perf_counter() - t0
+        state["train_seconds"] += seconds
+        state["seen"] += seen
+        row = {"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 3), "rows_per_second": round(seen / seconds)}
+        if has_valid and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
+            row["valid"] = evaluate_model(model, split, "valid", cfg.ks, cfg.recall_denominator)
+            if _improved(row["valid"], state["best"], cfg.select_metric):
+                state.update(best=row["valid"], best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict()))
+                stale = 0
+            else:
+                stale += cfg.eval_every
+        state["history"].append(row)
+        state["epoch"] = epoch + 1
+        log(_epoch_line(row, cfg.select_metric))
+        if ckpt:
+            ckpt.parent.mkdir(parents=True, exist_ok=True)
+            _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
+        if cfg.patience and stale >= cfg.patience:
+            log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
+            break
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    else:
+        state["best_epoch"] = state["epoch"]
+    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+    return FitResult(
+        config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
+        valid=state["best"], test=test, train_seconds=state["train_seconds"],
+        interactions_per_second=state["seen"] / max(state["train_seconds"], 1e-9),
+    )
+
+
+def _epoch_line(row: dict, key: str) -> str:
+    valid = row.get("valid", {})
+    shown = f" valid {key} {valid[key]:.4f}" if key in valid else ""
+    return f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}{shown}  {row['seconds']:.1f}s  {row['rows_per_second']:,} rows/s"
