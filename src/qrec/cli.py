@@ -67,14 +67,23 @@ def summary_line(rec: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
+    from qrec.eval.evaluate import evaluate_model
+
+    model, cfg, split = _load_checkpoint_model(args.checkpoint, last=args.last)
+    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True)
+    print(json.dumps({"checkpoint": args.checkpoint, "stage": args.stage, "metrics": metrics,
+                      "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
+    return 0
+
+
+def _load_checkpoint_model(run: str, last: bool = False):
     import torch
 
-    from qrec.eval.evaluate import evaluate_model
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
     from qrec.train.trainer import CHECKPOINT, build
 
-    path = Path(args.checkpoint)
+    path = Path(run)
     path = path / CHECKPOINT if path.is_dir() else path
     if not path.exists():
         raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
@@ -83,10 +92,48 @@ def cmd_evaluate(args) -> int:
     split = load_split(cfg)
     model = build(cfg, split)
     best = saved["state"].get("best_model")
-    model.load_state_dict(best if (best is not None and not args.last) else saved["model"])
-    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True)
-    print(json.dumps({"checkpoint": str(path), "stage": args.stage, "metrics": metrics,
-                      "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
+    model.load_state_dict(best if (best is not None and not last) else saved["model"])
+    return model.eval(), cfg, split
+
+
+def cmd_export(args) -> int:
+    from qrec.export.artifact import export_model
+
+    model, cfg, split = _load_checkpoint_model(args.run)
+    manifest = export_model(model, cfg.to_dict(), args.output, split.train.user_ids, split.train.item_ids)
+    size = Path(args.output).stat().st_size
+    print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {manifest['serving_bits'] / 8 / 2**20:.2f} MiB"
+          f" = {manifest['serving_bits'] / manifest['full_bits']:.1%} of the float32 model")
+    return 0
+
+
+def cmd_recommend(args) -> int:
+    import numpy as np
+    import torch
+
+    from qrec.eval.ranking import topk_deterministic
+    from qrec.export.artifact import load_model, read_manifest
+    from qrec.train.config import RunConfig
+    from qrec.train.pipeline import load_split
+
+    cfg = RunConfig.from_dict(read_manifest(args.artifact)["config"], source=args.artifact)
+    split = load_split(cfg)
+    model, _ = load_model(args.artifact, split)
+    raw_users = np.asarray(split.train.user_ids)
+    index = {str(u): k for k, u in enumerate(raw_users)}
+    missing = [u for u in args.user if u not in index]
+    if missing:
+        raise QrecError(f"unknown user id(s) {missing} for dataset {cfg.dataset}")
+    users = torch.tensor([index[u] for u in args.user])
+    with torch.no_grad():
+        scores = model.score_all(users).clone()
+    seen = split.train.to_csr()
+    for row, u in enumerate(users.tolist()):
+        scores[row, seen.indices[seen.indptr[u]:seen.indptr[u + 1]]] = -torch.inf
+    top, val = topk_deterministic(scores, args.k)
+    items = np.asarray(split.train.item_ids)
+    for row, u in enumerate(args.user):
+        print(json.dumps({"user": u, "items": items[top[row].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row]]}))
     return 0
 
 
@@ -176,6 +223,17 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--results", default="results")
     pl.add_argument("--output", default="docs/figures")
     pl.set_defaults(fn=cmd_plot)
+
+    ex = sub.add_parser("export", help="write a trained run's served form (codes, codebooks, dense weights) as safetensors")
+    ex.add_argument("run", help="run folder or checkpoint file")
+    ex.add_argument("output", help="e.g. model.safetensors")
+    ex.set_defaults(fn=cmd_export)
+
+    rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model (seen items filtered)")
+    rc.add_argument("artifact")
+    rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
+    rc.add_argument("-k", type=int, default=10)
+    rc.set_defaults(fn=cmd_recommend)
 
     dt = sub.add_parser("data", help="datasets: list, info")
     dsub = dt.add_subparsers(dest="data_cmd", required=True)

@@ -1,0 +1,1 @@
+"""The served form of a model: one safetensors file (no pickle) holding codes, codebooks and dense weights."""
