@@ -80,5 +80,7 @@ def write_results_md(results_dir: Path, output: Path) -> Path:
         if notes.exists():
             parts += ["", notes.read_text().strip()]
         parts.append("")
-    output.write_text("\n".join(parts).rstrip() + "\n")
+    tmp = output.with_suffix(".tmp")
+    tmp.write_text("\n".join(parts).rstrip() + "\n")
+    tmp.replace(output)  # atomic: two grid processes may regenerate it at once
     return output

@@ -1,0 +1,345 @@
+"""Differentiable product quantization (DPQ, Chen et al. ICML 2020; MGQE paper section 3.3): ``dpq<D>x<K>[-sx][-bn]``.
+
+Each row ``i`` has a free *query* vector ``e_i`` (training only), split into ``D`` sub-vectors of ``s = d / D``
+dims; subspace ``j`` has ``K`` centroids ``c^(j)_k`` (the codebook ``C``, ``D x K x s``).
+
+VQ flavour (default, the one MGQE builds on)::
+
+    code_j = argmin_k ||e^(j) - c^(j)_k||^2                    ties -> lowest k
+    out    = e + stop_grad(c_code - e)                          forward: centroids; backward: identity to e
+    aux    = mean((c_code - stop_grad(e))^2)                    centroid loss, weight 1 (DPQ's code)
+           + beta * mean((e - stop_grad(c_code))^2)             commitment, beta = 0 by default
+
+Softmax flavour (``-sx``)::
+
+    r_k = -||e^(j) - c^(j)_k||^2 / tau,  p = softmax(r),  code_j = argmax_k r_k
+    out = (p + stop_grad(one_hot(code) - p)) @ C^(j)            forward: one-hot centroid; backward: via p
+
+so ``e`` learns only through the softmax and ``C`` through the selected centroid; ``aux = beta *
+mean(-log p_code)`` (0 by default). DPQ's reference SX scores with a dot product and separate key/value
+codebooks; qrec ties them and uses the euclidean response, so the serving size is the same either way.
+
+``-bn``: batch-normalise the responses ``-||e - c_k||^2`` (no affine) before the argmax, as the reference
+code does: ``tf.layers.batch_normalization`` on ``(B, D, K)`` with axis -1, i.e. one statistic per centroid
+index ``k`` pooled over the batch and the subspaces, TF's momentum 0.99 and eps 1e-3. Pitfall: in training
+mode the codes depend on the batch statistics, so they differ from eval mode. qrec's ``export()`` (and the
+eval-mode forward) always use the running statistics, row by row: the exported codes are deterministic and
+are exactly what the model sees in eval mode.
+
+Init: queries and centroids both ``N(0, init_std^2)`` (0.01, as MGQE): every centroid is a draw from the
+queries' own distribution (the same, in distribution, as initialising from random rows), so none starts
+far from the data.
+
+Nearest-centroid kernels (``nearest_codes``): when ``s = 1`` (the paper's D = d = 64) each subspace is a
+line, so sort its K centroids and binary-search each value against the midpoints (``torch.searchsorted``,
+O(log K) per code); otherwise one batched matmul scores ``||c||^2 - 2 e.c`` for all K. Both settle ties
+exactly (the sorted kernel compares in float64, where midpoints of float32 values are exact; the matmul
+kernel re-scores in float64 the rows whose float32 margin is within rounding error), so they return
+identical codes, ties to the lowest index.
+Only the batch's rows are quantized in ``forward``.
+
+Serving (``export``): the codes packed at ``log2 K`` bits (``ceil(n D log2 K / 8)`` bytes) and the centroids
+as float32 (``D K s = K d`` floats): ``n D log2 K + 32 K d`` bits as in Table 1, plus < 8 bits of byte
+padding. The query table is training state only and is not exported.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from qrec.compress.base import EmbeddingTable
+from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
+from qrec.compress.ste import straight_through, zero_with_grad_of
+from qrec.errors import SpecError
+
+#: score-tensor elements (rows x D x K) per chunk when quantizing many rows without gradients: 16 MiB float32
+SCORE_BUDGET = 1 << 22
+_BN_MOMENTUM, _BN_EPS = 0.01, 1e-3  # TF's batch_normalization defaults (momentum 0.99 in TF's convention)
+
+
+# --------------------------------------------------------------------------------------------- sizes
+
+
+def code_bits(d: int, D: int, K: int) -> int:
+    """``log2 K``, after checking that ``D`` divides ``d`` and ``K`` is a power of two in ``2..2^16``."""
+    if D <= 0 or d % D:
+        raise SpecError(f"{D} subspaces must divide the embedding dimension {d}")
+    if K < 2 or K & (K - 1) or K > 1 << MAX_BITS:
+        raise SpecError(f"K={K} centroids: K must be a power of two in 2..{1 << MAX_BITS} "
+                        "(codes are stored in log2 K bits)")
+    return K.bit_length() - 1
+
+
+def dpq_bits(n: int, d: int, D: int, K: int) -> int:
+    """Serving size of ``dpq<D>x<K>``: packed codes ``8 ceil(n D log2 K / 8)`` + centroids ``32 K d``."""
+    return 8 * packed_nbytes(n * D, code_bits(d, D, K)) + 32 * K * d
+
+
+# ------------------------------------------------------------------------------------------- kernels
+
+
+def split(x: torch.Tensor, D: int) -> torch.Tensor:
+    """``(B, d) -> (B, D, d/D)``: the sub-vectors."""
+    return x.reshape(x.shape[0], D, -1)
+
+
+def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``out[b] = [c^(1)_{codes[b,1]}; ...; c^(D)_{codes[b,D]}]``, ``(B, d)``; differentiable in ``centroids``."""
+    D = centroids.shape[0]
+    subspace = torch.arange(D, device=codes.device)
+    return centroids[subspace, codes].reshape(codes.shape[0], -1)
+
+
+def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """DPQ's responses ``-||x^(j) - c^(j)_k||^2`` as ``(D, B, K)`` (subspace-major, so no big transposes) for
+    ``x (B, D, s)``, ``centroids (D, K, s)``: ``2 x.c - ||x||^2 - ||c||^2`` in one batched matmul-add;
+    differentiable in both."""
+    xt = x.transpose(0, 1)  # (D, B, s)
+    norms = xt.square().sum(-1, keepdim=True) + centroids.square().sum(-1).unsqueeze(1)  # (D, B, K)
+    return torch.baddbmm(norms, xt, centroids.transpose(1, 2), beta=-1, alpha=2)
+
+
+def nearest_codes(x: torch.Tensor, centroids: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
+    """``argmin_k ||x^(j) - c^(j)_k||^2`` as int64 ``(B, D)``, ties to the lowest ``k``; no gradient.
+
+    ``kernel``: ``"sorted"`` (needs ``s = 1``), ``"matmul"``, or ``"auto"`` (sorted when ``s = 1``).
+    """
+    if kernel == "auto":
+        kernel = "sorted" if centroids.shape[-1] == 1 else "matmul"
+    with torch.no_grad():
+        x, centroids = x.detach(), centroids.detach()
+        if kernel == "sorted":
+            return nearest_sorted(x, centroids)
+        if kernel == "matmul":
+            parts = x.split(rows_per_chunk(*centroids.shape[:2]))
+            return torch.cat([nearest_matmul(part, centroids) for part in parts])
+    raise ValueError(f"unknown nearest-centroid kernel {kernel!r}; expected 'auto', 'sorted' or 'matmul'")
+
+
+def rows_per_chunk(D: int, K: int) -> int:
+    """Rows whose ``(rows, D, K)`` scores fit in ``SCORE_BUDGET`` elements."""
+    return max(1, SCORE_BUDGET // (D * K))
+
+
+def nearest_sorted(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Scalar subspaces (``s = 1``): binary search against the midpoints of the sorted centroids.
+
+    With ``v`` the sorted values and ``m_i = (v_i + v_{i+1}) / 2``, the nearest sorted position to ``x`` is the
+    number of midpoints below ``x`` (one ``searchsorted``: O(log K) per code instead of K distances). Ties:
+    equal centroid values share a run, and each sorted position maps to the lowest original index of its
+    run (the first of the run, by the stable sort); ``x`` exactly on a midpoint ties its two neighbours and
+    takes the lower index of the two. float64 makes ``m_i`` and the comparisons exact for float32 inputs.
+    """
+    if centroids.shape[-1] != 1:
+        raise ValueError(f"the sorted kernel needs 1-dim subspaces, got {centroids.shape[-1]}")
+    values, order = torch.sort(centroids[..., 0].double(), dim=1, stable=True)  # (D, K)
+    position = torch.arange(values.shape[1], device=values.device).expand_as(values)
+    run_start = torch.ones_like(values, dtype=torch.bool)
+    run_start[:, 1:] = values[:, 1:] != values[:, :-1]
+    first_of_run = torch.where(run_start, position, 0).cummax(dim=1).values
+    lowest_index = order.gather(1, first_of_run)  # lowest original index among centroids equal to v_i
+    mids = (values[:, 1:] + values[:, :-1]) / 2  # (D, K-1)
+    queries = x[..., 0].double().T.contiguous()  # (D, B)
+    below = torch.searchsorted(mids, queries)  # number of midpoints < x = nearest sorted position
+    # x on a midpoint: sorted positions `below` and `below + 1` tie (if more midpoints equal x, the values
+    # between them all equal x and form one run, so the next position is still in a tied run)
+    mids_padded = F.pad(mids, (0, 1), value=float("inf"))
+    on_mid = mids_padded.gather(1, below) == queries
+    best = lowest_index.gather(1, below)
+    neighbour = lowest_index.gather(1, (below + 1).clamp_max(values.shape[1] - 1))
+    return torch.where(on_mid, torch.minimum(best, neighbour), best).T.contiguous()
+
+
+def nearest_matmul(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """General subspaces: score ``||c||^2 - 2 x.c`` for all K with one batched matmul (the row's ``||x||^2``
+    does not change the argmin), then settle near-ties exactly.
+
+    The float32 scores cancel: near a tie the two best can swap. Their error is at most
+    ``eps = (s + 2) u (max ||c||^2 + 2 ||x|| max ||c||)`` (``u`` the matmul's unit roundoff), so a winner whose
+    margin over the runner-up exceeds ``4 eps`` is certainly the true nearest; the rare rows with a smaller
+    margin (ties, duplicate centroids) are re-scored over all K with ``||x - c||^2`` in float64, where
+    ``argmin`` takes the lowest index. The result equals ``nearest_sorted`` wherever both apply.
+    """
+    D, K, s = centroids.shape
+    c_sq = centroids.square().sum(-1)  # (D, K)
+    xt = x.transpose(0, 1)  # (D, B, s)
+    scores = torch.baddbmm(c_sq.unsqueeze(1), xt, centroids.transpose(1, 2), alpha=-2)  # (D, B, K)
+    low, best = scores.min(-1)  # (D, B); min returns the first (lowest) index of equal scores
+    if K > 1:
+        runner_up = scores.scatter_(-1, best.unsqueeze(-1), float("inf")).amin(-1)
+        c_max = c_sq.max(-1).values.sqrt().unsqueeze(1)  # (D, 1)
+        err = (s + 2) * _matmul_roundoff(x) * (c_max.square() + 2 * xt.norm(dim=-1) * c_max)
+        j, b = torch.nonzero(runner_up - low <= 4 * err, as_tuple=True)
+        if j.numel():
+            exact = (xt[j, b].double().unsqueeze(1) - centroids[j].double()).square().sum(-1)  # (F, K)
+            best[j, b] = exact.argmin(-1)
+    return best.T.contiguous()
+
+
+def _matmul_roundoff(x: torch.Tensor) -> float:
+    """Unit roundoff of a float32 matmul: 2^-24, or bfloat16's 2^-8 when TF32 / reduced precision is allowed."""
+    reduced = torch.get_float32_matmul_precision() != "highest" or (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
+    return 2.0**-8 if reduced else 2.0**-24
+
+
+# ------------------------------------------------------------------------------------- the aux loss
+
+
+class AuxLoss:
+    """Accumulates a mean auxiliary loss over every forward call of one training step.
+
+    A model may call a table several times per step (BPR looks up positive and negative items separately,
+    LightGCN the whole table and then the batch); the loss is the mean over all their elements. ``value()``
+    may be read any number of times; the first gradient-enabled forward after a read starts a new step.
+    Forwards under ``no_grad`` are not recorded, and at most ``MAX_CALLS`` calls are kept (the oldest are
+    dropped), so a loop that never reads the loss cannot pile up autograd graphs.
+    """
+
+    MAX_CALLS = 64
+
+    def __init__(self):
+        self._terms: deque[tuple[torch.Tensor, int]] = deque(maxlen=self.MAX_CALLS)
+        self._read = False
+
+    def __getstate__(self) -> dict:
+        return {}  # the recorded terms are autograd graphs: copies and pickles start empty (deepcopy would fail)
+
+    def __setstate__(self, state: dict) -> None:
+        self.__init__()
+
+    def add(self, total: torch.Tensor, count: int) -> None:
+        """Record one call: ``total`` is the loss summed over its ``count`` elements."""
+        if not torch.is_grad_enabled():
+            return
+        if self._read:
+            self._terms.clear()
+            self._read = False
+        self._terms.append((total, int(count)))
+
+    def value(self, device: torch.device) -> torch.Tensor:
+        self._read = True
+        count = sum(c for _, c in self._terms)
+        if count == 0:
+            return torch.zeros((), device=device)
+        return torch.stack([t for t, _ in self._terms]).sum() / count
+
+
+def vq_aux_terms(x: torch.Tensor, q: torch.Tensor, beta: float) -> torch.Tensor:
+    """Sum (not mean) of the VQ losses over the batch: ``sum (q - sg(x))^2 + beta sum (x - sg(q))^2``."""
+    total = (q - x.detach()).square().sum()
+    if beta:
+        total = total + beta * (x - q.detach()).square().sum()
+    return total
+
+
+# ------------------------------------------------------------------------------------------ the table
+
+
+class DPQEmbedding(EmbeddingTable):
+    """DPQ table: a training-only query table plus a ``D x K x d/D`` codebook; serves codes + codebook."""
+
+    family = "dpq"
+
+    def __init__(
+        self,
+        num_embeddings: int,
+        dim: int,
+        num_subspaces: int,
+        num_centroids: int,
+        softmax: bool = False,
+        bn: bool = False,
+        tau: float = 1.0,
+        beta: float = 0.0,
+        init_std: float = 0.01,
+        kernel: str = "auto",
+    ):
+        super().__init__(num_embeddings, dim)
+        self.code_bits = code_bits(dim, num_subspaces, num_centroids)
+        self.num_subspaces, self.num_centroids = int(num_subspaces), int(num_centroids)
+        self.softmax, self.bn = bool(softmax), bool(bn)
+        self.tau, self.beta, self.kernel = float(tau), float(beta), kernel
+        self.query = nn.Parameter(torch.randn(num_embeddings, dim) * init_std)
+        self.centroids = nn.Parameter(torch.randn(num_subspaces, num_centroids, dim // num_subspaces) * init_std)
+        if self.bn:
+            self.register_buffer("running_mean", torch.zeros(num_centroids))
+            self.register_buffer("running_var", torch.ones(num_centroids))
+        self._aux = AuxLoss()
+
+    @property
+    def spec(self) -> str:
+        return f"dpq{self.num_subspaces}x{self.num_centroids}" + "-sx" * self.softmax + "-bn" * self.bn
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.query[ids.reshape(-1)]
+        if self.training:
+            out = self._quantize(x, batch_stats=True)
+        else:  # rows are independent in eval mode: bound the (rows, D, K) responses of -sx / -bn
+            out = torch.cat([self._quantize(part, batch_stats=False) for part in x.split(self._eval_chunk())])
+        return out.reshape(*ids.shape, self.dim)
+
+    def aux_loss(self) -> torch.Tensor:
+        return self._aux.value(self.centroids.device)
+
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """The ``(n, D)`` codes a server stores, computed deterministically in eval mode (running BN stats)."""
+        parts = [self._codes(x, batch_stats=False)[0] for x in self.query.split(self._eval_chunk())]
+        return torch.cat(parts)
+
+    def export(self) -> dict[str, torch.Tensor]:
+        return {
+            "codes": pack_bits(self.codes(), self.code_bits).cpu(),
+            "centroids": self.centroids.detach().to("cpu", torch.float32).contiguous(),
+        }
+
+    @classmethod
+    def decode_export(cls, tensors, num_embeddings, dim, spec):
+        centroids = tensors["centroids"].float()
+        D, K = centroids.shape[:2]
+        codes = unpack_bits(tensors["codes"], code_bits(dim, D, K), num_embeddings * D).reshape(num_embeddings, D)
+        return gather_centroids(centroids, codes)
+
+    # -- internals
+
+    def _eval_chunk(self) -> int:
+        """Rows per eval-mode call. The same split in ``forward`` and ``codes`` (both start at row 0), so
+        ``all()`` and the export see identical batches and hence identical float rounding."""
+        if self.softmax or self.bn:
+            return rows_per_chunk(self.num_subspaces, self.num_centroids)
+        return max(1, self.num_embeddings)  # VQ: nearest_codes bounds its own memory
+
+    def _quantize(self, x: torch.Tensor, batch_stats: bool) -> torch.Tensor:
+        codes, r = self._codes(x, batch_stats)
+        q = gather_centroids(self.centroids, codes)
+        if not self.softmax:
+            self._aux.add(vq_aux_terms(x, q, self.beta), x.numel())
+            return straight_through(x, q)
+        probs = torch.softmax(r / self.tau, dim=-1)  # (D, B, K)
+        soft = torch.bmm(probs, self.centroids.detach()).transpose(0, 1).reshape_as(x)  # sum_k p_k c_k
+        if self.beta:
+            log_p = torch.log(probs.gather(-1, codes.T.unsqueeze(-1)).clamp_min(1e-10))
+            self._aux.add(-self.beta * log_p.sum(), log_p.numel())
+        return q + zero_with_grad_of(soft)  # = one_hot_st(p) @ C: C learns via q, p via soft
+
+    def _codes(self, x: torch.Tensor, batch_stats: bool):
+        """Codes ``(B, D)`` and, for the softmax / BN flavours, the (differentiable) responses ``(D, B, K)``."""
+        sub = split(x, self.num_subspaces)
+        if not (self.softmax or self.bn):
+            return nearest_codes(sub, self.centroids, self.kernel), None
+        with torch.set_grad_enabled(self.softmax and torch.is_grad_enabled()):  # VQ only needs the argmax
+            r = responses(sub, self.centroids)
+            if self.bn:
+                r = self._batch_norm(r, batch_stats)
+        return r.detach().argmax(-1).T, r
+
+    def _batch_norm(self, r: torch.Tensor, batch_stats: bool) -> torch.Tensor:
+        """BatchNorm without affine over the K channels, statistics pooled over subspaces and batch."""
+        flat = r.reshape(-1, r.shape[-1])
+        use_batch = batch_stats and flat.shape[0] > 1  # a single response row has no batch variance
+        out = F.batch_norm(flat, self.running_mean, self.running_var, training=use_batch,
+                           momentum=_BN_MOMENTUM, eps=_BN_EPS)
+        return out.reshape(r.shape)

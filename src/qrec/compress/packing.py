@@ -1,0 +1,81 @@
+"""Pack small integer codes into a dense little-endian bitstream, and back.
+
+Layout (the one every exported table uses): code ``i`` of width ``b`` occupies stream bits
+``[i*b, (i+1)*b)``, least significant bit first, and stream bit ``k`` is bit ``k % 8`` of byte ``k // 8``.
+So ``pack_bits([1, 2, 3], 2)`` is the single byte ``0b00_11_10_01 = 0x39`` and ``pack_bits([0xABC, 0x123], 12)``
+is ``bytes.fromhex("bc3a12")``: the same bytes as the integer ``sum(code_i << (i*b))`` written little-endian.
+The stream is exactly ``ceil(numel * b / 8)`` bytes; the unused high bits of the last byte are zero.
+
+Both directions are vectorised over bits (``numel x b`` element-wise ops on the tensor's own device). The
+only Python loop is over chunks of ``_CHUNK`` codes, which bounds the ``numel x b`` intermediate at a few
+MiB; a chunk holds a multiple of 8 codes, so every chunk starts on a byte boundary for any width.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import torch
+
+MAX_BITS = 16
+_CHUNK = 1 << 18  # codes per chunk; a multiple of 8
+
+
+def packed_nbytes(count: int, bits: int) -> int:
+    """Bytes of a stream holding ``count`` codes of ``bits`` bits: ``ceil(count * bits / 8)``."""
+    _check_bits(bits)
+    return -(-int(count) * int(bits) // 8)
+
+
+def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    """Pack ``codes`` (any shape, integer, ``0 <= code < 2**bits``) into a flat ``uint8`` bitstream."""
+    _check_bits(bits)
+    bits = int(bits)
+    flat = torch.as_tensor(codes).reshape(-1)
+    if flat.is_floating_point() or flat.is_complex() or flat.dtype == torch.bool:
+        raise TypeError(f"pack_bits needs an integer tensor, got {flat.dtype}")
+    if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
+        raise ValueError(f"codes must lie in [0, 2**{bits}), got range [{int(flat.min())}, {int(flat.max())}]")
+    flat = flat.to(torch.int32)
+    chunks = [_pack_chunk(flat[i : i + _CHUNK], bits) for i in range(0, flat.numel(), _CHUNK)]
+    return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8, device=flat.device)
+
+
+def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the first ``count`` codes of the stream, as a flat ``int64`` tensor."""
+    _check_bits(bits)
+    bits, count = int(bits), int(count)
+    packed = torch.as_tensor(packed).reshape(-1)
+    if packed.dtype != torch.uint8:
+        raise TypeError(f"unpack_bits needs a uint8 stream, got {packed.dtype}")
+    need = packed_nbytes(count, bits)
+    if packed.numel() < need:
+        raise ValueError(f"{count} codes of {bits} bits need {need} bytes, the stream has {packed.numel()}")
+    step = _CHUNK * bits // 8  # bytes per chunk of _CHUNK codes
+    chunks = [
+        _unpack_chunk(packed[j : j + step], bits, min(_CHUNK, count - i))
+        for i, j in zip(range(0, count, _CHUNK), range(0, need, step))
+    ]
+    return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.int64, device=packed.device)
+
+
+def _pack_chunk(codes: torch.Tensor, bits: int) -> torch.Tensor:
+    shifts = torch.arange(bits, dtype=torch.int32, device=codes.device)
+    stream = ((codes[:, None] >> shifts) & 1).to(torch.uint8).reshape(-1)  # bit i*b + j = bit j of code i
+    nbytes = -(-stream.numel() // 8)
+    stream = torch.nn.functional.pad(stream, (0, nbytes * 8 - stream.numel()))
+    weights = (1 << torch.arange(8, dtype=torch.int32, device=codes.device)).to(torch.uint8)  # LSB first
+    # the 8 weighted bits of a byte are disjoint, so their sum is an exact OR and never exceeds 255
+    return (stream.reshape(nbytes, 8) * weights).sum(dim=1, dtype=torch.uint8)
+
+
+def _unpack_chunk(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    byte_shifts = torch.arange(8, dtype=torch.int32, device=packed.device)
+    stream = ((packed.to(torch.int32)[:, None] >> byte_shifts) & 1).reshape(-1)
+    code_bits = stream[: count * bits].reshape(count, bits).to(torch.int64)
+    return (code_bits << torch.arange(bits, device=packed.device)).sum(dim=1)
+
+
+def _check_bits(bits) -> None:
+    if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 1 <= bits <= MAX_BITS:
+        raise ValueError(f"bits must be an integer in 1..{MAX_BITS}, got {bits!r}")

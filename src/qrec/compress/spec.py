@@ -1,0 +1,113 @@
+"""Spec strings -> tables, and the pure size function ``code_size(spec, n, d)`` (no model needed).
+
+Grammar (faiss ``index_factory`` in spirit):
+  full                          float32 table
+  lr<r>                         low-rank n x r times r x d
+  sq<b>[-ptq]                   scalar quantization, b bits per dim, 1 <= b <= 16 (quantization-aware;
+                                -ptq: post-training)
+  dpq<D>x<K>[-sx][-bn]          DPQ, D subspaces x K centroids (VQ flavour; -sx: softmax flavour;
+                                -bn: batch-normalised responses); D divides d, K a power of two
+  mgqe<D>x<K1>/<K2>@<f>         MGQE shared centroids, head fraction f gets K1, tail K2
+  mgqe-uk<D>x<K1>/<K2>@<f>      MGQE unshared centroids, variable K
+  mgqe-ud<D1>/<D2>x<K>@<f>      MGQE unshared centroids, variable D
+  More MGQE tiers: one more K (or D) and one more cumulative fraction each, e.g. mgqe64x256/64/16@0.1/0.3
+  (top 10% of rows by frequency get 256 centroids, the next 20% 64, the rest 16).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Callable
+
+from qrec.compress.base import EmbeddingTable
+from qrec.errors import SpecError
+
+
+@dataclass(frozen=True)
+class SpecEntry:
+    pattern: re.Pattern
+    build: Callable[..., EmbeddingTable]      # build(match, n, d, frequencies=None, **opts)
+    size: Callable[..., int]                  # size(match, n, d) -> bits, pure
+
+
+_REGISTRY: list[SpecEntry] = []
+
+
+def register(pattern: str, build, size) -> None:
+    """Add a spec family. ``pattern`` is a full-match regex; ``build``/``size`` receive its match."""
+    _REGISTRY.append(SpecEntry(re.compile(pattern), build, size))
+
+
+def parse_spec(spec: str):
+    """Return ``(entry, match)`` for a spec string, or raise ``SpecError`` listing the grammar."""
+    spec = spec.strip()
+    for entry in _REGISTRY:
+        m = entry.pattern.fullmatch(spec)
+        if m:
+            return entry, m
+    raise SpecError(f"unknown embedding spec {spec!r}; expected one of the forms in qrec.compress.spec: " + __doc__.split("Grammar")[1])
+
+
+def build_table(spec: str, n: int, d: int, frequencies=None, **opts) -> EmbeddingTable:
+    """Build the table a spec names. ``frequencies`` (training counts per row) is needed by MGQE."""
+    entry, m = parse_spec(spec)
+    return entry.build(m, n, d, frequencies=frequencies, **opts)
+
+
+def code_size(spec: str, n: int, d: int) -> int:
+    """Bits a server holds for an ``n x d`` table of this spec; equals ``table.serving_bits()``."""
+    entry, m = parse_spec(spec)
+    return int(entry.size(m, n, d))
+
+
+def _register_builtin() -> None:
+    from qrec.compress.dpq import DPQEmbedding, dpq_bits
+    from qrec.compress.full import FullEmbedding
+    from qrec.compress.lowrank import LowRankEmbedding, lowrank_bits
+    from qrec.compress.mgqe import SPEC_PATTERN as MGQE_PATTERN
+    from qrec.compress.mgqe import MGQEConfig, MGQEEmbedding, mgqe_bits
+    from qrec.compress.scalar import ScalarQuantized, scalar_bits
+
+    def _positive(m: re.Match, group: str) -> int:
+        value = int(m[group])
+        if value <= 0:
+            raise SpecError(f"{m.string!r}: {group} must be positive")
+        return value
+
+    def _sq_bits(m: re.Match) -> int:
+        bits = int(m["b"])
+        if not 1 <= bits <= 16:
+            raise SpecError(f"{m.string!r}: scalar quantization takes 1..16 bits")
+        return bits
+
+    register(
+        r"full",
+        lambda m, n, d, frequencies=None, **o: FullEmbedding(n, d, **o),
+        lambda m, n, d: 32 * n * d,
+    )
+    register(
+        r"lr(?P<r>\d+)",
+        lambda m, n, d, frequencies=None, **o: LowRankEmbedding(n, d, _positive(m, "r"), **o),
+        lambda m, n, d: lowrank_bits(n, d, _positive(m, "r")),
+    )
+    register(
+        r"sq(?P<b>\d+)(?P<ptq>-ptq)?",
+        lambda m, n, d, frequencies=None, **o: ScalarQuantized(n, d, _sq_bits(m), ptq=bool(m["ptq"]), **o),
+        lambda m, n, d: scalar_bits(n, d, _sq_bits(m)),
+    )
+    register(
+        r"dpq(?P<D>\d+)x(?P<K>\d+)(?P<sx>-sx)?(?P<bn>-bn)?",
+        lambda m, n, d, frequencies=None, bn=False, **o: DPQEmbedding(
+            n, d, int(m["D"]), int(m["K"]), softmax=bool(m["sx"]), bn=bool(m["bn"]) or bn, **o
+        ),
+        lambda m, n, d: dpq_bits(n, d, int(m["D"]), int(m["K"])),
+    )
+    register(
+        MGQE_PATTERN,
+        lambda m, n, d, frequencies=None, **o: MGQEEmbedding(n, d, MGQEConfig.from_match(m), frequencies, **o),
+        lambda m, n, d: mgqe_bits(MGQEConfig.from_match(m), n, d),
+    )
+
+
+_register_builtin()

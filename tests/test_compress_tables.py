@@ -1,0 +1,319 @@
+"""Conformance of every embedding table to ``qrec.compress.base.EmbeddingTable``.
+
+``TableConformance`` is a mixin: a table family joins with a two-line subclass::
+
+    class TestMyTable(TableConformance):
+        spec = "my8x16"
+
+(other test files can ``from test_compress_tables import TableConformance``). Class attributes tune it:
+``tol`` (0 = bit-exact comparisons; float-matmul tables such as low-rank need a little) and
+``train_equals_eval`` (False where training mode legitimately differs: post-training quantization trains
+in float, BatchNorm uses batch statistics).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from qrec.compress import EmbeddingTable, build_table, code_size
+from qrec.compress.base import tensor_bits
+
+N, DIM = 120, 64
+# Zipf-like training counts, with ties, and the popular rows scattered over the id space (not ids 0..k)
+_RANK = np.random.default_rng(7).permutation(N)
+FREQUENCIES = (1000 // (1 + _RANK)).astype(np.int64)
+
+
+def _assert_same(actual: torch.Tensor, expected: torch.Tensor, tol: float) -> None:
+    actual, expected = actual.detach().cpu(), expected.detach().cpu()
+    if tol == 0:
+        assert torch.equal(actual, expected), (actual - expected).abs().max()
+    else:
+        torch.testing.assert_close(actual, expected, rtol=tol, atol=tol * 1e-2)
+
+
+class TableConformance:
+    spec: str = ""
+    n: int = N
+    dim: int = DIM
+    tol: float = 0.0
+    train_equals_eval: bool = True
+
+    @pytest.fixture(autouse=True, scope="class")
+    @classmethod
+    def _one_thread(cls):
+        """Tiny tensors: intra-op threads cost more than they save, most of all on a shared CI machine."""
+        before = torch.get_num_threads()
+        torch.set_num_threads(1)
+        yield
+        torch.set_num_threads(before)
+
+    # -- helpers
+
+    def make(self, seed: int = 0, frequencies=FREQUENCIES) -> EmbeddingTable:
+        torch.manual_seed(seed)
+        return build_table(self.spec, self.n, self.dim, frequencies=frequencies)
+
+    def ids(self, *shape: int, seed: int = 1) -> torch.Tensor:
+        return torch.randint(0, self.n, shape, generator=torch.Generator().manual_seed(seed))
+
+    def trained(self) -> EmbeddingTable:
+        """A table after a few optimizer steps, so tests do not only see the initial state."""
+        table = self.make()
+        opt = torch.optim.Adam(table.parameters(), lr=1e-2)
+        for step in range(3):
+            out = table(self.ids(64, seed=step))
+            loss = (out - 0.05).square().mean() + table.aux_loss()
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        return table
+
+    # -- the interface
+
+    def test_spec_round_trips(self):
+        table = self.make()
+        assert table.spec == self.spec
+        assert type(build_table(table.spec, self.n, self.dim, frequencies=FREQUENCIES)) is type(table)
+
+    @pytest.mark.parametrize("shape", [(7,), (5, 3), (1,)])
+    def test_forward_shape_and_dtype(self, shape):
+        table = self.make().eval()
+        ids = self.ids(*shape)
+        out = table(ids)
+        assert out.shape == (*shape, self.dim) and out.dtype == torch.float32
+        _assert_same(out.reshape(-1, self.dim), table(ids.reshape(-1)), self.tol)
+
+    def test_batch_rows_equal_rows_of_the_whole_table(self):
+        table = self.trained().eval()
+        ids = self.ids(4, 6)
+        _assert_same(table(ids), table.all()[ids], self.tol)
+
+    def test_gradients_reach_every_trained_parameter(self):
+        table = self.make().train()
+        out = table(torch.arange(self.n))  # every row, so every group and codebook takes part
+        weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(3))
+        loss = (out * weights).sum() + table.aux_loss()
+        loss.backward()
+        for name, p in table.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all(), name
+            assert p.grad.abs().sum() > 0, f"{name} gets no gradient"
+
+    def test_aux_loss_is_a_finite_scalar(self):
+        table = self.make().train()
+        table(self.ids(16))
+        aux = table.aux_loss()
+        assert aux.shape == () and torch.isfinite(aux)
+
+    def test_all_equals_forward_of_every_id_in_eval_mode(self):
+        table = self.trained().eval()
+        _assert_same(table.all(), table(torch.arange(self.n)), self.tol)
+
+    def test_served_table_is_what_the_model_sees(self):
+        table = self.trained().eval()
+        tensors = table.export()
+        assert all(t.device.type == "cpu" for t in tensors.values())
+        decoded = type(table).decode_export(tensors, self.n, self.dim, table.spec)
+        assert decoded.shape == (self.n, self.dim)
+        _assert_same(decoded, table.all(), self.tol)
+
+    def test_training_forward_value_is_the_served_value(self):
+        if not self.train_equals_eval:
+            pytest.skip("training mode differs from eval mode by design for this table")
+        table = self.trained()
+        ids = self.ids(9)
+        train_out = table.train()(ids)
+        _assert_same(train_out, table.eval()(ids), self.tol)
+
+    def test_serving_bits_equal_code_size_and_bytes_held(self):
+        table = self.trained()
+        tensors = table.export()
+        held = sum(t.numel() * t.element_size() for t in tensors.values())
+        assert table.serving_bits() == code_size(self.spec, self.n, self.dim) == 8 * held == tensor_bits(tensors)
+
+    def test_export_drops_training_only_state(self):
+        if self.spec == "full":
+            pytest.skip("the full table is its own serving form")
+        tensors = self.make().export()
+        assert not any(t.is_floating_point() and t.shape == (self.n, self.dim) for t in tensors.values())
+
+    def test_state_dict_round_trip(self):
+        source = self.trained().eval()
+        target = self.make(seed=123, frequencies=FREQUENCIES[::-1].copy())
+        target.load_state_dict(source.state_dict())
+        target.eval()
+        _assert_same(target.all(), source.all(), 0.0)
+        assert target.serving_bits() == source.serving_bits()
+
+    def test_copies_and_pickles_after_a_training_forward(self):
+        import copy
+        import pickle
+
+        table = self.trained()
+        table(self.ids(5))  # leaves autograd state (e.g. a pending aux loss) behind
+        for clone in (copy.deepcopy(table), pickle.loads(pickle.dumps(table))):
+            _assert_same(clone.eval().all(), table.eval().all(), 0.0)
+            table.train()
+
+    def test_deterministic_given_the_seed(self):
+        a, b = self.make(seed=5), self.make(seed=5)
+        for (name, x), (_, y) in zip(a.state_dict().items(), b.state_dict().items()):
+            assert torch.equal(x, y), name
+        assert torch.equal(a.eval().all(), b.eval().all())
+
+    @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+    def test_on_cuda(self):
+        table = self.trained().cuda().eval()
+        ids = self.ids(8).cuda()
+        out = table(ids)
+        assert out.device.type == "cuda"
+        decoded = type(table).decode_export(table.export(), self.n, self.dim, table.spec)
+        _assert_same(decoded, table.all(), max(self.tol, 1e-6) if self.spec.startswith("lr") else self.tol)
+        table.train()
+        (table(ids).sum() + table.aux_loss()).backward()
+        assert all(p.grad is not None and p.grad.device.type == "cuda" for p in table.parameters())
+
+
+class TestFull(TableConformance):
+    spec = "full"
+
+
+class TestLowRank(TableConformance):
+    spec, tol = "lr8", 1e-5
+
+
+class TestSQ1(TableConformance):
+    spec = "sq1"
+
+
+class TestSQ4(TableConformance):
+    spec = "sq4"
+
+
+class TestSQ8(TableConformance):
+    spec = "sq8"
+
+
+class TestSQ8PostTraining(TableConformance):
+    spec, train_equals_eval = "sq8-ptq", False
+
+
+class TestDPQ8x16(TableConformance):
+    spec = "dpq8x16"
+
+
+class TestDPQ64x256(TableConformance):
+    spec = "dpq64x256"
+
+
+class TestDPQSoftmax(TableConformance):
+    spec = "dpq16x4-sx"
+
+
+class TestDPQBatchNorm(TableConformance):
+    spec, train_equals_eval = "dpq8x16-bn", False
+
+
+class TestDPQSoftmaxBatchNorm(TableConformance):
+    spec, train_equals_eval = "dpq8x16-sx-bn", False
+
+
+class TestMGQEShared(TableConformance):
+    spec = "mgqe8x16/4@0.25"
+
+
+class TestMGQEPaperDefault(TableConformance):
+    spec = "mgqe64x256/64@0.1"
+
+
+class TestMGQEThreeTiers(TableConformance):
+    spec = "mgqe64x256/64/16@0.1/0.3"
+
+
+class TestMGQEUnsharedK(TableConformance):
+    spec = "mgqe-uk8x16/4@0.25"
+
+
+class TestMGQEUnsharedD(TableConformance):
+    spec = "mgqe-ud8/4x16@0.25"
+
+
+# --------------------------------------------------------------------- behaviour beyond the interface
+
+
+def test_mgqe_groups_follow_training_frequency():
+    from qrec.data.partition import head_mask
+
+    torch.manual_seed(0)
+    table = build_table("mgqe8x16/4@0.25", N, DIM, frequencies=FREQUENCIES)
+    assert torch.equal(table.group == 0, torch.from_numpy(head_mask(FREQUENCIES, fraction=0.25)))
+    assert int((table.group == 0).sum()) == 30  # ceil(0.25 * 120)
+
+
+def test_mgqe_tail_rows_use_only_the_first_k2_centroids():
+    torch.manual_seed(0)
+    table = build_table("mgqe8x16/4@0.25", N, DIM, frequencies=FREQUENCIES)
+    head, tail = table.group_codes(0), table.group_codes(1)
+    assert int(tail.max()) < 4 and int(head.max()) >= 4  # the head uses the extra centroids
+
+
+def test_mgqe_groupwise_lookup_equals_quantizing_rows_one_by_one():
+    """Algorithm 1 (split by group, one call per group, reorder) = the per-item map it replaces."""
+    from qrec.compress.dpq import gather_centroids, nearest_codes, split
+
+    torch.manual_seed(0)
+    table = build_table("mgqe-ud8/4x16@0.25", N, DIM, frequencies=FREQUENCIES).eval()
+    ids = torch.randint(0, N, (50,), generator=torch.Generator().manual_seed(2))
+    rows = []
+    for i in ids.tolist():
+        g = int(table.group[i])
+        book = table._codebook(g)
+        x = table.query[i : i + 1]
+        rows.append(gather_centroids(book, nearest_codes(split(x, book.shape[0]), book)))
+    assert torch.equal(table(ids), torch.cat(rows))
+
+
+def test_mgqe_needs_frequencies():
+    with pytest.raises(ValueError, match="frequencies"):
+        build_table("mgqe8x16/4@0.25", N, DIM)
+
+
+def test_dpq_bn_export_uses_running_statistics():
+    """The DPQ-BN pitfall: training-mode codes follow batch statistics; export must not depend on the mode."""
+    torch.manual_seed(0)
+    table = build_table("dpq8x16-bn", N, DIM)
+    table.train()
+    for seed in range(3):
+        table(torch.randint(0, N, (32,), generator=torch.Generator().manual_seed(seed)))
+    stats = (table.running_mean.clone(), table.running_var.clone())
+    exported = table.export()
+    assert table.training  # export did not flip the mode ...
+    assert torch.equal(table.running_mean, stats[0]) and torch.equal(table.running_var, stats[1])  # ... nor the stats
+    assert torch.equal(table.eval().export()["codes"], exported["codes"])
+
+
+def test_aux_loss_averages_over_all_lookups_of_a_step():
+    """BPR looks items up twice per step (positives, negatives): the centroid loss covers both."""
+    torch.manual_seed(0)
+    table = build_table("dpq8x16", N, DIM).train()
+    a, b = torch.arange(0, 10), torch.arange(10, 40)
+    table(a)
+    table(b)
+    both = table.aux_loss()
+    assert torch.equal(both, table.aux_loss())  # reading twice is harmless
+    table(torch.cat([a, b]))
+    torch.testing.assert_close(both, table.aux_loss())  # a new step starts after a read
+    with torch.no_grad():
+        table(a)  # evaluation lookups are not recorded
+    torch.testing.assert_close(both, table.aux_loss())
+
+
+@pytest.mark.parametrize("spec", ["dpq8x100", "dpq7x16", "dpq8x1", "mgqe8x4/16@0.1", "mgqe8x16/4@0.5/0.2",
+                                  "mgqe8x16/4/2@0.1", "mgqe-ud8x16@0.1", "sq0", "sq17", "lr0", "dpq8x16-bn-sx"])
+def test_bad_specs_raise_clear_errors(spec):
+    from qrec.errors import SpecError
+
+    with pytest.raises(SpecError):
+        code_size(spec, N, DIM)
