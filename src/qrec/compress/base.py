@@ -47,7 +47,8 @@ class EmbeddingTable(nn.Module, ABC):
         return self.forward(ids)
 
     def aux_loss(self) -> torch.Tensor:
-        """Extra training loss of the last forward pass (e.g. DPQ's centroid loss); 0 by default."""
+        """Extra training loss of this training step (e.g. DPQ's centroid loss, averaged over every forward
+        call since it was last read: BPR looks a table up more than once per step); 0 by default."""
         return torch.zeros((), device=self._device())
 
     @abstractmethod

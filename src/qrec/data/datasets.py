@@ -230,6 +230,25 @@ DATASETS: dict[str, DatasetSpec] = {
                 for f, sha in _LASTFM_SHA.items()
             ),
         ),
+        # Generic formats for your own files: pass --path (a file, or a folder for the LightGCN pair).
+        DatasetSpec(
+            "sequences",
+            "your own per-user chronological sequences, `user item item ...` oldest first (--path FILE)",
+            layouts=(Layout(("sequences.txt",), read_sequences),),
+            note="generic format: give the file with --path.",
+        ),
+        DatasetSpec(
+            "lightgcn",
+            "your own LightGCN/NGCF split, a folder with train.txt and test.txt (--path FOLDER)",
+            layouts=(_LIGHTGCN,),
+            note="generic format: give the folder with --path.",
+        ),
+        DatasetSpec(
+            "movielens",
+            "your own MovieLens-style ratings: ratings.dat (`::`) or u.data (tab) (--path FILE)",
+            layouts=(Layout(("ratings.dat",), read_movielens_dat), Layout(("u.data",), read_ml100k)),
+            note="generic format: give the file with --path.",
+        ),
     )
 }
 

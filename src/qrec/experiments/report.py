@@ -40,12 +40,19 @@ def _group(records: list[dict]) -> dict:
     return groups
 
 
+def _find_preset(name: str, records: list[dict]):
+    """The preset by bundled name, else from the file its records name; None if neither exists."""
+    for ref in [name] + sorted({r["preset_file"] for r in records if r.get("preset_file")}):
+        try:
+            return load_preset(ref)
+        except (ValueError, OSError):
+            continue
+    return None
+
+
 def preset_table(name: str, records: list[dict]) -> str:
-    try:
-        preset = load_preset(name)
-        paper, metrics = preset.paper, preset.metrics
-    except ValueError:
-        preset, paper, metrics = None, {}, ["hr@10", "ndcg@10"]
+    preset = _find_preset(name, records)
+    paper, metrics = (preset.paper, preset.metrics) if preset else ({}, ["hr@10", "ndcg@10"])
     cols = ["dataset", "model", "embedding", "n"] + metrics + ["size", "epoch s"]
     paper_cols = [f"paper {m}" for m in metrics] + ["paper size"] if paper else []
     lines = ["| " + " | ".join(cols + paper_cols) + " |", "|" + "---|" * (len(cols) + len(paper_cols))]

@@ -11,7 +11,7 @@ import sys
 import time
 from pathlib import Path
 
-from qrec.experiments.presets import load_preset
+from qrec.experiments.presets import load_preset, preset_path
 from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
 from qrec.train.trainer import fit
@@ -53,7 +53,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
             cfg = cfg.replace(threads=threads)
         t0 = time.time()
         result = fit(cfg, Path("runs") / preset.name / cfg.run_name(), progress=False, log=lambda s: print("   ", s, file=sys.stderr))
-        rec = build_record(result, extra={"preset": preset.name})
+        rec = build_record(result, extra={"preset": preset.name, "preset_file": str(preset_path(name).resolve()) if name.endswith(".toml") else None})
         write_record(record_path(results_dir, preset.name, cfg.run_name()), rec)
         t = rec["metrics"]["test"]
         print(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {t[k]:.4f}" for k in preset.metrics if k in t)

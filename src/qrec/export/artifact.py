@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors import SafetensorsError
 from safetensors.torch import load_file, save_file
 
 from qrec.compress.full import FullEmbedding
@@ -54,7 +53,7 @@ def read_manifest(path: str | Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-    except (SafetensorsError, OSError) as e:
+    except Exception as e:  # safetensors raises its own (unexported) error types on corrupt files
         raise DataFormatError(path, f"not a readable safetensors file ({e})") from e
     if "qrec" not in meta:
         raise DataFormatError(path, "safetensors file without a qrec manifest (metadata key 'qrec')")

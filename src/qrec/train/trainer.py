@@ -145,10 +145,10 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
                 stale += cfg.eval_every
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        log(_epoch_line(row, cfg.select_metric))
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
+        log(_epoch_line(row, cfg.select_metric))
         if cfg.patience and stale >= cfg.patience:
             log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
             break

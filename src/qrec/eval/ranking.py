@@ -1,0 +1,321 @@
+"""Full-ranking evaluation: every user is ranked against the whole catalogue, never a sample.
+
+Two rules make the numbers reproducible and honest:
+
+* **Ties.** Items are ordered by score descending and equal scores by item index ascending
+  (``topk_deterministic``). A model that scores many items equally therefore gets the same
+  placement on every kernel and device, and a constant-score model gets exactly the ranking
+  "item 0, item 1, ..." -- no lucky draws from an unstable sort.
+* **Masking.** Items a user must not be recommended (training items; at test time also the
+  validation items) get score ``-inf`` before ranking. A ``-inf`` item is never placed ahead of a
+  finite one, and an item scored ``-inf`` never counts as a hit (see ``evaluate_full_ranking``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Literal, overload
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from qrec.eval.metrics import metric_fn
+
+ScoreFn = Callable[[Tensor], Tensor]
+DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
+
+
+# --------------------------------------------------------------------------------------------
+# Deterministic top-k
+# --------------------------------------------------------------------------------------------
+
+
+def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """The ``k`` best items of every row, ties broken by the lower item index.
+
+    Order: score descending, then item index ascending -- exactly, on every device.
+
+    Args:
+        scores: ``(B, n)`` floating scores. ``-inf`` marks a masked item; ``NaN`` is refused.
+        k: ``1 <= k <= n``.
+
+    Returns:
+        ``(indices, values)``, both ``(B, k)``, in rank order. A row with fewer than ``k`` finite
+        scores has its finite items first and then, in its tail slots, ``-inf`` (masked) items in
+        index order: their ``values`` are ``-inf``, and callers must not count them as hits.
+
+    Raises:
+        ValueError: on a non-2-D or non-floating ``scores``, ``k`` out of range, or any NaN.
+    """
+    _check_scores(scores, k)
+    cols = _topk_set(scores, k)
+    # Put each row's k items in index order, then a *stable* sort by score keeps that index
+    # order among equal scores: (score desc, index asc) exactly.
+    cols = cols.sort(dim=1).values
+    values, order = scores.gather(1, cols).sort(dim=1, descending=True, stable=True)
+    return cols.gather(1, order), values
+
+
+def _check_scores(scores: Tensor, k: int) -> None:
+    if scores.dim() != 2 or not scores.is_floating_point():
+        got = f"{scores.dtype} {tuple(scores.shape)}"
+        raise ValueError(f"scores must be a 2-D floating tensor, got {got}")
+    if not 1 <= k <= scores.shape[1]:
+        raise ValueError(f"k must be in [1, n_items={scores.shape[1]}], got {k}")
+
+
+def _topk_set(scores: Tensor, k: int) -> Tensor:
+    """``(B, k)`` item indices (any order): the top-k set under the tie rule.
+
+    With ``v`` the k-th largest score of a row, every item scoring ``> v`` is in (fewer than k of
+    them), and the remaining slots go to the lowest-index items scoring ``== v``. ``torch.topk``
+    already returns that set unless ``v`` is shared beyond the k-th slot -- only then may it pick
+    any of the tied items -- so only such rows (common with low-bit, integer-valued scores) are
+    recomputed.
+    """
+    n = scores.shape[1]
+    values, cols = scores.topk(min(k + 1, n), dim=1)
+    # topk ranks NaN above everything, so a NaN anywhere in a row shows up in its first slot.
+    if torch.isnan(values[:, 0]).any():
+        raise ValueError("scores contain NaN; a NaN has no place in a ranking (diverged model?)")
+    if k == n:
+        return cols
+    tied = (values[:, k] == values[:, k - 1]).nonzero().squeeze(1)
+    cols = cols[:, :k]
+    if tied.numel():
+        rows = scores if tied.numel() == scores.shape[0] else scores[tied]
+        cols = cols.index_put((tied,), _resolve_boundary_ties(rows, values[tied], cols[tied], k))
+    return cols
+
+
+def _resolve_boundary_ties(scores: Tensor, values: Tensor, cols: Tensor, k: int) -> Tensor:
+    """Exact top-k set of rows whose k-th largest score is shared beyond the k-th slot.
+
+    ``values`` / ``cols`` are the rows' ``torch.topk(k + 1)`` output: its leading entries scoring
+    above the k-th value are right; the remaining slots are refilled with the lowest-index items
+    scoring exactly the k-th value.
+    """
+    n = scores.shape[1]
+    kth = values[:, k - 1 : k]
+    n_above = (values[:, :k] > kth).sum(dim=1, keepdim=True)
+    # Key n - index on the tied items and 0 elsewhere: its (sorted) topk lists the tied items by
+    # ascending index, in one pass instead of a cumsum over the whole row.
+    by_index = torch.arange(n, 0, -1, dtype=torch.int32, device=scores.device)
+    first_tied = torch.where(scores == kth, by_index, 0).topk(k, dim=1).indices
+    slot = torch.arange(k, device=scores.device).unsqueeze(0)
+    from_ties = first_tied.gather(1, (slot - n_above).clamp(min=0))
+    return torch.where(slot < n_above, cols, from_ties)
+
+
+# --------------------------------------------------------------------------------------------
+# Full-ranking evaluation
+# --------------------------------------------------------------------------------------------
+
+
+@overload
+def evaluate_full_ranking(
+    score_fn: ScoreFn, users: np.ndarray | Tensor, truth: sp.spmatrix,
+    exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = ..., ks: Iterable[int] = ...,
+    metrics: Iterable[str] = ..., recall_denominator: str = ..., batch_size: int = ...,
+    device: torch.device | str | None = ..., progress: bool = ...,
+    return_per_user: Literal[False] = ...,
+) -> dict[str, float]: ...
+
+
+@overload
+def evaluate_full_ranking(
+    score_fn: ScoreFn, users: np.ndarray | Tensor, truth: sp.spmatrix,
+    exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = ..., ks: Iterable[int] = ...,
+    metrics: Iterable[str] = ..., recall_denominator: str = ..., batch_size: int = ...,
+    device: torch.device | str | None = ..., progress: bool = ...,
+    *, return_per_user: Literal[True],
+) -> tuple[dict[str, float], dict[str, np.ndarray]]: ...
+
+
+def evaluate_full_ranking(
+    score_fn: ScoreFn,
+    users: np.ndarray | Tensor,
+    truth: sp.spmatrix,
+    exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = None,
+    ks: Iterable[int] = (10,),
+    metrics: Iterable[str] = DEFAULT_METRICS,
+    recall_denominator: str = "test",
+    batch_size: int = 1024,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    return_per_user: bool = False,
+):
+    """Rank every item for each user, mask the excluded ones, and average top-K metrics.
+
+    Args:
+        score_fn: ``users (B,) LongTensor -> (B, n_items)`` scores (e.g. ``model.score_all``).
+            Its output is copied before masking, so a cached tensor it returns is left intact.
+        users: the users to evaluate (any order; duplicates are evaluated twice).
+        truth: ``n_users x n_items`` sparse matrix whose stored nonzeros are the test items.
+        exclude: one matrix or a list of matrices of the same shape whose nonzeros are masked
+            (set to ``-inf``): the training items, and at test time the validation items.
+        ks: cut-offs. A cut-off above ``n_items`` is honoured (precision still divides by K).
+        metrics: names from ``qrec.eval.metrics`` -- ``hr``, ``ndcg``, ``recall``, ``precision``,
+            ``mrr``, ``recall_test``, ``recall_min``.
+        recall_denominator: what ``"recall"`` divides by -- ``"test"`` (``|T_u|``, LightGCN's
+            code) or ``"min"`` (``min(K, |T_u|)``).
+        batch_size: users scored at once; peak memory is a few ``batch_size x n_items`` tensors.
+        device: where user ids are sent. ``None``: the device of ``score_fn``'s parameters when it
+            is an ``nn.Module`` or one's bound method, else the CPU. Ranking runs where the scores are.
+        progress: show a progress bar over batches.
+        return_per_user: also return the per-user values (for std over users, paired tests).
+
+    Returns:
+        ``{"users": n_evaluated, "hr@10": ..., "ndcg@10": ..., ...}`` -- means over the evaluated
+        users (NaN if there are none). With ``return_per_user=True``, a pair ``(summary,
+        per_user)`` where ``per_user`` maps ``"user"`` (ids), ``"n_test"`` (``|T_u|``) and every
+        metric key to a NumPy array aligned over the evaluated users.
+
+    Users without test items are skipped: every metric is undefined or trivially 0 for them, and
+    counting them would dilute the mean. ``|T_u|`` counts every test item, including one that is
+    also excluded (it can then never be hit -- a leak-free split never does that). Any item
+    scored ``-inf``, by the mask or by the model itself, is never counted as a hit, even when it
+    fills a tail slot of a user with fewer than K unmasked items.
+    """
+    truth = _canonical_csr(truth, "truth")
+    excludes = _exclusion_list(exclude, truth.shape)
+    ks, fns = _resolve_metrics(ks, metrics, recall_denominator)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    evaluated = _users_with_test_items(users, truth)
+    device = _default_device(score_fn) if device is None else torch.device(device)
+
+    per_user: dict[str, list[Tensor]] = {key: [] for key in _result_keys(ks, fns)}
+    starts = range(0, len(evaluated), batch_size)
+    with torch.no_grad():
+        for start in tqdm(starts, desc="evaluate", disable=not progress):
+            batch = evaluated[start : start + batch_size]
+            scores = _masked_scores(score_fn, batch, excludes, truth.shape[1], device)
+            hits = _hit_matrix(scores, batch, truth, max(ks))
+            n_test = torch.from_numpy(_n_test(truth, batch)).to(hits.device)
+            for k in ks:
+                for name, fn in fns.items():
+                    per_user[f"{name}@{k}"].append(fn(hits[:, :k], n_test).cpu())
+    return _summarise(per_user, evaluated, truth, return_per_user)
+
+
+def _result_keys(ks: Sequence[int], fns: dict) -> list[str]:
+    """Result keys in reporting order: every metric at the first K, then at the next K, ..."""
+    return [f"{name}@{k}" for k in ks for name in fns]
+
+
+def _resolve_metrics(ks, metrics, recall_denominator) -> tuple[list[int], dict]:
+    """Validate cut-offs and metric names up front, before any scoring is spent."""
+    ks = sorted({int(k) for k in ks})
+    if not ks or ks[0] < 1:
+        raise ValueError(f"ks must be positive cut-offs, got {ks}")
+    names = list(dict.fromkeys(metrics))
+    if not names:
+        raise ValueError("no metrics requested")
+    return ks, {name: metric_fn(name, recall_denominator) for name in names}
+
+
+def _canonical_csr(m, what: str) -> sp.csr_matrix:
+    """A CSR copy without duplicate entries or explicit zeros, so row lengths count distinct items."""
+    if not sp.issparse(m):
+        raise TypeError(f"{what} must be a scipy.sparse matrix, got {type(m).__name__}")
+    m = sp.csr_matrix(m, copy=True)
+    m.sum_duplicates()
+    m.eliminate_zeros()
+    return m
+
+
+def _exclusion_list(exclude, shape: tuple[int, int]) -> list[sp.csr_matrix]:
+    if exclude is None:
+        return []
+    mats = [exclude] if sp.issparse(exclude) else list(exclude)
+    out = [_canonical_csr(m, "exclude") for m in mats]
+    for m in out:
+        if m.shape != shape:
+            raise ValueError(f"exclude has shape {m.shape}, truth has {shape}")
+    return out
+
+
+def _users_with_test_items(users, truth: sp.csr_matrix) -> np.ndarray:
+    """The requested users as int64, in order, minus those with no test item."""
+    users = users.detach().cpu().numpy() if isinstance(users, Tensor) else np.asarray(users)
+    users = users.astype(np.int64, copy=False).reshape(-1)
+    if users.size and (users.min() < 0 or users.max() >= truth.shape[0]):
+        raise ValueError(f"user ids must lie in [0, {truth.shape[0]})")
+    return users[_n_test(truth, users) > 0]
+
+
+def _n_test(truth: sp.csr_matrix, users: np.ndarray) -> np.ndarray:
+    """``|T_u|`` (int64) for each of ``users``: the row lengths of the canonical truth matrix."""
+    return (truth.indptr[users + 1] - truth.indptr[users]).astype(np.int64)
+
+
+def _default_device(score_fn) -> torch.device:
+    """The device of the module behind ``score_fn`` (a module or its bound method), else CPU."""
+    module = score_fn if isinstance(score_fn, nn.Module) else getattr(score_fn, "__self__", None)
+    if isinstance(module, nn.Module):
+        param = next(module.parameters(), None)
+        if param is not None:
+            return param.device
+    return torch.device("cpu")
+
+
+def _csr_rows_coo(m: sp.csr_matrix, rows: np.ndarray, device=None) -> tuple[Tensor, Tensor]:
+    """Coordinates of the nonzeros of ``m[rows]`` as ``(local_row, col)`` int64 tensors.
+
+    ``local_row`` indexes into ``rows`` (0..len(rows)-1). Vectorised over the CSR arrays: output
+    slot ``j`` of local row ``r`` reads ``m.indices[indptr[rows[r]] + (j - first_slot_of_r)]``.
+    """
+    starts = m.indptr[rows].astype(np.int64)
+    lengths = m.indptr[rows + 1].astype(np.int64) - starts
+    local_row = np.repeat(np.arange(len(rows), dtype=np.int64), lengths)
+    first_slot = np.cumsum(lengths) - lengths
+    ptr = np.arange(int(lengths.sum()), dtype=np.int64) + np.repeat(starts - first_slot, lengths)
+    cols = m.indices[ptr].astype(np.int64)
+    return torch.from_numpy(local_row).to(device), torch.from_numpy(cols).to(device)
+
+
+def _masked_scores(score_fn, batch, excludes, n_items: int, device) -> Tensor:
+    """``score_fn`` on the batch, copied, with ``-inf`` at every excluded (user, item)."""
+    scores = score_fn(torch.from_numpy(batch).to(device))
+    if scores.shape != (len(batch), n_items):
+        raise ValueError(f"score_fn returned {tuple(scores.shape)}, expected ({len(batch)}, {n_items})")
+    # Own copy: score_fn may hand back a cached tensor. Integer scores cannot hold -inf; float64
+    # holds every int32 (and int64 up to 2**53) exactly, so the conversion creates no new ties.
+    scores = scores.detach().clone() if scores.is_floating_point() else scores.double()
+    for m in excludes:
+        rows, cols = _csr_rows_coo(m, batch, scores.device)
+        scores[rows, cols] = float("-inf")
+    return scores
+
+
+def _hit_matrix(scores: Tensor, batch: np.ndarray, truth: sp.csr_matrix, k: int) -> Tensor:
+    """``(B, k)`` bool: is the item at each rank a test item? Padded with False past ``n_items``."""
+    n_items = scores.shape[1]
+    top, values = topk_deterministic(scores, min(k, n_items))
+    rows, cols = _csr_rows_coo(truth, batch, scores.device)
+    # Flatten (row, item) into one int64 key so membership is one vectorised isin, no dense mask.
+    local = torch.arange(len(batch), device=scores.device).unsqueeze(1)
+    hits = torch.isin(local * n_items + top, rows * n_items + cols)
+    hits &= ~torch.isneginf(values)  # masked slots never count, even if they hold a test item
+    if k > n_items:
+        hits = torch.cat([hits, hits.new_zeros(len(batch), k - n_items)], dim=1)
+    return hits
+
+
+def _summarise(per_user: dict[str, list[Tensor]], evaluated, truth, return_per_user: bool):
+    arrays = {key: _concat(parts) for key, parts in per_user.items()}
+    n = len(evaluated)
+    summary: dict[str, float] = {"users": n}
+    summary.update({key: float(a.mean()) if n else float("nan") for key, a in arrays.items()})
+    if not return_per_user:
+        return summary
+    per = {"user": evaluated, "n_test": _n_test(truth, evaluated), **arrays}
+    return summary, per
+
+
+def _concat(parts: list[Tensor]) -> np.ndarray:
+    return torch.cat(parts).numpy() if parts else np.zeros(0, dtype=np.float64)

@@ -1,0 +1,167 @@
+"""b-bit graph embeddings in the style of HQ-GNN (Chen et al., RecSys 2023): LightGCN encoder + quantizer.
+
+What is implemented, exactly:
+
+1. Encoder: LightGCN (``qrec.models.lightgcn``); final user and item embeddings ``x`` (mean of layers).
+2. Quantizer (``qrec.quant.uniform``): symmetric mid-rise uniform grid with ``2^b`` levels (b = 1, 2, 4, 8;
+   any 1..8 works), one step per node, ``step = k_b * mean|x|`` with ``k_b`` the Gaussian MSE-optimal
+   step over ``E|x|`` (statistics-based, recomputed from the current embeddings at every forward, no
+   gradient through it). Why this scale and not a learned (LSQ) one: see ``qrec.quant.uniform``.
+   ``b = 1`` gives ``mean|x| * sign(x)``.
+3. Training loss: BPR on the *quantized* scores ``<x_q,u, x_q,i>`` + LightGCN's L2 on the batch's layer-0
+   rows (+ ``fp_weight`` x BPR on the float scores, 0 by default).
+4. Gradient through the rounding: ``estimator="ste"`` (identity inside the clipping range) or
+   ``"ewgs"``, the generalized STE ``g_x = g_q (1 + delta sign(g_q) (x - x_q))`` (EWGS, Lee et al. 2021), in
+   step units (``u = x/step``, ``|u - u_q| <= 1/2``).
+5. ``delta`` (one for users, one for items): at step 0 and then every ``delta_every`` training steps
+   (default 200, not every step: each update costs ``hutchinson_samples`` extra backward passes), on the
+   current batch, with the quantized codes ``u_q`` of the batch rows as leaves:
+   ``Tr(H)`` of the BPR loss w.r.t. ``u_q`` by Hutchinson (Rademacher ``v``, ``hutchinson_samples = 16``,
+   ``qrec.quant.hessian``), ``delta = (Tr(H) / N) / (3 std(g))`` with ``N`` and ``g`` the number of
+   elements of, and the gradient w.r.t., that leaf, clamped to ``[0, delta_max = 2]`` (2 keeps the factor
+   in [0, 2]). This is EWGS's reference recipe (``update_grad_scales``: trace by Hutchinson on the
+   quantized values, divided by the element count and by 3 x the gradient's std, clipped at 0); EWGS
+   averages 10 batches of 16 images every few epochs, we take one batch of 2 B rows every ``delta_every``
+   steps, replacing the old value. The Hessian is taken w.r.t. the quantizer *outputs* (where EWGS's
+   Taylor expansion ``g_x ~ g_q + H (x - x_q)`` is centred); with a plain STE it equals the Hessian w.r.t.
+   the inputs. Units cancel: ``delta (u - u_q)`` is the same in step units and in raw units.
+   The BPR loss is bilinear in the embeddings, so its Hessian w.r.t. the codes is cheap (no propagation).
+   ``delta_history`` records ``(step, delta_user, delta_item)``.
+6. Evaluation scores from integer codes (``qrec.retrieval.intdot``): int8 codes, int32 dot products,
+   per-node scales. Serving: ``b`` bits per dimension per node (packed) + one float32 step per node.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qrec.compress.base import tensor_bits
+from qrec.models.lightgcn import LightGCN, bpr_loss
+from qrec.quant.hessian import hutchinson_trace
+from qrec.quant.uniform import ewgs_delta, node_step, round_ste
+from qrec.retrieval.intdot import IntCodes
+
+__all__ = ["LowBitGCN"]
+
+
+class LowBitGCN(LightGCN):
+    """HQ-GNN-style b-bit GCN; see the module docstring.
+
+    Extra args (beyond ``LightGCN``'s): ``bits`` (2), ``estimator`` (``"ewgs"`` or ``"ste"``),
+    ``scale_method`` (``"meanabs"``/``"maxabs"``), ``delta`` (initial, 0), ``delta_every`` (200),
+    ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``scoring_backend``
+    (``qrec.retrieval.intdot.int_dot`` backend).
+    """
+
+    def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
+                 reg: float = 1e-4, init_std: float = 0.1, table: str = "full", layer_weights="uniform",
+                 bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
+                 delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
+                 fp_weight: float = 0.0, scoring_backend: str = "auto", **kwargs):
+        super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
+                         table=table, layer_weights=layer_weights, **kwargs)
+        if estimator not in ("ste", "ewgs"):
+            raise ValueError("estimator must be 'ste' or 'ewgs'")
+        if not 1 <= int(bits) <= 8:
+            raise ValueError("bits must be in 1..8")
+        self.bits = int(bits)
+        self.estimator = estimator
+        self.scale_method = scale_method
+        self.delta_every = int(delta_every)
+        self.delta_max = float(delta_max)
+        self.hutchinson_samples = int(hutchinson_samples)
+        self.fp_weight = float(fp_weight)
+        self.scoring_backend = scoring_backend
+        self.register_buffer("delta", torch.tensor([float(delta), float(delta)]))  # (user, item)
+        self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        self.delta_history: list[tuple[int, float, float]] = []
+        self._codes = None
+
+    # ----------------------------------------------------------------- quantization
+    def quantize(self, x: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_q, u_q, step)`` for rows ``x``: dequantized values, codes in step units, per-row steps."""
+        step = node_step(x, self.bits, self.scale_method)
+        uq = round_ste(x / step, self.bits, self.estimator, delta)
+        return step * uq, uq, step
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        self._cache = None
+        self._codes = None
+        dev = self.user_table._device()
+        batch = {k: v.to(dev) for k, v in batch.items()}
+        B = batch["users"].shape[0]
+        x = self.combine(self.batch_layers(self.batch_index(batch)))
+        u, p, n = x[:B], x[B:2 * B], x[2 * B:]
+        d_u, d_i = (float(v) for v in self.delta)
+        uq, uu, su = self.quantize(u, d_u)
+        iq, ui, si = self.quantize(torch.cat([p, n]), d_i)
+        if self.estimator == "ewgs" and self.delta_every > 0 and int(self.steps_done) % self.delta_every == 0:
+            self.update_delta(uu.detach(), su, ui.detach(), si)
+        self.steps_done += 1
+        pq, nq = iq[:B], iq[B:]
+        loss = bpr_loss((uq * pq).sum(-1), (uq * nq).sum(-1)) + self.reg_loss(batch)
+        if self.fp_weight > 0:
+            loss = loss + self.fp_weight * bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+        return loss + self._table_aux()
+
+    @torch.enable_grad()
+    def update_delta(self, uu: torch.Tensor, su: torch.Tensor, ui: torch.Tensor, si: torch.Tensor) -> tuple[float, float]:
+        """Set ``delta`` (user, item) from Hutchinson's trace of the BPR loss w.r.t. the codes (see module doc)."""
+        leaf_u = uu.detach().clone().requires_grad_(True)
+        leaf_i = ui.detach().clone().requires_grad_(True)
+        B = leaf_u.shape[0]
+        xu = su.detach() * leaf_u
+        xi = si.detach() * leaf_i
+        loss = bpr_loss((xu * xi[:B]).sum(-1), (xu * xi[B:]).sum(-1))
+        grads = torch.autograd.grad(loss, [leaf_u, leaf_i], create_graph=True)
+        traces, _ = hutchinson_trace(grads, [leaf_u, leaf_i], self.hutchinson_samples, per_input=True)
+        new = []
+        for tr, g, leaf in zip(traces, grads, (leaf_u, leaf_i)):
+            new.append(ewgs_delta(tr / leaf.numel(), float(g.detach().std()), self.delta_max))
+        self.delta.copy_(torch.tensor(new, dtype=self.delta.dtype))
+        self.delta_history.append((int(self.steps_done), new[0], new[1]))
+        return new[0], new[1]
+
+    # ----------------------------------------------------------------- evaluation from integer codes
+    @torch.no_grad()
+    def refresh(self) -> None:
+        U, I = self.final_embeddings()
+        self._codes = (IntCodes.from_float(U, self.bits, scale_method=self.scale_method),
+                       IntCodes.from_float(I, self.bits, scale_method=self.scale_method))
+        self._cache = None
+
+    def codes(self) -> tuple[IntCodes, IntCodes]:
+        if self._codes is None:
+            self.refresh()
+        return self._codes
+
+    def on_epoch_start(self) -> None:
+        self._codes = None
+        self._cache = None
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        cu, ci = self.codes()
+        dev = cu.q.device
+        return (cu[users.to(dev)].decode() * ci[items.to(dev)].decode()).sum(-1)
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores against every item from the int8 codes (int32 dot products, then the scales)."""
+        cu, ci = self.codes()
+        return cu[users.to(cu.q.device)].score(ci, backend=self.scoring_backend)
+
+    # ----------------------------------------------------------------- serving
+    @torch.no_grad()
+    def export(self) -> dict[str, torch.Tensor]:
+        """Packed b-bit codes ``(n, ceil(d b / 8))`` uint8 and float32 steps ``(n,)``, users and items."""
+        cu, ci = self.codes()
+        out = {}
+        for name, c in (("user", cu), ("item", ci)):
+            e = c.export()
+            out[f"{name}_codes"] = e["codes"]
+            out[f"{name}_step"] = e["step"]
+        return out
+
+    def serving_bits(self) -> int:
+        return tensor_bits(self.export()) + self.dense_bits()

@@ -1,0 +1,257 @@
+"""Sign bits packed into 64-bit words, and scoring by popcount.
+
+Layout (``pack_signs``): a vector ``x`` of length ``d`` becomes ``W = ceil(d / 64)`` words; bit ``j`` of
+word ``k`` (least significant bit first) is ``1`` iff ``x[64 k + j] >= 0`` (so ``sign(0) = +1``, as in
+``qrec.quant.sign``). Bits past ``d`` in the last word are ``0`` in every code, so they cancel in the
+XOR and never count. Words are stored as ``torch.int64`` (same bits as ``uint64``; torch has no full
+uint64 support); numpy views them as ``uint64``.
+
+Identity: for ``s_u, s_i`` in ``{-1, +1}^d`` with bits ``b_u, b_i``,
+``<s_u, s_i> = d - 2 * popcount(b_u XOR b_i)`` (each differing coordinate contributes -1 instead of +1).
+
+Layered scores (L2Q-GCN / BiGeaR): a node holds ``L+1`` codes (one per layer) and ``L+1`` float scales
+(the layer weight folded in: ``scale_l = w_l * alpha_l``); ``score(u, i) = sum_l su_l si_l <s_u,l, s_i,l>``.
+
+Backends of ``score_layers``:
+
+``"numpy"``  (CPU) ``np.bitwise_count`` (numpy >= 2.0; a byte lookup table otherwise) on the XOR of small
+             user blocks against all items, threads over user blocks (numpy releases the GIL).
+``"torch"``  bit-trick (SWAR) popcount on int64 tensors; device-agnostic (the CUDA path).
+``"gemm"``   unpacks the bits to +-1 float32 per layer and multiplies: the per-layer dot products are
+             small integers, exact in float32 (``|<s_u, s_i>| <= d < 2^24``). Same inputs (packed codes),
+             same exact integers, BLAS speed; what ``"auto"`` picks on CPU when it measures faster.
+All three give identical integer dot products; ``tests/test_retrieval_hamming.py`` checks it.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = [
+    "n_words",
+    "pack_signs",
+    "unpack_signs",
+    "popcount64",
+    "popcount_np",
+    "hamming_dot",
+    "score_layers",
+    "BinaryCodes",
+]
+
+_M1 = 0x5555555555555555
+_M2 = 0x3333333333333333
+_M4 = 0x0F0F0F0F0F0F0F0F
+_H01 = 0x0101010101010101
+_BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+_HAS_BITWISE_COUNT = hasattr(np, "bitwise_count")
+
+
+def n_words(d: int) -> int:
+    """64-bit words per code of ``d`` bits."""
+    return (int(d) + 63) // 64
+
+
+def _bit_weights(device) -> torch.Tensor:
+    w = [1 << j for j in range(63)] + [-(1 << 63)]  # bit 63 as the int64 sign bit
+    return torch.tensor(w, dtype=torch.int64, device=device)
+
+
+def pack_signs(x: torch.Tensor) -> torch.Tensor:
+    """Bits ``x >= 0`` of the last axis packed into int64 words: ``(..., d) -> (..., ceil(d/64))``."""
+    d = x.shape[-1]
+    W = n_words(d)
+    bits = (x >= 0).to(torch.int64)
+    pad = W * 64 - d
+    if pad:
+        bits = torch.nn.functional.pad(bits, (0, pad))  # pad bits are 0 in every code
+    bits = bits.reshape(*x.shape[:-1], W, 64)
+    return (bits * _bit_weights(x.device)).sum(dim=-1)  # distinct powers of two: sum == bitwise or
+
+
+def unpack_signs(words: torch.Tensor, d: int, dtype=torch.float32) -> torch.Tensor:
+    """Inverse of ``pack_signs``: ``(..., W) -> (..., d)`` of +-1 in ``dtype``."""
+    shifts = torch.arange(64, device=words.device, dtype=torch.int64)
+    bits = (words.unsqueeze(-1) >> shifts) & 1  # arithmetic shift is fine: we keep bit 0 only
+    bits = bits.reshape(*words.shape[:-1], words.shape[-1] * 64)[..., :d]
+    return (2 * bits - 1).to(dtype)
+
+
+def popcount64(x: torch.Tensor) -> torch.Tensor:
+    """Per-element popcount of int64 words (SWAR bit tricks; any device). Result int64 in [0, 64]."""
+    x = x - ((x >> 1) & _M1)  # masks drop the sign-extended bit of the arithmetic shift
+    x = (x & _M2) + ((x >> 2) & _M2)
+    x = (x + (x >> 4)) & _M4
+    return (x * _H01) >> 56  # wraps modulo 2^64 as intended; the top byte is <= 64, never negative
+
+
+def popcount_np(a: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Per-element popcount of a uint64 array (``np.bitwise_count`` or a byte lookup table)."""
+    if _HAS_BITWISE_COUNT:
+        return np.bitwise_count(a, out=out) if out is not None else np.bitwise_count(a)
+    c = _BYTE_POPCOUNT[a.view(np.uint8)].reshape(*a.shape, 8).sum(axis=-1, dtype=np.uint8)
+    if out is not None:
+        out[...] = c
+        return out
+    return c
+
+
+def _as_u64(words: torch.Tensor) -> np.ndarray:
+    return words.detach().cpu().contiguous().numpy().view(np.uint64)
+
+
+def hamming_dot(bu: torch.Tensor, bi: torch.Tensor, d: int) -> torch.Tensor:
+    """``<s_u, s_i> = d - 2 popcount(b_u xor b_i)`` for packed codes ``(B, W)`` x ``(N, W)`` -> int32 ``(B, N)``."""
+    if bu.shape[-1] != bi.shape[-1]:
+        raise ValueError("codes must have the same number of words")
+    if bu.device.type == "cpu":
+        a, b = _as_u64(bu), _as_u64(bi)
+        cnt = np.zeros((a.shape[0], b.shape[0]), dtype=np.int32)
+        for w in range(a.shape[1]):
+            cnt += popcount_np(np.bitwise_xor(a[:, w, None], b[None, :, w]))
+        return torch.from_numpy(int(d) - 2 * cnt)
+    cnt = popcount64(bu[:, None, :] ^ bi[None, :, :]).sum(-1)
+    return (int(d) - 2 * cnt).to(torch.int32)
+
+
+def _check_layered(bu, su, bi, si):
+    if bu.dim() != 3 or bi.dim() != 3 or bu.shape[1:] != bi.shape[1:]:
+        raise ValueError(f"codes must be (n, L, W) with equal L, W; got {tuple(bu.shape)} and {tuple(bi.shape)}")
+    if su.shape != bu.shape[:2] or si.shape != bi.shape[:2]:
+        raise ValueError("scales must be (n, L) matching the codes")
+
+
+def _score_numpy(bu, su, bi, si, d, n_threads=None, block=4):
+    a = _as_u64(bu)                     # (B, L, W)
+    b = np.ascontiguousarray(_as_u64(bi).transpose(1, 2, 0))  # (L, W, N): contiguous item rows per word
+    sa = su.detach().cpu().float().numpy()
+    sbT = np.ascontiguousarray(si.detach().cpu().float().numpy().T)  # (L, N)
+    B, L, W = a.shape
+    N = b.shape[2]
+    out = np.empty((B, N), dtype=np.float32)
+    if B == 0 or N == 0:
+        return torch.from_numpy(out)
+    cnt_dtype = np.uint8 if 64 * W < 256 else np.uint16
+
+    def run(span):
+        s, e = span
+        ub = e - s
+        o = out[s:e]
+        np.matmul(sa[s:e] * float(d), sbT, out=o)            # sum_l su si d
+        x = np.empty((ub, N), dtype=np.uint64)
+        cnt = np.empty((ub, N), dtype=cnt_dtype)
+        c1 = np.empty((ub, N), dtype=cnt_dtype) if W > 1 else None
+        f = np.empty((ub, N), dtype=np.float32)
+        for l in range(L):
+            for w in range(W):
+                np.bitwise_xor(a[s:e, l, w, None], b[l, w][None, :], out=x)
+                if w == 0:
+                    popcount_np(x, out=cnt)
+                else:
+                    popcount_np(x, out=c1)
+                    cnt += c1
+            np.multiply(cnt, (-2.0 * sa[s:e, l])[:, None].astype(np.float32), out=f)
+            f *= sbT[l]
+            o += f                                           # - 2 su si popcount
+        return None
+
+    spans = [(s, min(B, s + block)) for s in range(0, B, block)]
+    threads = n_threads or max(1, torch.get_num_threads())
+    if threads > 1 and len(spans) > 1:
+        with ThreadPoolExecutor(threads) as ex:
+            list(ex.map(run, spans))
+    else:
+        for sp_ in spans:
+            run(sp_)
+    return torch.from_numpy(out)
+
+
+def _score_torch(bu, su, bi, si, d, block=256):
+    B = bu.shape[0]
+    out = torch.empty(B, bi.shape[0], dtype=torch.float32, device=bu.device)
+    sif = si.float()
+    for s in range(0, B, block):
+        e = min(B, s + block)
+        cnt = popcount64(bu[s:e, None, :, :] ^ bi[None, :, :, :]).sum(-1)  # (b, N, L)
+        dots = (int(d) - 2 * cnt).to(torch.float32)
+        out[s:e] = torch.einsum("bnl,bl,nl->bn", dots, su[s:e].float(), sif)
+    return out
+
+
+def _score_gemm(bu, su, bi, si, d):
+    L = bu.shape[1]
+    out = None
+    for l in range(L):
+        pu = unpack_signs(bu[:, l], d)               # +-1, exact
+        pi = unpack_signs(bi[:, l], d)
+        dots = pu @ pi.T                             # exact integers in float32 (|dot| <= d < 2^24)
+        term = dots.mul_(su[:, l, None].float()).mul_(si[None, :, l].float())
+        out = term if out is None else out.add_(term)
+    return out
+
+
+def score_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.Tensor, d: int,
+                 backend: str = "auto", n_threads: int | None = None) -> torch.Tensor:
+    """``sum_l su[:, l] si[:, l] (d - 2 popcount(bu[:, l] xor bi[:, l]))`` -> float32 ``(B, N)``.
+
+    ``bu``: ``(B, L, W)`` int64 packed codes, ``su``: ``(B, L)`` scales; ``bi``/``si`` likewise for ``N`` items.
+    ``backend``: ``"numpy"``, ``"torch"``, ``"gemm"`` or ``"auto"`` (numpy popcount on CPU, torch on other
+    devices; set ``QREC_HAMMING_BACKEND`` to override ``"auto"``).
+    """
+    _check_layered(bu, su, bi, si)
+    if backend == "auto":
+        backend = os.environ.get("QREC_HAMMING_BACKEND") or ("numpy" if bu.device.type == "cpu" else "torch")
+    if backend == "numpy":
+        return _score_numpy(bu, su, bi, si, d, n_threads).to(bu.device)
+    if backend == "torch":
+        return _score_torch(bu, su, bi, si, d)
+    if backend == "gemm":
+        return _score_gemm(bu, su, bi, si, d)
+    raise ValueError(f"unknown hamming backend {backend!r}; use 'numpy', 'torch', 'gemm' or 'auto'")
+
+
+@dataclass
+class BinaryCodes:
+    """Packed sign codes of ``n`` nodes x ``L`` layers of ``d`` bits, with one float scale per node and layer."""
+
+    bits: torch.Tensor    # (n, L, W) int64
+    scales: torch.Tensor  # (n, L) float32
+    dim: int
+
+    @classmethod
+    def from_float(cls, layers: torch.Tensor, scales: torch.Tensor) -> "BinaryCodes":
+        """``layers``: ``(n, L, d)`` floats whose signs are kept; ``scales``: ``(n, L)``."""
+        return cls(pack_signs(layers), scales.float().contiguous(), int(layers.shape[-1]))
+
+    def __getitem__(self, idx) -> "BinaryCodes":
+        return BinaryCodes(self.bits[idx], self.scales[idx], self.dim)
+
+    def __len__(self) -> int:
+        return int(self.bits.shape[0])
+
+    def to(self, device) -> "BinaryCodes":
+        return BinaryCodes(self.bits.to(device), self.scales.to(device), self.dim)
+
+    def decode(self) -> torch.Tensor:
+        """The float vectors the codes stand for, concatenated over layers: ``(n, L * d)``."""
+        pm = unpack_signs(self.bits, self.dim)                   # (n, L, d)
+        return (pm * self.scales[..., None]).reshape(len(self), -1)
+
+    def score(self, items: "BinaryCodes", backend: str = "auto") -> torch.Tensor:
+        """Scores of these (user) codes against every item code: ``(len(self), len(items))``."""
+        if self.dim != items.dim:
+            raise ValueError("user and item codes have different d")
+        return score_layers(self.bits, self.scales, items.bits, items.scales, self.dim, backend)
+
+    def bits_held(self) -> int:
+        """Bits stored: ``L * 64 * ceil(d/64)`` code bits plus ``32 L`` scale bits per node (``d = 64``:
+        exactly ``L * (64 + 32)``)."""
+        n, L, W = self.bits.shape
+        return n * L * W * 64 + 32 * n * L
+
+    def export(self) -> dict[str, torch.Tensor]:
+        return {"bits": self.bits.detach().cpu().contiguous(), "scales": self.scales.detach().cpu().float().contiguous()}

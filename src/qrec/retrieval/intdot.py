@@ -1,0 +1,168 @@
+"""Scoring b-bit codes with integer dot products (int32 accumulation), then dequantizing.
+
+A node's vector is ``x = scale * (q - zero)`` with ``q`` a row of int8 codes (``qrec.quant.uniform.int8_codes``
+makes them from b-bit grid codes), ``scale`` and ``zero`` one float each per row. Then exactly::
+
+    <x_u, x_i> = s_u s_i ( <q_u, q_i> - z_i sum(q_u) - z_u sum(q_i) + d z_u z_i )
+
+The integer part ``<q_u, q_i>`` is computed by ``torch._int_mm`` (int8 x int8 -> int32, VNNI on x86,
+tensor cores on CUDA) when available, else by a float32 GEMM, which is exact here: every partial sum is
+an integer of magnitude ``<= d * 128 * 128 < 2^24`` for ``d <= 1024`` (float64 above). The correction
+terms are rank-one and cost ``O(B + N)`` per row block. For the symmetric grids of ``b <= 7`` bits
+``zero = 0`` and the corrections vanish.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["int_dot", "score_codes", "IntCodes", "pack_codes", "unpack_codes"]
+
+_INT_MM_OK: dict[tuple[str, int], bool] = {}
+
+
+def _int_mm_raw(a: torch.Tensor, bT: torch.Tensor) -> torch.Tensor:
+    if a.device.type == "cuda":  # cuBLASLt int8 GEMM wants m > 16 and k, n multiples of 8
+        m, k = a.shape
+        n = bT.shape[0]
+        pk, pn, pm = (-k) % 8, (-n) % 8, max(0, 17 - m)
+        a2 = torch.nn.functional.pad(a, (0, pk, 0, pm))
+        b2 = torch.nn.functional.pad(bT, (0, pk, 0, pn))
+        return torch._int_mm(a2, b2.t())[:m, :n]
+    return torch._int_mm(a.contiguous(), bT.t())
+
+
+def _int_mm_trusted(device: torch.device, k: int) -> bool:
+    """Whether ``torch._int_mm`` is available *and correct* for inner size ``k`` on this device.
+
+    Checked once per (device, k) on a small random case against an int64 matmul: torch 2.13's CPU kernel
+    returns garbage for k = 1 (found by ``tests/test_retrieval_intdot.py``), so trust is earned, not assumed.
+    """
+    key = (device.type, int(k))
+    if key not in _INT_MM_OK:
+        ok = False
+        if hasattr(torch, "_int_mm"):
+            try:
+                g = torch.Generator().manual_seed(0)
+                a = torch.randint(-128, 128, (19, k), generator=g).to(torch.int8).to(device)
+                b = torch.randint(-128, 128, (23, k), generator=g).to(torch.int8).to(device)
+                ok = bool(torch.equal(_int_mm_raw(a, b).long().cpu(), a.long().cpu() @ b.long().cpu().T))
+            except (RuntimeError, NotImplementedError):
+                ok = False
+        _INT_MM_OK[key] = ok
+    return _INT_MM_OK[key]
+
+
+def _int_mm(a: torch.Tensor, bT: torch.Tensor) -> torch.Tensor | None:
+    """``a @ bT.T`` via ``torch._int_mm`` (int32 result), or None if unsupported/untrusted here."""
+    if not _int_mm_trusted(a.device, a.shape[1]):
+        return None
+    return _int_mm_raw(a, bT)
+
+
+def int_dot(qu: torch.Tensor, qi: torch.Tensor, backend: str = "auto") -> torch.Tensor:
+    """Integer dot products of int8 rows ``(B, d) x (N, d) -> int32 (B, N)``, exact.
+
+    ``backend``: ``"int_mm"`` (``torch._int_mm``), ``"float"`` (exact float GEMM), ``"auto"`` (the first that
+    works).
+    """
+    if qu.dtype != torch.int8 or qi.dtype != torch.int8:
+        raise TypeError("int_dot takes int8 codes")
+    if qu.shape[-1] != qi.shape[-1]:
+        raise ValueError("codes must have the same length d")
+    d = qu.shape[-1]
+    if backend in ("auto", "int_mm"):
+        out = _int_mm(qu, qi)
+        if out is not None:
+            return out
+        if backend == "int_mm":
+            raise RuntimeError("torch._int_mm is not available for these tensors")
+    elif backend != "float":
+        raise ValueError(f"unknown int_dot backend {backend!r}")
+    ftype = torch.float32 if d <= 1024 else torch.float64
+    return (qu.to(ftype) @ qi.to(ftype).T).round().to(torch.int32)
+
+
+def score_codes(qu, su, zu, qi, si, zi, backend: str = "auto") -> torch.Tensor:
+    """Float32 scores ``<x_u, x_i>`` of ``x = s (q - z)`` rows from their int8 codes, ``(B, N)``."""
+    d = qu.shape[-1]
+    dots = int_dot(qu, qi, backend).to(torch.float32)
+    su, si = su.reshape(-1).float(), si.reshape(-1).float()
+    zu, zi = zu.reshape(-1).float(), zi.reshape(-1).float()
+    if bool((zu != 0).any()) or bool((zi != 0).any()):
+        Su = qu.sum(dim=1, dtype=torch.int32).float()
+        Si = qi.sum(dim=1, dtype=torch.int32).float()
+        dots -= zi[None, :] * Su[:, None]
+        dots -= zu[:, None] * Si[None, :]
+        dots += float(d) * (zu[:, None] * zi[None, :])
+    return dots.mul_(su[:, None]).mul_(si[None, :])
+
+
+def pack_codes(c: torch.Tensor, bits: int) -> torch.Tensor:
+    """Unsigned b-bit codes ``(n, d)`` (values < 2^b) -> ``(n, ceil(d b / 8))`` uint8, little-endian bit order."""
+    a = c.detach().cpu().numpy().astype(np.uint8)
+    n, d = a.shape
+    lsb = np.unpackbits(a[..., None], axis=-1, bitorder="little")[..., :bits]  # (n, d, b)
+    return torch.from_numpy(np.packbits(lsb.reshape(n, d * bits), axis=1, bitorder="little"))
+
+
+def unpack_codes(p: torch.Tensor, bits: int, d: int) -> torch.Tensor:
+    """Inverse of ``pack_codes``: ``(n, ceil(d b / 8))`` uint8 -> ``(n, d)`` uint8 codes."""
+    a = p.detach().cpu().numpy().astype(np.uint8)
+    n = a.shape[0]
+    lsb = np.unpackbits(a, axis=1, bitorder="little")[:, : d * bits].reshape(n, d, bits)
+    full = np.zeros((n, d, 8), dtype=np.uint8)
+    full[..., :bits] = lsb
+    return torch.from_numpy(np.packbits(full, axis=-1, bitorder="little")[..., 0])
+
+
+@dataclass
+class IntCodes:
+    """Rows ``x = scale * (q - zero)``: int8 codes ``(n, d)``, per-row float32 ``scale`` and ``zero``."""
+
+    q: torch.Tensor       # (n, d) int8
+    scale: torch.Tensor   # (n,) float32
+    zero: torch.Tensor    # (n,) float32
+    bits: int = 8         # bits per code that a server stores (the grid's b)
+
+    @classmethod
+    def from_float(cls, x: torch.Tensor, bits: int, step: torch.Tensor | None = None,
+                   scale_method: str = "meanabs") -> "IntCodes":
+        """Quantize rows of ``x`` onto the b-bit grid of ``qrec.quant.uniform`` (per-row step)."""
+        from qrec.quant.uniform import int8_codes, node_step, quantize_codes
+
+        x = x.detach()
+        if step is None:
+            step = node_step(x, bits, scale_method)
+        c = quantize_codes(x, bits, step)
+        q, s, z = int8_codes(c, bits, step)
+        return cls(q, s, z, int(bits))
+
+    def __getitem__(self, idx) -> "IntCodes":
+        return IntCodes(self.q[idx], self.scale[idx], self.zero[idx], self.bits)
+
+    def __len__(self) -> int:
+        return int(self.q.shape[0])
+
+    def to(self, device) -> "IntCodes":
+        return IntCodes(self.q.to(device), self.scale.to(device), self.zero.to(device), self.bits)
+
+    def decode(self) -> torch.Tensor:
+        return self.scale[:, None] * (self.q.float() - self.zero[:, None])
+
+    def score(self, items: "IntCodes", backend: str = "auto") -> torch.Tensor:
+        return score_codes(self.q, self.scale, self.zero, items.q, items.scale, items.zero, backend)
+
+    def grid_codes(self) -> torch.Tensor:
+        """The unsigned b-bit codes ``c`` in ``[0, 2^b - 1]`` that a server stores (uint8)."""
+        q = self.q.to(torch.int16)
+        c = (q + (2 ** self.bits - 1)) // 2 if self.bits <= 7 else q + 128
+        return c.to(torch.uint8)
+
+    def export(self) -> dict[str, torch.Tensor]:
+        """Packed b-bit codes + one float32 step per row (the zero point follows from ``bits``)."""
+        step = self.scale * 2 if self.bits <= 7 else self.scale
+        return {"codes": pack_codes(self.grid_codes(), self.bits), "step": step.detach().cpu().float().contiguous()}
