@@ -193,6 +193,21 @@ def test_evaluate_subset_of_users_and_tensor_input():
     assert_matches_reference(result, per_user, reference, [f"{m}@10" for m in ALL_METRICS])
 
 
+def test_unsorted_duplicate_and_zero_entries_are_canonicalised():
+    scores, truth, excludes = random_problem(5)
+    expected = evaluate_full_ranking(lambda u: scores[u], np.arange(60), truth, excludes)
+    # The same truth with each row's columns reversed, every entry stored twice, plus explicit
+    # zeros -- and the exclusions as COO matrices.
+    rev = [truth.indices[a:b][::-1] for a, b in zip(truth.indptr[:-1], truth.indptr[1:])]
+    indices = np.concatenate([np.concatenate([r, r, [0]]) for r in rev])
+    data = np.concatenate([np.r_[np.ones(2 * len(r)), 0.0] for r in rev])
+    indptr = np.r_[0, np.cumsum([2 * len(r) + 1 for r in rev])]
+    messy = sp.csr_matrix((data, indices, indptr), shape=truth.shape)
+    assert not messy.has_sorted_indices
+    got = evaluate_full_ranking(lambda u: scores[u], np.arange(60), messy, [e.tocoo() for e in excludes])
+    assert got == expected
+
+
 def test_hand_computed_example():
     # 4 items. User 0: item 1 is trained on, test {0, 3}; its scores tie items 0 and 2 at 0.5.
     # User 1: no test item (skipped). User 2: test {2}, constant scores, item 0 excluded.

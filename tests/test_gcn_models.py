@@ -257,3 +257,27 @@ def test_rows_mode_with_distillation(teacher):
     torch.manual_seed(11)
     lb = b.training_loss(batch)
     assert la.item() == pytest.approx(lb.item(), rel=1e-5)
+
+
+def test_lightgcn_with_a_compressed_layer0_table():
+    """Layer-0 tables are any EmbeddingTable: a spec string builds them (here 8-bit scalar quantization)."""
+    nu, ni, train = _small()
+    m = LightGCN(nu, ni, train, dim=8, n_layers=2, table="sq8")
+    assert m.user_table.family != "full"
+    loss = m.training_loss({"users": torch.tensor([0, 1]), "pos": torch.tensor([2, 3]), "neg": torch.tensor([4, 5])})
+    loss.backward()
+    assert torch.isfinite(loss)
+    assert m.score_all(torch.tensor([0])).shape == (1, ni)
+
+
+def test_binary_joint_float_loss_term():
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    a = BinaryGCN(nu, ni, train, dim=8, n_layers=2, fp_weight=0.0)
+    b = BinaryGCN(nu, ni, train, dim=8, n_layers=2, fp_weight=0.5)
+    b.load_state_dict(a.state_dict())
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([2, 3]), "neg": torch.tensor([4, 5])}
+    ref = LightGCN(nu, ni, train, dim=8, n_layers=2, reg=0.0)
+    ref.load_state_dict(a.state_dict())
+    diff = b.training_loss(batch).item() - a.training_loss(batch).item()
+    assert diff == pytest.approx(0.5 * ref.training_loss(batch).item(), rel=1e-5)

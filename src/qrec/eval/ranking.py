@@ -219,12 +219,14 @@ def _resolve_metrics(ks, metrics, recall_denominator) -> tuple[list[int], dict]:
 
 
 def _canonical_csr(m, what: str) -> sp.csr_matrix:
-    """A CSR copy without duplicate entries or explicit zeros, so row lengths count distinct items."""
+    """A CSR copy without duplicates or explicit zeros (row lengths count distinct items), with
+    sorted column indices (``_hit_matrix`` binary-searches them)."""
     if not sp.issparse(m):
         raise TypeError(f"{what} must be a scipy.sparse matrix, got {type(m).__name__}")
     m = sp.csr_matrix(m, copy=True)
     m.sum_duplicates()
     m.eliminate_zeros()
+    m.sort_indices()
     return m
 
 
@@ -297,9 +299,15 @@ def _hit_matrix(scores: Tensor, batch: np.ndarray, truth: sp.csr_matrix, k: int)
     n_items = scores.shape[1]
     top, values = topk_deterministic(scores, min(k, n_items))
     rows, cols = _csr_rows_coo(truth, batch, scores.device)
-    # Flatten (row, item) into one int64 key so membership is one vectorised isin, no dense mask.
-    local = torch.arange(len(batch), device=scores.device).unsqueeze(1)
-    hits = torch.isin(local * n_items + top, rows * n_items + cols)
+    # Flatten (row, item) into one int64 key. Rows come in batch order and columns sorted within
+    # a row, so the test keys are already ascending: membership is one binary search per ranked
+    # item -- no dense (B, n) mask, and no sort as in torch.isin (which also stalls badly on
+    # oversubscribed CPUs).
+    keys = rows * n_items + cols
+    ranked = torch.arange(len(batch), device=scores.device).unsqueeze(1) * n_items + top
+    # Every evaluated user has a test item, so ``keys`` is never empty.
+    found = keys[torch.searchsorted(keys, ranked).clamp_(max=keys.numel() - 1)]
+    hits = found == ranked
     hits &= ~torch.isneginf(values)  # masked slots never count, even if they hold a test item
     if k > n_items:
         hits = torch.cat([hits, hits.new_zeros(len(batch), k - n_items)], dim=1)

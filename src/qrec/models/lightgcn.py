@@ -84,7 +84,7 @@ def _make_table(spec: str, n: int, d: int, init_std: float, frequencies=None) ->
         return FullEmbedding(n, d, init_std=init_std)
     from qrec.compress.spec import build_table
 
-    return build_table(spec, n, d, frequencies=frequencies)
+    return build_table(spec, n, d, frequencies=frequencies, init_std=init_std)
 
 
 class LightGCN(Recommender):

@@ -26,6 +26,7 @@ All three give identical integer dot products; ``tests/test_retrieval_hamming.py
 from __future__ import annotations
 
 import os
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -49,6 +50,8 @@ _M4 = 0x0F0F0F0F0F0F0F0F
 _H01 = 0x0101010101010101
 _BYTE_POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _HAS_BITWISE_COUNT = hasattr(np, "bitwise_count")
+if sys.byteorder != "little":  # unpack_signs reads words byte by byte
+    raise ImportError("qrec.retrieval.hamming assumes a little-endian machine")
 
 
 def n_words(d: int) -> int:
@@ -73,12 +76,26 @@ def pack_signs(x: torch.Tensor) -> torch.Tensor:
     return (bits * _bit_weights(x.device)).sum(dim=-1)  # distinct powers of two: sum == bitwise or
 
 
+_PM1_TABLE: dict = {}
+
+
+def _pm1_table(device, dtype) -> torch.Tensor:
+    """``(256, 8)`` table: byte value -> its 8 bits (LSB first) as +-1."""
+    key = (str(device), dtype)
+    if key not in _PM1_TABLE:
+        b = torch.arange(256, dtype=torch.int64)
+        bits = (b[:, None] >> torch.arange(8)) & 1
+        _PM1_TABLE[key] = (2 * bits - 1).to(device=device, dtype=dtype)
+    return _PM1_TABLE[key]
+
+
 def unpack_signs(words: torch.Tensor, d: int, dtype=torch.float32) -> torch.Tensor:
-    """Inverse of ``pack_signs``: ``(..., W) -> (..., d)`` of +-1 in ``dtype``."""
-    shifts = torch.arange(64, device=words.device, dtype=torch.int64)
-    bits = (words.unsqueeze(-1) >> shifts) & 1  # arithmetic shift is fine: we keep bit 0 only
-    bits = bits.reshape(*words.shape[:-1], words.shape[-1] * 64)[..., :d]
-    return (2 * bits - 1).to(dtype)
+    """Inverse of ``pack_signs``: ``(..., W) -> (..., d)`` of +-1 in ``dtype`` (a byte lookup table)."""
+    W = words.shape[-1]
+    # little-endian bytes of each int64 word (x86, ARM and CUDA are little-endian; checked at import)
+    by = words.contiguous().view(torch.uint8).reshape(*words.shape[:-1], W * 8).long()
+    pm = _pm1_table(words.device, dtype)[by]                     # (..., 8W, 8)
+    return pm.reshape(*words.shape[:-1], W * 64)[..., :d]
 
 
 def popcount64(x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +158,6 @@ def _score_numpy(bu, su, bi, si, d, n_threads=None, block=4):
         s, e = span
         ub = e - s
         o = out[s:e]
-        np.matmul(sa[s:e] * float(d), sbT, out=o)            # sum_l su si d
         x = np.empty((ub, N), dtype=np.uint64)
         cnt = np.empty((ub, N), dtype=cnt_dtype)
         c1 = np.empty((ub, N), dtype=cnt_dtype) if W > 1 else None
@@ -154,9 +170,15 @@ def _score_numpy(bu, su, bi, si, d, n_threads=None, block=4):
                 else:
                     popcount_np(x, out=c1)
                     cnt += c1
-            np.multiply(cnt, (-2.0 * sa[s:e, l])[:, None].astype(np.float32), out=f)
+            # su si (d - 2 popcount), element-wise so the result never depends on the block size
+            ul = sa[s:e, l, None]
+            np.multiply(cnt, (-2.0 * ul).astype(np.float32), out=f)
+            f += float(d) * ul
             f *= sbT[l]
-            o += f                                           # - 2 su si popcount
+            if l == 0:
+                o[...] = f
+            else:
+                o += f
         return None
 
     spans = [(s, min(B, s + block)) for s in range(0, B, block)]

@@ -87,18 +87,25 @@ def int_dot(qu: torch.Tensor, qi: torch.Tensor, backend: str = "auto") -> torch.
 
 
 def score_codes(qu, su, zu, qi, si, zi, backend: str = "auto") -> torch.Tensor:
-    """Float32 scores ``<x_u, x_i>`` of ``x = s (q - z)`` rows from their int8 codes, ``(B, N)``."""
+    """Float32 scores ``<x_u, x_i>`` of ``x = s (q - z)`` rows from their int8 codes, ``(B, N)``.
+
+    Passes over the ``(B, N)`` output: the int32 GEMM, one fused int32 -> float32 multiply by ``s_i``, one
+    in-place multiply by ``s_u``, and (non-zero zero points only) one rank-3 ``addmm`` for the corrections
+    ``s_u s_i (-z_i S_u - z_u S_i + d z_u z_i) = (s_u S_u)(-s_i z_i) + (s_u z_u)(-s_i S_i) + (d s_u z_u)(s_i z_i)``.
+    """
     d = qu.shape[-1]
-    dots = int_dot(qu, qi, backend).to(torch.float32)
+    dots = int_dot(qu, qi, backend)
     su, si = su.reshape(-1).float(), si.reshape(-1).float()
     zu, zi = zu.reshape(-1).float(), zi.reshape(-1).float()
+    out = torch.mul(dots, si[None, :])          # int32 * float32 -> float32, one pass
+    out.mul_(su[:, None])
     if bool((zu != 0).any()) or bool((zi != 0).any()):
         Su = qu.sum(dim=1, dtype=torch.int32).float()
         Si = qi.sum(dim=1, dtype=torch.int32).float()
-        dots -= zi[None, :] * Su[:, None]
-        dots -= zu[:, None] * Si[None, :]
-        dots += float(d) * (zu[:, None] * zi[None, :])
-    return dots.mul_(su[:, None]).mul_(si[None, :])
+        P = torch.stack([su * Su, su * zu, float(d) * su * zu], dim=1)        # (B, 3)
+        Q = torch.stack([-si * zi, -si * Si, si * zi], dim=1)                 # (N, 3)
+        out = torch.addmm(out, P, Q.T)
+    return out
 
 
 def pack_codes(c: torch.Tensor, bits: int) -> torch.Tensor:

@@ -27,7 +27,7 @@ class RunConfig:
     weight_decay: float = 0.0
     n_neg: int = 4                         # pointwise models: sampled negatives per positive
     seed: int = 0
-    eval_every: int = 1
+    eval_every: int = 1                    # validate every n epochs (pre-split data: test curve for plots only)
     patience: int = 0                      # epochs without validation gain before stopping; 0 = never stop
     select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch
     ks: tuple[int, ...] = (10,)

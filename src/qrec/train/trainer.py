@@ -143,6 +143,10 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
                 stale = 0
             else:
                 stale += cfg.eval_every
+        elif not has_valid and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+            # Pre-split files have no validation part: record the test curve for plots only; nothing is
+            # selected on it, the reported epoch is the last one.
+            row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt:
@@ -166,6 +170,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
 
 
 def _epoch_line(row: dict, key: str) -> str:
-    valid = row.get("valid", {})
+    valid, curve = row.get("valid", {}), row.get("test_curve", {})
     shown = f" valid {key} {valid[key]:.4f}" if key in valid else ""
+    shown += "".join(f" test {k} {v:.4f}" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
     return f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}{shown}  {row['seconds']:.1f}s  {row['rows_per_second']:,} rows/s"

@@ -1,0 +1,135 @@
+"""Full-ranking scoring cost: every test user against every item, float vs 1-bit popcount vs b-bit intdot.
+
+    .venv/bin/python benchmarks/bench_scoring.py                  # Gowalla shape: 29,858 users x 40,981 items
+    .venv/bin/python benchmarks/bench_scoring.py --users 4096 --repeats 5 --threads 1
+
+Shapes are Gowalla's (d = 64, L = 3 so 4 layers for the 1-bit GCN); the embeddings are random normal
+(speed does not depend on the values). Every method produces the full ``(users x items)`` float32 score
+matrix, in user blocks of ``--block`` rows (what full-ranking evaluation does before its top-K); the time
+is the median over ``--repeats`` runs of scoring all users. ``ratio`` = float32 d=64 time / method time
+(> 1: faster than the float LightGCN). Optional rows for faiss (IndexFlatIP, IndexBinaryFlat) appear when
+faiss is importable (``pip install faiss-cpu``), otherwise they are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from qrec.retrieval.hamming import BinaryCodes, score_layers  # noqa: E402
+from qrec.retrieval.intdot import IntCodes  # noqa: E402
+
+
+def table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) for k, h in enumerate(headers)]
+    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
+    print()
+
+
+def run_blocks(n_users, block, fn):
+    for s in range(0, n_users, block):
+        fn(s, min(n_users, s + block))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--users", type=int, default=29858)
+    ap.add_argument("--items", type=int, default=40981)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--layers", type=int, default=3)
+    ap.add_argument("--block", type=int, default=1024)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch / numpy-popcount threads (0: torch's default)")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    nU, nI, d, L1, blk = args.users, args.items, args.dim, args.layers + 1, args.block
+    print(f"# bench_scoring: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
+          f"numpy {np.__version__}, {torch.get_num_threads()} threads; {nU:,} users x {nI:,} items, d={d}, "
+          f"{L1} layers for 1-bit; blocks of {blk} users; median of {args.repeats}; "
+          f"load average {os.getloadavg()[0]:.1f}\n")
+
+    g = torch.Generator().manual_seed(0)
+    U = torch.randn(nU, d, generator=g)
+    I = torch.randn(nI, d, generator=g)
+    UL = torch.randn(nU, L1, d, generator=g)
+    IL = torch.randn(nI, L1, d, generator=g)
+    su, si = torch.rand(nU, L1, generator=g), torch.rand(nI, L1, generator=g)
+    Ucat, Icat = (UL * su[..., None]).reshape(nU, -1), (IL * si[..., None]).reshape(nI, -1)
+    bu, bi = BinaryCodes.from_float(UL, su), BinaryCodes.from_float(IL, si)
+    bu1, bi1 = BinaryCodes.from_float(UL[:, :1], su[:, :1]), BinaryCodes.from_float(IL[:, :1], si[:, :1])
+    ints = {b: (IntCodes.from_float(U, b), IntCodes.from_float(I, b)) for b in (1, 2, 4, 8)}
+
+    methods = []
+    methods.append(("float32 matmul, d=64 (LightGCN final)", f"{nI * d * 4 / 2**20:.1f}",
+                    lambda s, e: U[s:e] @ I.T))
+    methods.append((f"float32 matmul, d={L1 * d} (1-bit codes as floats, BiGeaR's code)", f"{nI * L1 * d * 4 / 2**20:.1f}",
+                    lambda s, e: Ucat[s:e] @ Icat.T))
+    code_mb = bi.bits_held() / 8 / 2**20
+    for backend in ("numpy", "gemm"):
+        label = {"numpy": "popcount (np.bitwise_count)", "gemm": "unpack bits -> +-1 GEMM"}[backend]
+        methods.append((f"1-bit x {L1} layers, {label}", f"{code_mb:.1f}",
+                        (lambda bk: lambda s, e: score_layers(bu.bits[s:e], bu.scales[s:e], bi.bits, bi.scales, d, bk))(backend)))
+    methods.append(("1-bit x 1 layer (64-bit codes), popcount", f"{bi1.bits_held() / 8 / 2**20:.1f}",
+                    lambda s, e: score_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, "numpy")))
+    for b, (cu, ci) in ints.items():
+        mb = sum(t.numel() * t.element_size() for t in ci.export().values()) / 2**20
+        methods.append((f"{b}-bit codes, int8 GEMM int32 acc (torch._int_mm)", f"{mb:.2f}",
+                        (lambda cu, ci: lambda s, e: cu[s:e].score(ci))(cu, ci)))
+    methods.append(("2-bit codes, exact float32 GEMM of the integer codes", "",
+                    lambda s, e: ints[2][0][s:e].score(ints[2][1], backend="float")))
+
+    try:
+        import faiss  # noqa: F401
+
+        have_faiss = True
+    except ImportError:
+        have_faiss = False
+    if have_faiss:
+        import faiss
+
+        faiss.omp_set_num_threads(torch.get_num_threads())
+        ip = faiss.IndexFlatIP(d)
+        ip.add(I.numpy())
+        Un = U.numpy()
+        methods.append(("faiss IndexFlatIP (search k=20)", f"{nI * d * 4 / 2**20:.1f}", lambda s, e: ip.search(Un[s:e], 20)))
+        bidx = faiss.IndexBinaryFlat(d)
+        bidx.add(np.packbits((IL[:, 0] >= 0).numpy(), axis=1))
+        qb = np.packbits((UL[:, 0] >= 0).numpy(), axis=1)
+        methods.append(("faiss IndexBinaryFlat 64-bit (search k=20)", f"{nI * d / 8 / 2**20:.1f}", lambda s, e: bidx.search(qb[s:e], 20)))
+    else:
+        print("(faiss not importable: faiss rows skipped)\n")
+
+    rows = []
+    base = None
+    for name, mb, fn in methods:
+        run_blocks(min(nU, blk), blk, fn)  # warm-up on one block
+        ts = []
+        for _ in range(args.repeats):
+            t = time.perf_counter()
+            run_blocks(nU, blk, fn)
+            ts.append(time.perf_counter() - t)
+        med = statistics.median(ts)
+        base = base or med
+        rows.append([name, mb, f"{med:.2f}", f"{nU / med:,.0f}", f"{base / med:.2f}"])
+        print(f"  {name}: {med:.2f} s", flush=True)
+    print()
+    table(rows, ["method", "item-side MB", "s (all users)", "users / s", "ratio vs float d=64"])
+
+
+if __name__ == "__main__":
+    main()
