@@ -14,6 +14,7 @@ import numpy as np
 
 from qrec.experiments.presets import load_preset, preset_names
 from qrec.records import read_records
+from qrec.train.config import RunConfig
 
 HEADER = """# qrec results
 
@@ -36,7 +37,8 @@ def _group(records: list[dict]) -> dict:
     groups = defaultdict(list)
     for r in records:
         spec = r["embedding"]["item"] if r["embedding"]["user"] == r["embedding"]["item"] else f"u:{r['embedding']['user']} i:{r['embedding']['item']}"
-        groups[(r["dataset"], r["model"], spec)].append(r)
+        options = RunConfig.from_dict(r["config"]).options_tag() if "config" in r else ""
+        groups[(r["dataset"], r["model"], spec + (f" {options}" if options else ""))].append(r)
     return groups
 
 

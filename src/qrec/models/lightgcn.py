@@ -104,6 +104,8 @@ class LightGCN(Recommender):
         index_dtype: index type of the torch CSR (int32: a little faster for SpMM, fits < 2^31 non-zeros).
     """
 
+    loss_kind = "bpr"  # the trainer feeds (user, positive, one uniform negative) batches
+
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
                  reg: float = 1e-4, init_std: float = 0.1, table: str = "full", layer_weights="uniform",
                  user_table: EmbeddingTable | None = None, item_table: EmbeddingTable | None = None,

@@ -57,3 +57,26 @@ def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
 
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
     return NeuMF(user(), item(), user(), item())
+
+
+def _graph_tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float) -> dict:
+    """Layer-0 tables for a GCN; LightGCN's own N(0, 0.1) init unless the config says otherwise."""
+    user, item = _tables(split, user_spec, item_spec, dim, init_std)
+    return {"user_table": user(), "item_table": item()}
+
+
+def _graph_model(cls_path: str):
+    """A builder for a LightGCN-family class: the graph is the training split only (never valid/test)."""
+
+    def build(split, user_spec, item_spec, dim, init_std: float = 0.1, **options):
+        module, name = cls_path.rsplit(".", 1)
+        cls = getattr(__import__(module, fromlist=[name]), name)
+        tables = _graph_tables(split, user_spec, item_spec, dim, init_std)
+        return cls(split.n_users, split.n_items, split.train, dim=dim, init_std=init_std, **tables, **options)
+
+    return build
+
+
+register_model("lightgcn")(_graph_model("qrec.models.lightgcn.LightGCN"))
+register_model("binary-gcn")(_graph_model("qrec.models.binary_gcn.BinaryGCN"))
+register_model("lowbit-gcn")(_graph_model("qrec.models.lowbit_gcn.LowBitGCN"))

@@ -70,8 +70,13 @@ class RunConfig:
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
+    def options_tag(self) -> str:
+        """``model_options`` as ``key=value,...`` (sorted); "" when there are none. Names grid variants."""
+        return ",".join(f"{k}={v}" for k, v in sorted(self.model_options.items()))
+
     def run_name(self) -> str:
-        """A readable, filesystem-safe id: dataset, model, specs and seed."""
+        """A readable, filesystem-safe id: dataset, model, specs, model options and seed."""
         spec = self.embedding if self.user_embedding is None else f"u{self.user_embedding}-i{self.embedding}"
-        safe = spec.replace("/", "_").replace("@", "at")
+        tag = self.options_tag().replace("=", "").replace(",", "-")
+        safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")
         return f"{self.dataset}-{self.model}-{safe}-s{self.seed}"
