@@ -317,3 +317,33 @@ def test_bad_specs_raise_clear_errors(spec):
 
     with pytest.raises(SpecError):
         code_size(spec, N, DIM)
+
+
+@pytest.mark.parametrize("spec", ["dpq8x16", "mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25"])
+def test_repeated_ids_are_quantized_once_with_the_batch_loss_unchanged(spec):
+    """Distinct rows are quantized once; outputs, the centroid loss and all gradients equal a row-by-row
+    computation over the batch with its repeats (the float64 reference: mean over occurrences)."""
+    torch.manual_seed(3)
+    freq = np.arange(N, 0, -1)
+    table = build_table(spec, N, DIM, frequencies=freq).train()
+    ids = torch.tensor([[5, 5, 1], [0, 5, 1], [7, 0, 0]])
+    out = table(ids)
+    with torch.no_grad():
+        decoded = table.eval().all()
+    table.train()
+    torch.testing.assert_close(out.detach(), decoded[ids])
+    aux = table.aux_loss()
+    query = table.query.detach().double()
+    expected = (decoded.double()[ids.reshape(-1)] - query[ids.reshape(-1)]).square().mean()
+    torch.testing.assert_close(aux.double(), expected)
+    (out.sum() + aux).backward()
+    grad = table.query.grad.clone()
+    table.query.grad = None
+    for p in table.parameters():
+        p.grad = None
+    # the same loss assembled from one lookup per occurrence
+    rows = torch.cat([table(i.reshape(1)) for i in ids.reshape(-1)])
+    aux_rows = table.aux_loss()
+    torch.testing.assert_close(aux_rows, aux)
+    (rows.sum() + aux_rows).backward()
+    torch.testing.assert_close(table.query.grad, grad)

@@ -48,6 +48,7 @@ from qrec.compress.dpq import (
     gather_centroids,
     nearest_codes,
     split,
+    unique_ids,
     vq_aux_terms,
 )
 from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
@@ -165,17 +166,17 @@ class MGQEEmbedding(EmbeddingTable):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Algorithm 1: group the batch, quantize each group in one call, restore the order."""
-        flat = ids.reshape(-1)
+        flat, repeat, counts = unique_ids(ids.reshape(-1))  # each distinct row once
         groups = self.group[flat]
         order = torch.argsort(groups, stable=True)
         sizes = torch.bincount(groups, minlength=self.config.num_groups).tolist()
         parts = [
-            self._quantize(i, self.query[rows])
-            for i, rows in enumerate(flat[order].split(sizes))
+            self._quantize(i, self.query[rows], c)
+            for i, (rows, c) in enumerate(zip(flat[order].split(sizes), counts[order].split(sizes)))
         ]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        return torch.cat(parts)[inverse].reshape(*ids.shape, self.dim)
+        return torch.cat(parts)[inverse[repeat]].reshape(*ids.shape, self.dim)
 
     def aux_loss(self) -> torch.Tensor:
         return self._aux.value(self.query.device)
@@ -235,11 +236,11 @@ class MGQEEmbedding(EmbeddingTable):
             return [("centroids", self.codebooks[0])]
         return [(f"centroids{i}", book) for i, book in enumerate(self.codebooks)]
 
-    def _quantize(self, i: int, x: torch.Tensor) -> torch.Tensor:
+    def _quantize(self, i: int, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         if x.shape[0] == 0:
             return x  # no row of this group in the batch
         D = self.config.tiers[i][0]
         book = self._codebook(i)
         q = gather_centroids(book, nearest_codes(split(x, D), book, self.kernel))
-        self._aux.add(vq_aux_terms(x, q, self.beta), x.numel())
+        self._aux.add(vq_aux_terms(x, q, self.beta, counts), int(counts.sum()) * self.dim)
         return straight_through(x, q)
