@@ -1,4 +1,5 @@
-"""``qrec plot``: figures from records. Fig. 6: HR@10 / NDCG@10 against model size; Fig. 7: training loss."""
+"""``qrec plot``: figures from records. Fig. 6: HR@10 / NDCG@10 against model size; Fig. 7: training loss;
+GCN presets: test curves per epoch."""
 
 from __future__ import annotations
 
@@ -67,6 +68,28 @@ def plot_training_loss(records: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+def plot_test_curves(records: list[dict], path: Path, title: str) -> Path:
+    """Pre-split (train/test only) runs: the test metric every ``eval_every`` epochs, one line per variant.
+    Nothing is selected on these curves; they show convergence within the epoch budget."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
+        for r in sorted(records, key=lambda r: r["_path"]):
+            points = [(h["epoch"], h["test_curve"][metric]) for h in r["history"] if metric in h.get("test_curve", {})]
+            if points:
+                options = ",".join(f"{k}={v}" for k, v in sorted(r["config"].get("model_options", {}).items()))
+                x, y = zip(*points)
+                ax.plot(x, 100 * np.asarray(y), marker=".", label=f"{r['model']} {options}".strip())
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(f"test {metric} (%)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 PLOTS = {
     "mgqe-fig6": (plot_size_tradeoff, "MGQE Fig. 6 on ML-1M (GMF): quality vs model size"),
     "mgqe-fig7": (plot_training_loss, "MGQE Fig. 7 on ML-1M: training loss, MGQE vs full"),
@@ -79,7 +102,12 @@ def plot_all(results_dir: Path, out_dir: Path) -> list[Path]:
     for r in read_records(results_dir):
         by_preset[r.get("preset")].append(r)
     written = []
-    for preset, (fn, title) in PLOTS.items():
-        if by_preset.get(preset):
-            written.append(fn(by_preset[preset], out_dir / f"{preset}.png", title))
+    for preset, records in sorted(by_preset.items(), key=lambda kv: str(kv[0])):
+        if preset in PLOTS:
+            fn, title = PLOTS[preset]
+        elif any("test_curve" in h for r in records for h in r["history"]):  # pre-split data (GCN presets)
+            fn, title = plot_test_curves, f"{preset}: test metrics per epoch (no validation split; nothing selected on them)"
+        else:
+            continue
+        written.append(fn(records, out_dir / f"{preset}.png", title))
     return written
