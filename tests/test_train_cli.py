@@ -192,3 +192,17 @@ model_options = [{{ bits = 2, estimator = "ste" }}, {{ bits = 2, estimator = "ew
     assert "`full bits=2,delta_every=1,estimator=ewgs`" in text and "`full bits=2,estimator=ste`" in text
     assert main(["plot", "--output", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "gcn-tiny.png").stat().st_size > 0
+
+
+def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    args = ["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lowbit-gcn",
+            "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]
+    assert main(args + ["--option", "bits=4", "--option", "estimator=ste"]) == 0
+    record = json.loads((out / "record.json").read_text())
+    assert record["config"]["model_options"] == {"bits": 4, "estimator": "ste"}
+    assert "recall@20" in record["metrics"]["test"]
+    capsys.readouterr()
+    assert main(args + ["--option", "bitz=4"]) != 0
+    err = capsys.readouterr().err
+    assert "lowbit-gcn" in err and "bitz" in err and "Traceback" not in err

@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from qrec.errors import QrecError
+from qrec.errors import QrecError, SpecError
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -28,6 +28,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-neg", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--patience", type=int, help="stop after this many epochs without validation gain (0: never)")
+    g.add_argument("--ks", type=int, nargs="+", help="cut-offs of the metrics, e.g. 20 50")
+    g.add_argument("--eval-every", type=int, help="evaluate every n epochs")
+    g.add_argument("--option", action="append", metavar="KEY=VALUE", default=[],
+                   help="backbone option, repeatable: e.g. --option bits=2 --option estimator=ewgs (lowbit-gcn), "
+                        "--option n_layers=2 (GCNs)")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--device", help="cpu or cuda")
 
@@ -38,9 +43,31 @@ def _config(args):
     keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
             "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
     overrides = {k: getattr(args, k, None) for k in keys}
-    if args.config:
-        return RunConfig.from_toml(args.config, **overrides)
-    return RunConfig().replace(**overrides)
+    overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
+    overrides["eval_every"] = getattr(args, "eval_every", None)
+    cfg = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig().replace(**overrides)
+    options = _parse_options(getattr(args, "option", []))
+    if options:
+        cfg = cfg.replace(model_options=cfg.model_options | options)
+    if cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # select on the first requested cut-off
+        cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
+    return cfg
+
+
+def _parse_options(items: list[str]) -> dict:
+    """``["bits=2", "estimator=ewgs"]`` -> ``{"bits": 2, "estimator": "ewgs"}`` (numbers and booleans as TOML)."""
+    import tomllib
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            out[key.strip()] = tomllib.loads(f"v = {value.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            out[key.strip()] = value.strip()  # a bare word: a string
+    return out
 
 
 def cmd_train(args) -> int:

@@ -8,6 +8,7 @@ import numpy as np
 
 from qrec.compress import build_table
 from qrec.data import Split
+from qrec.errors import SpecError
 from qrec.models.base import Recommender
 
 _BUILDERS: dict[str, Callable[..., Recommender]] = {}
@@ -32,7 +33,12 @@ def build_model(name: str, split: Split, user_spec: str, item_spec: str, dim: in
     """
     if name not in _BUILDERS:
         raise ValueError(f"unknown model {name!r}; choose one of {model_names()}")
-    return _BUILDERS[name](split, user_spec, item_spec, dim, **options)
+    try:
+        return _BUILDERS[name](split, user_spec, item_spec, dim, **options)
+    except TypeError as e:  # an option the backbone does not take: say which, not a bare traceback
+        if "unexpected keyword" not in str(e):
+            raise
+        raise SpecError(f"model {name!r}: {e} (model options given: {sorted(options)})") from e
 
 
 def _tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float):
@@ -44,7 +50,7 @@ def _tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: fl
 
 
 @register_model("gmf")
-def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
+def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01):
     from qrec.models.gmf import GMF
 
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
@@ -52,7 +58,7 @@ def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
 
 
 @register_model("neumf")
-def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01, **_):
+def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01):
     from qrec.models.neumf import NeuMF
 
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
