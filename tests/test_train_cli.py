@@ -206,3 +206,30 @@ def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys)
     assert main(args + ["--option", "bitz=4"]) != 0
     err = capsys.readouterr().err
     assert "lowbit-gcn" in err and "bitz" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("model, options, ratio", [
+    ("lightgcn", {}, 1.0),
+    ("binary-gcn", {}, 4 * (64 + 32) / (64 * 32)),
+    ("lowbit-gcn", {"bits": 2}, (2 * 64 + 32) / (64 * 32)),
+    ("lowbit-gcn", {"bits": 8}, (8 * 64 + 32) / (64 * 32)),
+])
+def test_graph_model_artifact_scores_from_its_codes(graph_dir, tmp_path, model, options, ratio):
+    """A GCN's artifact holds its final embeddings' codes (not layer-0 tables) and scores like the model."""
+    from qrec.export.artifact import export_model, load_model
+    from qrec.models.served import ServedScorer
+
+    cfg = RunConfig(dataset="lightgcn", data_path=str(graph_dir), protocol="given", model=model, epochs=1,
+                    batch_size=64, dim=64, ks=(20,), select_metric="ndcg@20", model_options=options, threads=1)
+    res = fit(cfg, None, progress=False, log=lambda s: None)
+    manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors")
+    assert manifest["serving_bits"] == res.model.serving_bits()
+    assert manifest["serving_bits"] / manifest["full_bits"] == pytest.approx(ratio)
+    served, _ = load_model(tmp_path / "m.safetensors", res.split)
+    assert isinstance(served, ServedScorer) and not any(True for _ in served.parameters())
+    users = torch.arange(res.split.n_users)
+    with torch.no_grad():
+        expected = res.model.eval().score_all(users)
+        torch.testing.assert_close(served.score_all(users), expected, rtol=1e-5, atol=1e-5)
+        items = torch.arange(res.split.n_items)
+        torch.testing.assert_close(served.score(users[:5, None], items[None, :]), expected[:5], rtol=1e-4, atol=1e-4)

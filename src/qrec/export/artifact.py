@@ -5,7 +5,9 @@ Layout: for every embedding table ``T`` the tensors of ``T.export()`` are stored
 ``dense/<name>`` float32; the id maps back to raw ids as ``vocab/users`` / ``vocab/items`` (int64 when the
 raw ids are integers). The manifest (metadata key ``qrec``) records the format version, the run config and
 every table's spec, rows and dim, so a reader rebuilds the model without the training code's state.
-Only the ``tables/`` and ``dense/`` tensors count toward the model size, as the papers count it.
+Graph models (LightGCN and its quantized variants) serve their final node embeddings instead: their
+``export()`` tensors are stored as ``served/<name>`` and ``load_model`` returns a scorer over those codes
+(``qrec.models.served``). Only ``tables/``, ``dense/`` and ``served/`` tensors count toward the model size.
 """
 
 from __future__ import annotations
@@ -29,19 +31,24 @@ VERSION = 1
 def export_model(model: Recommender, config: dict, path: str | Path, user_ids=None, item_ids=None) -> dict:
     """Write ``model``'s serving form to ``path``; returns the manifest."""
     model = model.eval()
-    tensors, tables = {}, {}
-    for name, table in model.embedding_tables().items():
-        for key, t in table.export().items():
-            tensors[f"tables/{name}/{key}"] = t.contiguous()
-        tables[name] = {"spec": table.spec, "rows": table.num_embeddings, "dim": table.dim, "class": type(table).__name__}
-    for name, p in model.dense_parameters().items():
-        tensors[f"dense/{name}"] = p.detach().cpu().float().contiguous()
+    tensors, tables, extra = {}, {}, {}
+    if callable(getattr(model, "export", None)):  # graph models serve their final embeddings' codes
+        for key, t in model.export().items():
+            tensors[f"served/{key}"] = t.contiguous()
+        extra["served"] = type(model).__name__
+    else:
+        for name, table in model.embedding_tables().items():
+            for key, t in table.export().items():
+                tensors[f"tables/{name}/{key}"] = t.contiguous()
+            tables[name] = {"spec": table.spec, "rows": table.num_embeddings, "dim": table.dim, "class": type(table).__name__}
+        for name, p in model.dense_parameters().items():
+            tensors[f"dense/{name}"] = p.detach().cpu().float().contiguous()
     for key, ids in (("users", user_ids), ("items", item_ids)):
         if ids is not None and np.issubdtype(np.asarray(ids).dtype, np.integer):
             tensors[f"vocab/{key}"] = torch.as_tensor(np.asarray(ids, dtype=np.int64))
     bits = sum(t.numel() * t.element_size() * 8 for k, t in tensors.items() if not k.startswith("vocab/"))
     manifest = {"format": FORMAT, "version": VERSION, "config": config, "tables": tables, "serving_bits": bits,
-                "full_bits": model.full_bits()}
+                "full_bits": model.full_bits()} | extra
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     save_file(tensors, str(path), metadata={"qrec": json.dumps(manifest)})
     return manifest
@@ -74,6 +81,11 @@ def load_model(path: str | Path, split) -> tuple[Recommender, dict]:
     manifest = read_manifest(path)
     tensors = load_file(str(path))
     cfg = RunConfig.from_dict(manifest["config"], source=str(path))
+    if "served" in manifest:  # a graph model: score straight from the stored codes
+        from qrec.models.served import served_model
+
+        parts = {k[len("served/"):]: v for k, v in tensors.items() if k.startswith("served/")}
+        return served_model(manifest["served"], parts, cfg.dim, cfg.model_options).eval(), manifest
     model = build(cfg.replace(embedding="full", user_embedding=None), split)
     for name, info in manifest["tables"].items():
         parse_spec(info["spec"])  # fails clearly on a spec this qrec does not know

@@ -1,0 +1,77 @@
+"""Served forms of graph models: scorers rebuilt from an artifact's codes, without the graph or training state.
+
+A GCN's serving form is its *final* node embeddings (propagation happens once, offline), so its artifact
+holds those, not the layer-0 tables: float32 rows for LightGCN, packed sign bits + scales for the 1-bit
+GCN (scored by popcount), packed b-bit codes + steps for the low-bit GCN (scored by integer dot products).
+Each scorer answers ``score``/``score_all`` exactly as the trained model does in eval mode.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qrec.models.base import Recommender
+from qrec.retrieval.hamming import BinaryCodes
+from qrec.retrieval.intdot import IntCodes, unpack_codes
+from qrec.quant.uniform import int8_codes
+
+
+class ServedScorer(Recommender):
+    """A read-only recommender over stored user and item representations; nothing to train."""
+
+    def __init__(self, n_users: int, n_items: int, bits: int):
+        super().__init__(n_users, n_items)
+        self._bits = int(bits)
+
+    def serving_bits(self) -> int:
+        return self._bits
+
+    def full_bits(self) -> int:  # the served float32 final embeddings of the same d
+        return 32 * (self.n_users + self.n_items) * self.dim
+
+
+class FloatServed(ServedScorer):
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, bits: int):
+        super().__init__(len(users), len(items), bits)
+        self.users, self.items, self.dim = users.float(), items.float(), int(users.shape[1])
+
+    def score(self, users, items):
+        return (self.users[users] * self.items[items]).sum(-1)
+
+    def score_all(self, users):
+        return self.users[users] @ self.items.T
+
+
+class CodesServed(ServedScorer):
+    """Codes with a ``score`` against all items (``BinaryCodes`` or ``IntCodes``) and a ``decode``."""
+
+    def __init__(self, users, items, dim: int, bits: int, backend: str = "auto"):
+        super().__init__(len(users), len(items), bits)
+        self.users, self.items, self.dim, self.backend = users, items, int(dim), backend
+
+    def score(self, users, items):
+        users, items = torch.broadcast_tensors(users, items)
+        pairs = (self.users[users.reshape(-1)].decode() * self.items[items.reshape(-1)].decode()).sum(-1)
+        return pairs.reshape(users.shape)
+
+    def score_all(self, users):
+        return self.users[users].score(self.items, backend=self.backend)
+
+
+def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options: dict) -> ServedScorer:
+    """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name)."""
+    bits = sum(t.numel() * t.element_size() * 8 for t in tensors.values())
+    if kind == "LightGCN":
+        return FloatServed(tensors["user_emb"], tensors["item_emb"], bits)
+    if kind == "BinaryGCN":
+        users, items = (BinaryCodes(tensors[f"{s}_bits"], tensors[f"{s}_scales"].float(), dim) for s in ("user", "item"))
+        return CodesServed(users, items, dim, bits, options.get("scoring_backend", "auto"))
+    if kind == "LowBitGCN":
+        b = int(options.get("bits", 2))
+
+        def codes(side: str) -> IntCodes:
+            c = unpack_codes(tensors[f"{side}_codes"], b, dim)
+            return IntCodes(*int8_codes(c, b, tensors[f"{side}_step"]), bits=b)
+
+        return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"))
+    raise ValueError(f"no served form for model class {kind!r}")
