@@ -233,3 +233,56 @@ def test_graph_model_artifact_scores_from_its_codes(graph_dir, tmp_path, model, 
         torch.testing.assert_close(served.score_all(users), expected, rtol=1e-5, atol=1e-5)
         items = torch.arange(res.split.n_items)
         torch.testing.assert_close(served.score(users[:5, None], items[None, :]), expected[:5], rtol=1e-4, atol=1e-4)
+
+
+def test_student_starts_from_a_lightgcn_teacher_run(graph_dir, tmp_path):
+    """``teacher=<run>``: the 1-bit and b-bit GCNs start from the teacher's layer-0 tables; the 1-bit one
+    also distils the teacher's top items. A non-LightGCN teacher is a clear error."""
+    from qrec.errors import SpecError
+    from qrec.train.trainer import build
+
+    base = dict(dataset="lightgcn", data_path=str(graph_dir), protocol="given", epochs=1, batch_size=64, dim=16,
+                ks=(20,), select_metric="ndcg@20", threads=1)
+    teacher = fit(RunConfig(model="lightgcn", **base), tmp_path / "teacher", progress=False, log=lambda s: None)
+    for model, extra in (("binary-gcn", {}), ("lowbit-gcn", {"bits": 2})):
+        cfg = RunConfig(model=model, model_options={"teacher": str(tmp_path / "teacher")} | extra, **base)
+        student = build(cfg, teacher.split)
+        assert torch.equal(student.user_table.weight, teacher.model.user_table.weight)
+        assert torch.equal(student.item_table.weight, teacher.model.item_table.weight)
+        if model == "binary-gcn":
+            assert student.kd_top.shape[0] == teacher.split.n_users
+    fit(RunConfig(model="binary-gcn", **base), tmp_path / "binary", progress=False, log=lambda s: None)
+    with pytest.raises(SpecError, match="lightgcn"):
+        build(RunConfig(model="lowbit-gcn", model_options={"teacher": str(tmp_path / "binary")}, **base), teacher.split)
+
+
+def test_grid_retrains_a_missing_teacher_checkpoint(graph_dir, tmp_path, monkeypatch):
+    """On a fresh clone the teacher's record exists but not its checkpoint: the runner retrains it first."""
+    import shutil
+
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "kd.toml"
+    preset.write_text(f"""
+name = "kd"
+[base]
+dataset = "lightgcn"
+data_path = "{graph_dir}"
+protocol = "given"
+epochs = 1
+batch_size = 64
+dim = 16
+ks = [20]
+select_metric = "ndcg@20"
+[[grid]]
+model = "lightgcn"
+[[grid]]
+model = "binary-gcn"
+model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-s0" }}]
+""")
+    assert main(["experiment", str(preset), "--threads", "1"]) == 0
+    student = tmp_path / "results" / "kd" / "lightgcn-binary-gcn-full-teacherlightgcn-lightgcn-full-s0-s0.json"
+    first = json.loads(student.read_text())["metrics"]["test"]
+    shutil.rmtree(tmp_path / "runs")
+    student.unlink()
+    assert main(["experiment", str(preset), "--threads", "1"]) == 0
+    assert json.loads(student.read_text())["metrics"]["test"] == first  # same teacher, same student

@@ -104,23 +104,9 @@ def cmd_evaluate(args) -> int:
 
 
 def _load_checkpoint_model(run: str, last: bool = False):
-    import torch
+    from qrec.train.trainer import load_trained
 
-    from qrec.train.config import RunConfig
-    from qrec.train.pipeline import load_split
-    from qrec.train.trainer import CHECKPOINT, build
-
-    path = Path(run)
-    path = path / CHECKPOINT if path.is_dir() else path
-    if not path.exists():
-        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig.from_dict(saved["config"], source=str(path))
-    split = load_split(cfg)
-    model = build(cfg, split)
-    best = saved["state"].get("best_model")
-    model.load_state_dict(best if (best is not None and not last) else saved["model"])
-    return model.eval(), cfg, split
+    return load_trained(run, last)
 
 
 def cmd_export(args) -> int:

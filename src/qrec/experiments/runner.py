@@ -14,7 +14,8 @@ from pathlib import Path
 from qrec.experiments.presets import load_preset, preset_path
 from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
-from qrec.train.trainer import fit
+from qrec.errors import SpecError
+from qrec.train.trainer import CHECKPOINT, fit
 
 
 def record_path(results_dir: Path, preset: str, run_name: str) -> Path:
@@ -52,7 +53,8 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         if threads:
             cfg = cfg.replace(threads=threads)
         t0 = time.time()
-        result = fit(cfg, Path("runs") / preset.name / cfg.run_name(), progress=False, log=lambda s: print("   ", s, file=sys.stderr))
+        _ensure_teacher(cfg, preset.name, preset.configs(seeds), threads)
+        result = fit(cfg, Path("runs") / preset.name / cfg.run_name(), progress=False, log=_log)
         rec = build_record(result, extra={"preset": preset.name, "preset_file": str(preset_path(name).resolve()) if name.endswith(".toml") else None})
         write_record(record_path(results_dir, preset.name, cfg.run_name()), rec)
         t = rec["metrics"]["test"]
@@ -61,3 +63,23 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         if report:
             write_results_md(results_dir, report)
     return 0
+
+
+def _log(line: str) -> None:
+    print("   ", line, file=sys.stderr)
+
+
+def _ensure_teacher(cfg, preset_name: str, configs, threads: int | None) -> None:
+    """A student (``model_options.teacher = "runs/<preset>/<run>"``) needs its teacher's checkpoint. On a fresh
+    clone the teacher's record exists but its checkpoint does not: retrain that run of the preset (same
+    config, same numbers) into the expected folder."""
+    teacher = cfg.model_options.get("teacher")
+    if not teacher or (Path(teacher) / CHECKPOINT).exists():
+        return
+    for c in configs:
+        if Path("runs") / preset_name / c.run_name() == Path(teacher):
+            print(f"    training the teacher {c.run_name()} first (its checkpoint {teacher} is missing)", file=sys.stderr)
+            fit(c.replace(threads=threads) if threads else c, Path(teacher), progress=False, log=_log)
+            return
+    raise SpecError(f"{cfg.run_name()}: teacher checkpoint {teacher}/{CHECKPOINT} is missing and no run of preset "
+                    f"{preset_name} writes it")

@@ -77,6 +77,7 @@ class RunConfig:
     def run_name(self) -> str:
         """A readable, filesystem-safe id: dataset, model, specs, model options and seed."""
         spec = self.embedding if self.user_embedding is None else f"u{self.user_embedding}-i{self.embedding}"
-        tag = self.options_tag().replace("=", "").replace(",", "-")
+        # a path-valued option (a teacher run) is named by its last component
+        tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(self.model_options.items()))
         safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")
         return f"{self.dataset}-{self.model}-{safe}-s{self.seed}"

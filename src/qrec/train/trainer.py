@@ -18,6 +18,7 @@ from tqdm.auto import tqdm
 
 from qrec.data import Split
 from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch
+from qrec.errors import QrecError
 from qrec.eval.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
@@ -167,6 +168,22 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
         interactions_per_second=state["seen"] / max(state["train_seconds"], 1e-9),
     )
+
+
+def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunConfig, Split]:
+    """The model of a run folder (or its checkpoint file): weights of the best validation epoch, or of the
+    last epoch with ``last=True`` or when the run had no validation split."""
+    path = Path(run)
+    path = path / CHECKPOINT if path.is_dir() else path
+    if not path.exists():
+        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    split = load_split(cfg)
+    model = build(cfg, split)
+    best = saved["state"].get("best_model")
+    model.load_state_dict(best if (best is not None and not last) else saved["model"])
+    return model.eval(), cfg, split
 
 
 def _epoch_line(row: dict, key: str) -> str:
