@@ -34,21 +34,11 @@ from qrec.models.graph import SymmetricSpMM, normalized_adjacency_scipy, to_torc
 
 
 def load_gowalla(data_dir: Path):
-    d = data_dir / "gowalla"
-    try:
-        from qrec.data.loaders import read_lightgcn_split
+    from qrec.data.loaders import read_lightgcn_split
 
-        split = read_lightgcn_split(d / "train.txt", d / "test.txt")
-        return split.train.users, split.train.items, split.n_users, split.n_items, split.train
-    except ImportError:  # loader not available: a few lines of our own
-        us, its = [], []
-        for line in open(d / "train.txt"):
-            a = np.array(line.split(), dtype=np.int64)
-            if a.size > 1:
-                us.append(np.full(a.size - 1, a[0]))
-                its.append(a[1:])
-        u, i = np.concatenate(us), np.concatenate(its)
-        return u, i, int(u.max()) + 1, int(i.max()) + 1, None
+    d = data_dir / "gowalla"
+    split = read_lightgcn_split(d / "train.txt", d / "test.txt")
+    return split.train.users, split.train.items, split.n_users, split.n_items, split.train
 
 
 def timeit(fn, repeats=5, warmup=1):
