@@ -91,10 +91,10 @@ def main():
                     lambda s, e: score_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, "numpy")))
     for b, (cu, ci) in ints.items():
         mb = sum(t.numel() * t.element_size() for t in ci.export().values()) / 2**20
-        methods.append((f"{b}-bit codes, int8 GEMM int32 acc (torch._int_mm)", f"{mb:.2f}",
+        methods.append((f"{b}-bit codes, integer dots (auto: exact float32 GEMM on CPU, int8 GEMM on CUDA)", f"{mb:.2f}",
                         (lambda cu, ci: lambda s, e: cu[s:e].score(ci))(cu, ci)))
-    methods.append(("2-bit codes, exact float32 GEMM of the integer codes", "",
-                    lambda s, e: ints[2][0][s:e].score(ints[2][1], backend="float")))
+    methods.append(("2-bit codes, torch._int_mm int8 GEMM, int32 accumulation", "",
+                    lambda s, e: ints[2][0][s:e].score(ints[2][1], backend="int_mm")))
 
     try:
         import faiss  # noqa: F401

@@ -6,9 +6,13 @@ import torch
 from qrec.retrieval.intdot import IntCodes, int_dot, pack_codes, score_codes, unpack_codes
 
 
-@pytest.mark.parametrize("backend", ["auto", "float"])
+@pytest.mark.parametrize("backend", ["auto", "float", "int_mm"])
 @pytest.mark.parametrize("d", [1, 13, 64, 100])
 def test_int_dot_exact(backend, d):
+    from qrec.retrieval.intdot import _int_mm_trusted
+
+    if backend == "int_mm" and not _int_mm_trusted(torch.device("cpu"), d):
+        pytest.skip("torch._int_mm unavailable or wrong for this inner size on this CPU")
     g = torch.Generator().manual_seed(d)
     a = torch.randint(-128, 128, (19, d), generator=g, dtype=torch.int64).to(torch.int8)
     b = torch.randint(-128, 128, (31, d), generator=g, dtype=torch.int64).to(torch.int8)
@@ -24,8 +28,11 @@ def test_codes_score_equals_dequantized_float(bits, d):
     U, I = torch.randn(21, d, generator=g) * 0.3, torch.randn(45, d, generator=g)
     cu, ci = IntCodes.from_float(U, bits), IntCodes.from_float(I, bits)
     ref = cu.decode().double() @ ci.decode().double().T
-    for backend in ("auto", "float"):
-        got = cu.score(ci, backend=backend)
+    for backend in ("auto", "float", "int_mm"):
+        try:
+            got = cu.score(ci, backend=backend)
+        except RuntimeError:  # int_mm unavailable here
+            continue
         torch.testing.assert_close(got.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
     # the codes are the b-bit grid values of the quantizer
     from qrec.quant.uniform import fake_quantize

@@ -212,7 +212,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--last", action="store_true", help="use the last epoch, not the best validation epoch")
     e.set_defaults(fn=cmd_evaluate)
 
-    d = sub.add_parser("demo", help="train full and quantized GMF on the embedded MovieLens-100K; print a table")
+    d = sub.add_parser("demo", help="train full and quantized GMF and LightGCN on the embedded MovieLens-100K; print a table")
     d.add_argument("--epochs", type=int, default=10)
     d.add_argument("--out", default="runs/demo")
     d.set_defaults(fn=cmd_demo)

@@ -5,8 +5,8 @@ makes them from b-bit grid codes), ``scale`` and ``zero`` one float each per row
 
     <x_u, x_i> = s_u s_i ( <q_u, q_i> - z_i sum(q_u) - z_u sum(q_i) + d z_u z_i )
 
-The integer part ``<q_u, q_i>`` is computed by ``torch._int_mm`` (int8 x int8 -> int32, VNNI on x86,
-tensor cores on CUDA) when available, else by a float32 GEMM, which is exact here: every partial sum is
+The integer part ``<q_u, q_i>`` is computed by ``torch._int_mm`` (int8 x int8 -> int32, tensor cores) on CUDA,
+and on the CPU by a float32 GEMM (faster there than torch's int8 kernel), which is exact: every partial sum is
 an integer of magnitude ``<= d * 128 * 128 < 2^24`` for ``d <= 1024`` (float64 above). The correction
 terms are rank-one and cost ``O(B + N)`` per row block. For the symmetric grids of ``b <= 7`` bits
 ``zero = 0`` and the corrections vanish.
@@ -66,24 +66,31 @@ def _int_mm(a: torch.Tensor, bT: torch.Tensor) -> torch.Tensor | None:
 def int_dot(qu: torch.Tensor, qi: torch.Tensor, backend: str = "auto") -> torch.Tensor:
     """Integer dot products of int8 rows ``(B, d) x (N, d) -> int32 (B, N)``, exact.
 
-    ``backend``: ``"int_mm"`` (``torch._int_mm``), ``"float"`` (exact float GEMM), ``"auto"`` (the first that
-    works).
+    ``backend``: ``"int_mm"`` (``torch._int_mm``), ``"float"`` (exact float GEMM), ``"auto"``: ``int_mm`` on
+    CUDA, the float GEMM on the CPU (torch 2.13's CPU int8 GEMM measured 8x slower than the float32 GEMM
+    on this project's 2-core machines: BENCHMARKS.md).
     """
+    dots = _exact_dots(qu, qi, backend)
+    return dots if dots.dtype == torch.int32 else dots.round().to(torch.int32)
+
+
+def _exact_dots(qu: torch.Tensor, qi: torch.Tensor, backend: str) -> torch.Tensor:
+    """``<q_u, q_i>`` as int32 (``_int_mm``) or as float32/64 holding the exact integers (float GEMM)."""
     if qu.dtype != torch.int8 or qi.dtype != torch.int8:
         raise TypeError("int_dot takes int8 codes")
     if qu.shape[-1] != qi.shape[-1]:
         raise ValueError("codes must have the same length d")
+    if backend not in ("auto", "int_mm", "float"):
+        raise ValueError(f"unknown int_dot backend {backend!r}")
     d = qu.shape[-1]
-    if backend in ("auto", "int_mm"):
+    if backend == "int_mm" or (backend == "auto" and qu.device.type == "cuda"):
         out = _int_mm(qu, qi)
         if out is not None:
             return out
         if backend == "int_mm":
             raise RuntimeError("torch._int_mm is not available for these tensors")
-    elif backend != "float":
-        raise ValueError(f"unknown int_dot backend {backend!r}")
     ftype = torch.float32 if d <= 1024 else torch.float64
-    return (qu.to(ftype) @ qi.to(ftype).T).round().to(torch.int32)
+    return qu.to(ftype) @ qi.to(ftype).T
 
 
 def score_codes(qu, su, zu, qi, si, zi, backend: str = "auto") -> torch.Tensor:
@@ -94,10 +101,10 @@ def score_codes(qu, su, zu, qi, si, zi, backend: str = "auto") -> torch.Tensor:
     ``s_u s_i (-z_i S_u - z_u S_i + d z_u z_i) = (s_u S_u)(-s_i z_i) + (s_u z_u)(-s_i S_i) + (d s_u z_u)(s_i z_i)``.
     """
     d = qu.shape[-1]
-    dots = int_dot(qu, qi, backend)
+    dots = _exact_dots(qu, qi, backend)
     su, si = su.reshape(-1).float(), si.reshape(-1).float()
     zu, zi = zu.reshape(-1).float(), zi.reshape(-1).float()
-    out = torch.mul(dots, si[None, :])          # int32 * float32 -> float32, one pass
+    out = torch.mul(dots, si[None, :]).float()  # int32 (or exact float) * float32 -> float32, one pass
     out.mul_(su[:, None])
     if bool((zu != 0).any()) or bool((zi != 0).any()):
         Su = qu.sum(dim=1, dtype=torch.int32).float()
