@@ -51,6 +51,18 @@ def test_interrupted_run_resumes_bit_for_bit(seq_file, tmp_path, spec):
         assert torch.equal(a, b), k
 
 
+def test_a_finished_run_extends_to_more_epochs_exactly(seq_file, tmp_path):
+    straight = fit(_cfg(seq_file, epochs=3), tmp_path / "a", progress=False, log=lambda s: None)
+    fit(_cfg(seq_file, epochs=2), tmp_path / "b", progress=False, log=lambda s: None)
+    extended = fit(_cfg(seq_file, epochs=3, threads=2), tmp_path / "b", progress=False, log=lambda s: None)
+    assert [h["loss"] for h in extended.history] == [h["loss"] for h in straight.history]
+    assert extended.test == straight.test
+    with pytest.raises(ValueError, match="already trained 3 epochs"):
+        fit(_cfg(seq_file, epochs=2), tmp_path / "b", progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="different config"):
+        fit(_cfg(seq_file, epochs=3, lr=0.5), tmp_path / "b", progress=False, log=lambda s: None)
+
+
 def test_same_seed_same_numbers_other_seed_differs(seq_file, tmp_path):
     a = fit(_cfg(seq_file, epochs=2), None, progress=False, log=lambda s: None)
     b = fit(_cfg(seq_file, epochs=2), None, progress=False, log=lambda s: None)

@@ -100,6 +100,13 @@ def _save(path: Path, state: dict) -> None:
     os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
 
 
+def _resumable_key(config: dict) -> dict:
+    """What must match to resume a checkpoint: everything but ``threads`` (speed only) and ``epochs``
+    (epoch e's batches depend on ``(seed, e)`` alone and nothing is scheduled on the total, so a run can
+    be extended: 20 epochs then 40 replays the first 20 of a 40-epoch run exactly)."""
+    return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
+
+
 def _improved(metrics: dict, best: dict, key: str) -> bool:
     return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
 
@@ -122,8 +129,11 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
         saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
-        if saved["config"] != cfg.to_dict():
+        if _resumable_key(saved["config"]) != _resumable_key(cfg.to_dict()):
             raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
+        if saved["state"]["epoch"] > cfg.epochs:
+            raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
+                             f"{cfg.epochs} asked for; ask for at least as many or use another --out")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         state = saved["state"]
