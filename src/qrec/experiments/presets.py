@@ -22,6 +22,7 @@ class Preset:
     paper: dict = field(default_factory=dict)      # "model|embedding" -> {"hr@10": %, "ndcg@10": %, "size": %}
     protocol_note: str = ""
     metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10"])
+    reference: str = ""  # "model|embedding" row that RESULTS.md compares every row's first metric to
 
     def configs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every run of the grid, cheapest seeds first so that partial grids cover all rows early."""
@@ -57,6 +58,6 @@ def load_preset(name: str) -> Preset:
     try:
         return Preset(name=raw.get("name", path.stem), description=raw.get("description", ""), base=raw.get("base", {}),
                       grids=raw["grid"], paper=raw.get("paper", {}), protocol_note=raw.get("protocol_note", ""),
-                      metrics=raw.get("metrics", ["hr@10", "ndcg@10"]))
+                      metrics=raw.get("metrics", ["hr@10", "ndcg@10"]), reference=raw.get("reference", ""))
     except KeyError as e:
         raise ValueError(f"{path}: preset needs a [[grid]] table ({e})") from e

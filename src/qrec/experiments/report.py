@@ -55,14 +55,19 @@ def _find_preset(name: str, records: list[dict]):
 def preset_table(name: str, records: list[dict]) -> str:
     preset = _find_preset(name, records)
     paper, metrics = (preset.paper, preset.metrics) if preset else ({}, ["hr@10", "ndcg@10"])
-    cols = ["dataset", "model", "embedding", "n"] + metrics + ["size", "epoch s"]
+    reference = preset.reference if preset else ""
+    ref_cols = [f"{metrics[0]} vs {reference.replace('|', ' ')}"] if reference else []
+    groups = _group(records)
+    cols = ["dataset", "model", "embedding", "n"] + metrics + ["size"] + ref_cols + ["epoch s"]
     paper_cols = [f"paper {m}" for m in metrics] + ["paper size"] if paper else []
     lines = ["| " + " | ".join(cols + paper_cols) + " |", "|" + "---|" * (len(cols) + len(paper_cols))]
-    for (dataset, model, spec), recs in _group(records).items():
+    for (dataset, model, spec), recs in groups.items():
         recs = sorted(recs, key=lambda r: r["seed"])
         row = [dataset, model, f"`{spec}`", str(len(recs))]
         row += [_fmt([r["metrics"]["test"].get(m, np.nan) for r in recs]) for m in metrics]
         row.append(f"{100 * np.mean([r['size']['relative'] for r in recs]):.1f}%")
+        if reference:
+            row.append(_relative(recs, groups.get((dataset, *reference.split("|", 1))), metrics[0]))
         row.append(f"{np.median([h['seconds'] for r in recs for h in r['history']]):.1f}")
         if paper:
             ref = paper.get(f"{model}|{spec}", {})
@@ -74,6 +79,14 @@ def preset_table(name: str, records: list[dict]) -> str:
         head += [preset.description.strip(), "", f"Protocol: {preset.protocol_note.strip()}", "",
                  f"Command: `qrec experiment {name}` (resumable), then `qrec report`.", ""]
     return "\n".join(head + lines)
+
+
+def _relative(recs: list[dict], ref: list[dict] | None, metric: str) -> str:
+    """Mean ``metric`` of a row as a percentage of the reference row's mean (same dataset)."""
+    if not ref:
+        return ""
+    mean = lambda rs: np.mean([r["metrics"]["test"].get(metric, np.nan) for r in rs])  # noqa: E731
+    return f"{100 * mean(recs) / mean(ref):.1f}%"
 
 
 def write_results_md(results_dir: Path, output: Path) -> Path:
