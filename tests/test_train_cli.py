@@ -174,6 +174,7 @@ name = "gcn-tiny"
 description = "tiny GCN grid"
 protocol_note = "planted communities"
 metrics = ["recall@20", "ndcg@20"]
+reference = "lightgcn|full"
 [base]
 dataset = "lightgcn"
 data_path = "{graph_dir}"
@@ -202,6 +203,7 @@ model_options = [{{ bits = 2, estimator = "ste" }}, {{ bits = 2, estimator = "ew
     assert all("recall@20" in h["test_curve"] for h in record["history"])
     text = (tmp_path / "RESULTS.md").read_text()
     assert "`full bits=2,delta_every=1,estimator=ewgs`" in text and "`full bits=2,estimator=ste`" in text
+    assert "recall@20 vs lightgcn full" in text and "| 100.0% |" in text
     assert main(["plot", "--output", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "gcn-tiny.png").stat().st_size > 0
 
