@@ -204,6 +204,8 @@ model_options = [{{ bits = 2, estimator = "ste" }}, {{ bits = 2, estimator = "ew
     text = (tmp_path / "RESULTS.md").read_text()
     assert "`full bits=2,delta_every=1,estimator=ewgs`" in text and "`full bits=2,estimator=ste`" in text
     assert "recall@20 vs lightgcn full" in text and "| 100.0% |" in text
+    ewgs = json.loads((tmp_path / "results" / "gcn-tiny" / names[2]).read_text())
+    assert len(ewgs["diagnostics"]["delta_history"]) >= 2  # delta_every = 1: one update per step
     assert main(["plot", "--output", str(tmp_path / "fig")]) == 0
     assert (tmp_path / "fig" / "gcn-tiny.png").stat().st_size > 0
 
