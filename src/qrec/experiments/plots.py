@@ -71,18 +71,19 @@ def plot_training_loss(records: list[dict], path: Path, title: str) -> Path:
 def plot_test_curves(records: list[dict], path: Path, title: str) -> Path:
     """Pre-split (train/test only) runs: the test metric every ``eval_every`` epochs, one line per variant.
     Nothing is selected on these curves; they show convergence within the epoch budget."""
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
     for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
         for r in sorted(records, key=lambda r: r["_path"]):
             points = [(h["epoch"], h["test_curve"][metric]) for h in r["history"] if metric in h.get("test_curve", {})]
             if points:
-                options = ",".join(f"{k}={v}" for k, v in sorted(r["config"].get("model_options", {}).items()))
+                options = ",".join(f"{k}={Path(str(v)).name if k == 'teacher' else v}"
+                                   for k, v in sorted(r["config"].get("model_options", {}).items()))
                 x, y = zip(*points)
                 ax.plot(x, 100 * np.asarray(y), marker=".", label=f"{r['model']} {options}".strip())
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
-    axes[0].legend(fontsize=7)
+    axes[1].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
     fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
