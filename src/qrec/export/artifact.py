@@ -36,6 +36,7 @@ def export_model(model: Recommender, config: dict, path: str | Path, user_ids=No
         for key, t in model.export().items():
             tensors[f"served/{key}"] = t.contiguous()
         extra["served"] = type(model).__name__
+        extra["served_meta"] = model.serving_meta() if callable(getattr(model, "serving_meta", None)) else {}
     else:
         for name, table in model.embedding_tables().items():
             for key, t in table.export().items():
@@ -85,7 +86,8 @@ def load_model(path: str | Path, split) -> tuple[Recommender, dict]:
         from qrec.models.served import served_model
 
         parts = {k[len("served/"):]: v for k, v in tensors.items() if k.startswith("served/")}
-        return served_model(manifest["served"], parts, cfg.dim, cfg.model_options).eval(), manifest
+        meta = cfg.model_options | manifest.get("served_meta", {})  # the artifact describes itself
+        return served_model(manifest["served"], parts, cfg.dim, meta).eval(), manifest
     model = build(cfg.replace(embedding="full", user_embedding=None), split)
     for name, info in manifest["tables"].items():
         parse_spec(info["spec"])  # fails clearly on a spec this qrec does not know

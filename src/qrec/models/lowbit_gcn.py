@@ -122,6 +122,10 @@ class LowBitGCN(LightGCN):
         self.delta_history.append((int(self.steps_done), new[0], new[1]))
         return new[0], new[1]
 
+    def serving_meta(self) -> dict:
+        """What a reader needs besides the tensors to decode ``export()``: the bit width."""
+        return {"bits": self.bits}
+
     def diagnostics(self) -> dict:
         """For the run record: the generalized STE's delta over training, ``[step, user, item]`` rows."""
         return {"delta_history": [[int(t), round(u, 8), round(i, 8)] for t, u, i in self.delta_history]}

@@ -59,7 +59,8 @@ class CodesServed(ServedScorer):
 
 
 def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options: dict) -> ServedScorer:
-    """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name)."""
+    """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name; ``options``:
+    the run's model options updated by the artifact's ``served_meta``)."""
     bits = sum(t.numel() * t.element_size() * 8 for t in tensors.values())
     if kind == "LightGCN":
         return FloatServed(tensors["user_emb"], tensors["item_emb"], bits)
@@ -67,7 +68,9 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
         users, items = (BinaryCodes(tensors[f"{s}_bits"], tensors[f"{s}_scales"].float(), dim) for s in ("user", "item"))
         return CodesServed(users, items, dim, bits, options.get("scoring_backend", "auto"))
     if kind == "LowBitGCN":
-        b = int(options.get("bits", 2))
+        if "bits" not in options:
+            raise ValueError("a low-bit GCN artifact must record its bit width (manifest 'served_meta')")
+        b = int(options["bits"])
 
         def codes(side: str) -> IntCodes:
             c = unpack_codes(tensors[f"{side}_codes"], b, dim)
