@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from qrec.compress import build_table
-from qrec.compress.dpq import nearest_codes
+from qrec.compress.nearest import nearest_codes
 
 SPECS = [
     "full",

@@ -6,10 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qrec.compress import build_table
-from qrec.compress.dpq import gather_centroids, nearest_codes, nearest_matmul, nearest_sorted, split
+from qrec.compress.dpq import gather_centroids, split
 from qrec.compress.lowrank import LowRankEmbedding
+from qrec.compress.nearest import nearest_codes, nearest_matmul, nearest_sorted
 from qrec.compress.scalar import ScalarQuantized
 from qrec.compress.ste import one_hot_straight_through, straight_through
 
@@ -202,8 +205,23 @@ def test_kernels_agree_on_exact_ties_and_duplicate_centroids():
     centroids = torch.randint(-8, 9, (16, 32, 1), generator=gen).float() / 4
     x = torch.randint(-40, 41, (2048, 16, 1), generator=gen).float() / 8
     expected = _brute_force(x, centroids)
-    assert torch.equal(nearest_sorted(x, centroids), expected)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=True), expected)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
     assert torch.equal(nearest_matmul(x, centroids), expected)
+
+
+@settings(max_examples=60, deadline=None)
+@given(K=st.integers(1, 40), D=st.integers(1, 5), B=st.integers(1, 30), grid=st.sampled_from([2, 4, 1 << 20]),
+       seed=st.integers(0, 2**31 - 1))
+def test_sorted_kernels_match_brute_force_for_any_K(K, D, B, grid, seed):
+    """Both sorted implementations (compiled loop, torch ops) against float64 brute force: any K (not only
+    powers of two: MGQE's tail uses the first K_i centroids), coarse grids that force ties and duplicates."""
+    gen = _gen(seed)
+    centroids = torch.randint(-grid, grid + 1, (D, K, 1), generator=gen).float() / grid
+    x = torch.randint(-2 * grid, 2 * grid + 1, (B, D, 1), generator=gen).float() / (2 * grid)
+    expected = _brute_force(x, centroids)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=True), expected)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
 
 
 def test_matmul_kernel_on_vector_subspaces_matches_brute_force():

@@ -261,7 +261,8 @@ def test_mgqe_tail_rows_use_only_the_first_k2_centroids():
 
 def test_mgqe_groupwise_lookup_equals_quantizing_rows_one_by_one():
     """Algorithm 1 (split by group, one call per group, reorder) = the per-item map it replaces."""
-    from qrec.compress.dpq import gather_centroids, nearest_codes, split
+    from qrec.compress.dpq import gather_centroids, split
+    from qrec.compress.nearest import nearest_codes
 
     torch.manual_seed(0)
     table = build_table("mgqe-ud8/4x16@0.25", N, DIM, frequencies=FREQUENCIES).eval()

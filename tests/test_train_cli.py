@@ -150,6 +150,31 @@ seeds = 2
     assert "## tiny" in text and "| sequences | gmf | `full` | 2 |" in text and "7.79" in text
 
 
+def test_grid_over_d_names_runs_apart_and_sizes_against_the_preset_d(seq_file, tmp_path, monkeypatch):
+    """A grid over ``dim`` (MGQE Fig. 6) gives distinct runs; sizes compare with the full model at the preset's d."""
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "dims.toml"
+    preset.write_text(f"""
+name = "dims"
+[base]
+dataset = "sequences"
+data_path = "{seq_file}"
+epochs = 1
+batch_size = 64
+dim = 16
+[[grid]]
+model = "gmf"
+dim = [8, 16]
+""")
+    assert main(["experiment", str(preset), "--threads", "1"]) == 0
+    names = sorted(p.name for p in (tmp_path / "results" / "dims").glob("*.json"))
+    assert names == ["sequences-gmf-full-d16-s0.json", "sequences-gmf-full-d8-s0.json"]
+    text = (tmp_path / "RESULTS.md").read_text()
+    row = next(line for line in text.splitlines() if "`full d=8`" in line)
+    assert "| 50.0% |" in row.replace("| 50.1% |", "| 50.0% |")  # GMF's d -> 1 output layer: ~half
+    assert "| sequences | gmf | `full` | 1 |" in text and "| 100.0% |" in text
+
+
 @pytest.fixture(scope="module")
 def graph_dir(tmp_path_factory):
     """LightGCN-format train.txt/test.txt: 30 users in 3 planted communities of 10 items each."""
@@ -293,10 +318,10 @@ select_metric = "ndcg@20"
 model = "lightgcn"
 [[grid]]
 model = "binary-gcn"
-model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-s0" }}]
+model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-d16-s0" }}]
 """)
     assert main(["experiment", str(preset), "--threads", "1"]) == 0
-    student = tmp_path / "results" / "kd" / "lightgcn-binary-gcn-full-teacherlightgcn-lightgcn-full-s0-s0.json"
+    student = tmp_path / "results" / "kd" / "lightgcn-binary-gcn-full-d16-teacherlightgcn-lightgcn-full-d16-s0-s0.json"
     first = json.loads(student.read_text())["metrics"]["test"]
     shutil.rmtree(tmp_path / "runs")
     student.unlink()

@@ -95,3 +95,13 @@ def read_records(root: str | Path) -> list[dict]:
         rec["_path"] = str(p)
         out.append(rec)
     return out
+
+
+def relative_sizes(records: list[dict], base_dim: int) -> list[float]:
+    """Each record's served bits over the full-precision model of its dataset and backbone at ``base_dim``
+    (a record's own ``size.relative`` is against full embeddings of *its* d, so a d = 16 full model would
+    read 100%); falls back to ``size.relative`` when no record at ``base_dim`` is there to compare with."""
+    full = {(r["dataset"], r["model"]): r["size"]["full_bits"] for r in records
+            if r.get("config", {}).get("dim", base_dim) == base_dim}
+    return [r["size"]["serving_bits"] / full[(r["dataset"], r["model"])] if (r["dataset"], r["model"]) in full
+            else r["size"]["relative"] for r in records]

@@ -30,13 +30,8 @@ Init: queries and centroids both ``N(0, init_std^2)`` (0.01, as MGQE): every cen
 queries' own distribution (the same, in distribution, as initialising from random rows), so none starts
 far from the data.
 
-Nearest-centroid kernels (``nearest_codes``): when ``s = 1`` (the paper's D = d = 64) each subspace is a
-line, so sort its K centroids and binary-search each value against the midpoints (``torch.searchsorted``,
-O(log K) per code); otherwise one batched matmul scores ``||c||^2 - 2 e.c`` for all K. Both settle ties
-exactly (the sorted kernel compares in float64, where midpoints of float32 values are exact; the matmul
-kernel re-scores in float64 the rows whose float32 margin is within rounding error), so they return
-identical codes, ties to the lowest index.
-Only the batch's rows are quantized in ``forward``.
+Nearest-centroid search: ``qrec.compress.nearest`` (exact kernels, identical codes, ties to the lowest
+index). Only the batch's distinct rows are quantized in ``forward``.
 
 Serving (``export``): the codes packed at ``log2 K`` bits (``ceil(n D log2 K / 8)`` bytes) and the centroids
 as float32 (``D K s = K d`` floats): ``n D log2 K + 32 K d`` bits as in Table 1, plus < 8 bits of byte
@@ -52,12 +47,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
+from qrec.compress.nearest import nearest_codes, rows_per_chunk
 from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
 from qrec.compress.ste import straight_through, zero_with_grad_of
 from qrec.errors import SpecError
 
-#: score-tensor elements (rows x D x K) per chunk when quantizing many rows without gradients: 16 MiB float32
-SCORE_BUDGET = 1 << 22
 _BN_MOMENTUM, _BN_EPS = 0.01, 1e-3  # TF's batch_normalization defaults (momentum 0.99 in TF's convention)
 
 
@@ -88,10 +82,13 @@ def split(x: torch.Tensor, D: int) -> torch.Tensor:
 
 
 def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """``out[b] = [c^(1)_{codes[b,1]}; ...; c^(D)_{codes[b,D]}]``, ``(B, d)``; differentiable in ``centroids``."""
-    D = centroids.shape[0]
-    subspace = torch.arange(D, device=codes.device)
-    return centroids[subspace, codes].reshape(codes.shape[0], -1)
+    """``out[b] = [c^(1)_{codes[b,1]}; ...; c^(D)_{codes[b,D]}]``, ``(B, d)``; differentiable in ``centroids``.
+
+    One ``index_select`` on the flattened ``(D K, s)`` codebook: its backward is an ``index_add`` (advanced
+    indexing's is a sort-based ``index_put``, several times slower on the CPU)."""
+    D, K = centroids.shape[:2]
+    flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
+    return centroids.reshape(D * K, -1).index_select(0, flat).reshape(codes.shape[0], -1)
 
 
 def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -102,88 +99,6 @@ def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     norms = xt.square().sum(-1, keepdim=True) + centroids.square().sum(-1).unsqueeze(1)  # (D, B, K)
     return torch.baddbmm(norms, xt, centroids.transpose(1, 2), beta=-1, alpha=2)
 
-
-def nearest_codes(x: torch.Tensor, centroids: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
-    """``argmin_k ||x^(j) - c^(j)_k||^2`` as int64 ``(B, D)``, ties to the lowest ``k``; no gradient.
-
-    ``kernel``: ``"sorted"`` (needs ``s = 1``), ``"matmul"``, or ``"auto"`` (sorted when ``s = 1``).
-    """
-    if kernel == "auto":
-        kernel = "sorted" if centroids.shape[-1] == 1 else "matmul"
-    with torch.no_grad():
-        x, centroids = x.detach(), centroids.detach()
-        if kernel == "sorted":
-            return nearest_sorted(x, centroids)
-        if kernel == "matmul":
-            parts = x.split(rows_per_chunk(*centroids.shape[:2]))
-            return torch.cat([nearest_matmul(part, centroids) for part in parts])
-    raise ValueError(f"unknown nearest-centroid kernel {kernel!r}; expected 'auto', 'sorted' or 'matmul'")
-
-
-def rows_per_chunk(D: int, K: int) -> int:
-    """Rows whose ``(rows, D, K)`` scores fit in ``SCORE_BUDGET`` elements."""
-    return max(1, SCORE_BUDGET // (D * K))
-
-
-def nearest_sorted(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """Scalar subspaces (``s = 1``): binary search against the midpoints of the sorted centroids.
-
-    With ``v`` the sorted values and ``m_i = (v_i + v_{i+1}) / 2``, the nearest sorted position to ``x`` is the
-    number of midpoints below ``x`` (one ``searchsorted``: O(log K) per code instead of K distances). Ties:
-    equal centroid values share a run, and each sorted position maps to the lowest original index of its
-    run (the first of the run, by the stable sort); ``x`` exactly on a midpoint ties its two neighbours and
-    takes the lower index of the two. float64 makes ``m_i`` and the comparisons exact for float32 inputs.
-    """
-    if centroids.shape[-1] != 1:
-        raise ValueError(f"the sorted kernel needs 1-dim subspaces, got {centroids.shape[-1]}")
-    values, order = torch.sort(centroids[..., 0].double(), dim=1, stable=True)  # (D, K)
-    position = torch.arange(values.shape[1], device=values.device).expand_as(values)
-    run_start = torch.ones_like(values, dtype=torch.bool)
-    run_start[:, 1:] = values[:, 1:] != values[:, :-1]
-    first_of_run = torch.where(run_start, position, 0).cummax(dim=1).values
-    lowest_index = order.gather(1, first_of_run)  # lowest original index among centroids equal to v_i
-    mids = (values[:, 1:] + values[:, :-1]) / 2  # (D, K-1)
-    queries = x[..., 0].double().T.contiguous()  # (D, B)
-    below = torch.searchsorted(mids, queries)  # number of midpoints < x = nearest sorted position
-    # x on a midpoint: sorted positions `below` and `below + 1` tie (if more midpoints equal x, the values
-    # between them all equal x and form one run, so the next position is still in a tied run)
-    mids_padded = F.pad(mids, (0, 1), value=float("inf"))
-    on_mid = mids_padded.gather(1, below) == queries
-    best = lowest_index.gather(1, below)
-    neighbour = lowest_index.gather(1, (below + 1).clamp_max(values.shape[1] - 1))
-    return torch.where(on_mid, torch.minimum(best, neighbour), best).T.contiguous()
-
-
-def nearest_matmul(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
-    """General subspaces: score ``||c||^2 - 2 x.c`` for all K with one batched matmul (the row's ``||x||^2``
-    does not change the argmin), then settle near-ties exactly.
-
-    The float32 scores cancel: near a tie the two best can swap. Their error is at most
-    ``eps = (s + 2) u (max ||c||^2 + 2 ||x|| max ||c||)`` (``u`` the matmul's unit roundoff), so a winner whose
-    margin over the runner-up exceeds ``4 eps`` is certainly the true nearest; the rare rows with a smaller
-    margin (ties, duplicate centroids) are re-scored over all K with ``||x - c||^2`` in float64, where
-    ``argmin`` takes the lowest index. The result equals ``nearest_sorted`` wherever both apply.
-    """
-    D, K, s = centroids.shape
-    c_sq = centroids.square().sum(-1)  # (D, K)
-    xt = x.transpose(0, 1)  # (D, B, s)
-    scores = torch.baddbmm(c_sq.unsqueeze(1), xt, centroids.transpose(1, 2), alpha=-2)  # (D, B, K)
-    low, best = scores.min(-1)  # (D, B); min returns the first (lowest) index of equal scores
-    if K > 1:
-        runner_up = scores.scatter_(-1, best.unsqueeze(-1), float("inf")).amin(-1)
-        c_max = c_sq.max(-1).values.sqrt().unsqueeze(1)  # (D, 1)
-        err = (s + 2) * _matmul_roundoff(x) * (c_max.square() + 2 * xt.norm(dim=-1) * c_max)
-        j, b = torch.nonzero(runner_up - low <= 4 * err, as_tuple=True)
-        if j.numel():
-            exact = (xt[j, b].double().unsqueeze(1) - centroids[j].double()).square().sum(-1)  # (F, K)
-            best[j, b] = exact.argmin(-1)
-    return best.T.contiguous()
-
-
-def _matmul_roundoff(x: torch.Tensor) -> float:
-    """Unit roundoff of a float32 matmul: 2^-24, or bfloat16's 2^-8 when TF32 / reduced precision is allowed."""
-    reduced = torch.get_float32_matmul_precision() != "highest" or (x.is_cuda and torch.backends.cuda.matmul.allow_tf32)
-    return 2.0**-8 if reduced else 2.0**-24
 
 
 # ------------------------------------------------------------------------------------- the aux loss
@@ -243,7 +158,8 @@ def unique_ids(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     """``(rows, inverse, counts)`` of a flat id batch: quantize each distinct row once, then gather.
 
     A pointwise batch repeats each user 1 + n_neg times and popular items many times, so this does the
-    nearest-centroid search (the cost of a DPQ/MGQE step on the CPU) for 2-5x fewer rows."""
+    nearest-centroid search (the cost of a DPQ/MGQE step on the CPU) for 2-5x fewer rows. Callers gather
+    with ``index_select``, whose backward is an ``index_add`` (advanced indexing's sorts its indices)."""
     rows, inverse, counts = torch.unique(ids, return_inverse=True, return_counts=True)
     return rows, inverse, counts
 
@@ -288,7 +204,8 @@ class DPQEmbedding(EmbeddingTable):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not (self.softmax or self.bn):  # rows are quantized independently: each distinct row once
             rows, inverse, counts = unique_ids(ids.reshape(-1))
-            return self._quantize_vq(self.query[rows], counts)[inverse].reshape(*ids.shape, self.dim)
+            out = self._quantize_vq(self.query.index_select(0, rows), counts).index_select(0, inverse)
+            return out.reshape(*ids.shape, self.dim)
         x = self.query[ids.reshape(-1)]
         if self.training:
             out = self._quantize(x, batch_stats=True)

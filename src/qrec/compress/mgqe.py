@@ -46,11 +46,11 @@ from qrec.compress.dpq import (
     AuxLoss,
     code_bits,
     gather_centroids,
-    nearest_codes,
     split,
     unique_ids,
     vq_aux_terms,
 )
+from qrec.compress.nearest import nearest_codes
 from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
 from qrec.compress.ste import straight_through
 from qrec.data.partition import group_ids, head_size
@@ -171,12 +171,12 @@ class MGQEEmbedding(EmbeddingTable):
         order = torch.argsort(groups, stable=True)
         sizes = torch.bincount(groups, minlength=self.config.num_groups).tolist()
         parts = [
-            self._quantize(i, self.query[rows], c)
+            self._quantize(i, self.query.index_select(0, rows), c)
             for i, (rows, c) in enumerate(zip(flat[order].split(sizes), counts[order].split(sizes)))
         ]
         inverse = torch.empty_like(order)
         inverse[order] = torch.arange(order.numel(), device=order.device)
-        return torch.cat(parts)[inverse[repeat]].reshape(*ids.shape, self.dim)
+        return torch.cat(parts).index_select(0, inverse[repeat]).reshape(*ids.shape, self.dim)
 
     def aux_loss(self) -> torch.Tensor:
         return self._aux.value(self.query.device)

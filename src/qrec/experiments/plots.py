@@ -13,7 +13,8 @@ matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qrec.records import read_records  # noqa: E402
+from qrec.records import read_records, relative_sizes  # noqa: E402
+from qrec.train.config import DEFAULT_DIM  # noqa: E402
 
 
 def _family(spec: str) -> str:
@@ -23,10 +24,10 @@ def _family(spec: str) -> str:
 def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
     """One line per compressor family: mean metric over seeds against the served model's relative size."""
     points = defaultdict(lambda: defaultdict(list))
-    for r in records:
+    for r, size in zip(records, relative_sizes(records, DEFAULT_DIM)):
         spec = r["embedding"]["item"]
-        label = f"full (d varies)" if spec == "full" else _family(spec)
-        points[label][(r["size"]["relative"], r["config"]["dim"], spec)].append(r["metrics"]["test"])
+        label = "full (d varies)" if spec == "full" else _family(spec)
+        points[label][(size, r["config"]["dim"], spec)].append(r["metrics"]["test"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
         for label, by_size in sorted(points.items()):
@@ -34,7 +35,7 @@ def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
             ys = [100 * np.mean([m[metric] for m in by_size[x]]) for x in xs]
             ax.plot([100 * x[0] for x in xs], ys, marker="o", label=label)
         ax.set_xscale("log")
-        ax.set_xlabel("model size (% of full, log scale)")
+        ax.set_xlabel(f"model size (% of full at d = {DEFAULT_DIM}, log scale)")
         ax.set_ylabel(f"{metric.upper()} (%)")
         ax.grid(alpha=0.3)
     axes[0].legend()

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from qrec.experiments.presets import load_preset, preset_names
-from qrec.records import read_records
-from qrec.train.config import RunConfig
+from qrec.records import read_records, relative_sizes
+from qrec.train.config import DEFAULT_DIM, RunConfig
 
 HEADER = """# qrec results
 
@@ -33,10 +33,14 @@ def _fmt(values: list[float], scale: float = 100.0) -> str:
     return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
 
 
-def _group(records: list[dict]) -> dict:
+def _group(records: list[dict], base_dim: int) -> dict:
+    """Rows keyed by (dataset, model, label): the spec, then ``d=`` when off the preset's d, then options."""
     groups = defaultdict(list)
     for r in records:
         spec = r["embedding"]["item"] if r["embedding"]["user"] == r["embedding"]["item"] else f"u:{r['embedding']['user']} i:{r['embedding']['item']}"
+        dim = r["config"].get("dim", base_dim) if "config" in r else base_dim
+        if dim != base_dim:
+            spec += f" d={dim}"
         options = RunConfig.from_dict(r["config"]).options_tag() if "config" in r else ""
         groups[(r["dataset"], r["model"], spec + (f" {options}" if options else ""))].append(r)
     return groups
@@ -57,7 +61,9 @@ def preset_table(name: str, records: list[dict]) -> str:
     paper, metrics = (preset.paper, preset.metrics) if preset else ({}, ["hr@10", "ndcg@10"])
     reference = preset.reference if preset else ""
     ref_cols = [f"{metrics[0]} vs {reference.replace('|', ' ')}"] if reference else []
-    groups = _group(records)
+    base_dim = int(preset.base.get("dim", DEFAULT_DIM)) if preset else DEFAULT_DIM
+    groups = _group(records, base_dim)
+    sizes = dict(zip(map(id, records), relative_sizes(records, base_dim)))
     cols = ["dataset", "model", "embedding", "n"] + metrics + ["size"] + ref_cols + ["epoch s"]
     paper_cols = [f"paper {m}" for m in metrics] + ["paper size"] if paper else []
     lines = ["| " + " | ".join(cols + paper_cols) + " |", "|" + "---|" * (len(cols) + len(paper_cols))]
@@ -65,7 +71,7 @@ def preset_table(name: str, records: list[dict]) -> str:
         recs = sorted(recs, key=lambda r: r["seed"])
         row = [dataset, model, f"`{spec}`", str(len(recs))]
         row += [_fmt([r["metrics"]["test"].get(m, np.nan) for r in recs]) for m in metrics]
-        row.append(f"{100 * np.mean([r['size']['relative'] for r in recs]):.1f}%")
+        row.append(f"{100 * np.mean([sizes[id(r)] for r in recs]):.1f}%")
         if reference:
             row.append(_relative(recs, groups.get((dataset, *reference.split("|", 1))), metrics[0]))
         row.append(f"{np.median([h['seconds'] for r in recs for h in r['history']]):.1f}")

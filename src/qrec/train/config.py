@@ -8,6 +8,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
+DEFAULT_DIM = 64
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers. Two runs with equal configs give equal numbers on the CPU."""
@@ -19,7 +22,7 @@ class RunConfig:
     model: str = "gmf"
     embedding: str = "full"                # spec for user and item tables, e.g. "mgqe64x256/64@0.1"
     user_embedding: str | None = None      # override the user tables' spec
-    dim: int = 64
+    dim: int = DEFAULT_DIM
     init_std: float | None = None          # None: the backbone's default (0.01 for NCF models, 0.1 for LightGCN)
     epochs: int = 20
     batch_size: int = 1024
@@ -75,8 +78,11 @@ class RunConfig:
         return ",".join(f"{k}={v}" for k, v in sorted(self.model_options.items()))
 
     def run_name(self) -> str:
-        """A readable, filesystem-safe id: dataset, model, specs, model options and seed."""
+        """A readable, filesystem-safe id: dataset, model, specs, d (when not the default 64), model options
+        and seed."""
         spec = self.embedding if self.user_embedding is None else f"u{self.user_embedding}-i{self.embedding}"
+        if self.dim != DEFAULT_DIM:
+            spec += f"-d{self.dim}"
         # a path-valued option (a teacher run) is named by its last component
         tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(self.model_options.items()))
         safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")
