@@ -83,12 +83,14 @@ def main():
     methods.append((f"float32 matmul, d={L1 * d} (1-bit codes as floats, BiGeaR's code)", f"{nI * L1 * d * 4 / 2**20:.1f}",
                     lambda s, e: Ucat[s:e] @ Icat.T))
     code_mb = bi.bits_held() / 8 / 2**20
-    for backend in ("numpy", "gemm"):
-        label = {"numpy": "popcount (np.bitwise_count)", "gemm": "unpack bits -> +-1 GEMM"}[backend]
+    labels = {"numba": "popcount (compiled, numba)", "numpy": "popcount (np.bitwise_count)",
+              "gemm": "unpack bits -> +-1 GEMM"}
+    for backend, label in labels.items():
         methods.append((f"1-bit x {L1} layers, {label}", f"{code_mb:.1f}",
                         (lambda bk: lambda s, e: score_layers(bu.bits[s:e], bu.scales[s:e], bi.bits, bi.scales, d, bk))(backend)))
-    methods.append(("1-bit x 1 layer (64-bit codes), popcount", f"{bi1.bits_held() / 8 / 2**20:.1f}",
-                    lambda s, e: score_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, "numpy")))
+    for backend in ("numba", "numpy"):
+        methods.append((f"1-bit x 1 layer (64-bit codes), {labels[backend]}", f"{bi1.bits_held() / 8 / 2**20:.1f}",
+                        (lambda bk: lambda s, e: score_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, bk))(backend)))
     for b, (cu, ci) in ints.items():
         mb = sum(t.numel() * t.element_size() for t in ci.export().values()) / 2**20
         methods.append((f"{b}-bit codes, integer dots (auto: exact float32 GEMM on CPU, int8 GEMM on CUDA)", f"{mb:.2f}",

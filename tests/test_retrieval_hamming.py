@@ -69,7 +69,7 @@ def test_byte_table_fallback(monkeypatch):
 
 
 @pytest.mark.parametrize("d", [64, 70, 200])
-@pytest.mark.parametrize("backend", ["numpy", "torch", "gemm"])
+@pytest.mark.parametrize("backend", ["numba", "numpy", "torch", "gemm"])
 def test_layered_scores_all_backends(d, backend):
     g = torch.Generator().manual_seed(d)
     L = 3
@@ -95,6 +95,9 @@ def test_numpy_backend_threads_and_blocks_agree():
     a = hm._score_numpy(cu.bits, cu.scales, ci.bits, ci.scales, 64, n_threads=1, block=1)
     b = hm._score_numpy(cu.bits, cu.scales, ci.bits, ci.scales, 64, n_threads=3, block=8)
     assert torch.equal(a, b)
+    # the compiled loop does the same float32 operations in the same order: bit-identical, any blocking
+    assert torch.equal(a, hm._score_numba(cu.bits, cu.scales, ci.bits, ci.scales, 64, n_threads=1, block=5))
+    assert torch.equal(a, hm._score_numba(cu.bits, cu.scales, ci.bits, ci.scales, 64, n_threads=2, block=64))
 
 
 def test_binary_codes_sizes_and_errors():
