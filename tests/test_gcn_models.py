@@ -22,12 +22,14 @@ def planted(seed=0, C=4, nu_c=30, ni_c=30, p_in=0.5, p_out=0.02, hold=0.2):
     return nu, ni, (u[~test], i[~test]), (u[test], i[test])
 
 
-def fit(model, train, steps, lr=0.01, bs=256, seed=0):
-    """Minimal BPR loop (the real trainer lives elsewhere)."""
+def fit(model, train, steps, lr=0.01, bs=256, seed=0, epoch_steps=50):
+    """Minimal BPR loop (the real trainer lives elsewhere); an "epoch" starts every ``epoch_steps`` steps."""
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
-    for _ in range(steps):
+    for step in range(steps):
+        if step % epoch_steps == 0 and hasattr(model, "on_epoch_start"):
+            model.on_epoch_start()
         loss = model.training_loss(sample_bpr_batch(train[0], train[1], model.n_items, bs, rng))
         opt.zero_grad()
         loss.backward()
@@ -104,6 +106,18 @@ def test_lowbit_gcn_2bit_recovers_held_out_edges(graph, estimator):
         assert model.delta_history[-1][1] > 0
     else:
         assert model.delta_history == []
+
+
+def test_lowbit_gcn_1bit_with_itq_rotation_from_teacher(graph, teacher):
+    """The rotated 1-bit student of the LightGCN teacher keeps the community structure; its rotation stays
+    orthogonal and is a checkpointed buffer."""
+    nu, ni, train, test = graph
+    model = LowBitGCN.from_lightgcn(teacher, bits=1, estimator="ste", rotation="itq")
+    fit(model, train, 100, lr=0.005)
+    assert 0.35 < recall_at(model, train, test) <= 1.0
+    torch.testing.assert_close(model.R.T @ model.R, torch.eye(16), atol=1e-5, rtol=0)
+    assert not torch.equal(model.R, torch.eye(16)) and "R" in model.state_dict()
+    assert "R" not in LowBitGCN(nu, ni, train, dim=16).state_dict()  # unrotated checkpoints are unchanged
 
 
 # ------------------------------------------------------------------ exactness of the pieces
@@ -189,6 +203,21 @@ def test_lowbit_score_all_equals_dequantized_and_size(bits):
     ref = fake_quantize(U, bits) @ fake_quantize(I, bits).T
     torch.testing.assert_close(m.score_all(torch.arange(nu)).double(), ref, rtol=1e-4, atol=1e-6)
     assert m.serving_bits() == (nu + ni) * (64 * bits + 32)
+
+
+def test_lowbit_rotation_keeps_float_scores_and_codes_score_exactly():
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LowBitGCN(nu, ni, train, dim=64, n_layers=2, bits=1, rotation="itq")
+    m.on_epoch_start()  # fits the rotation
+    U, I = (t.detach().double() for t in m.final_embeddings())
+    R = m.R.double()
+    torch.testing.assert_close((U @ R) @ (I @ R).T, U @ I.T, atol=1e-4, rtol=1e-4)  # the float model is unchanged
+    from qrec.quant.uniform import fake_quantize
+
+    ref = fake_quantize(U @ R, 1) @ fake_quantize(I @ R, 1).T  # the codes are of the rotated embeddings
+    torch.testing.assert_close(m.score_all(torch.arange(nu)).double(), ref, rtol=1e-4, atol=1e-6)
+    assert m.serving_bits() == (nu + ni) * (64 + 32)  # the rotation costs no serving bits
 
 
 def test_lowbit_delta_update_uses_hessian_trace():

@@ -27,7 +27,14 @@ What is implemented, exactly:
    the inputs. Units cancel: ``delta (u - u_q)`` is the same in step units and in raw units.
    The BPR loss is bilinear in the embeddings, so its Hessian w.r.t. the codes is cheap (no propagation).
    ``delta_history`` records ``(step, delta_user, delta_item)``.
-6. Evaluation scores from integer codes (``qrec.retrieval.intdot``): int8 codes, int32 dot products,
+6. Optional rotation (``rotation="itq"``, not in HQ-GNN): the final embeddings are rotated by an orthogonal
+   ``R`` before quantizing, ``x_q = Q(x R)``. Inner products, hence the float model, are unchanged, and the
+   codes a server stores are of ``x R``, so it costs no serving bits. ``R`` is ITQ's rotation
+   (``qrec.quant.rotation``) of the current final embeddings (users and items, each side scaled to unit mean
+   row norm), refitted at the start of every epoch from the previous one (warm start; no gradient through
+   it). Measured on ML-1M: ``sign`` of a trained LightGCN's embeddings keeps 68% of its Recall@20, after
+   ITQ's rotation 84%, before any training.
+7. Evaluation scores from integer codes (``qrec.retrieval.intdot``): int8 codes, int32 dot products,
    per-node scales. Serving: ``b`` bits per dimension per node (packed) + one float32 step per node.
 """
 
@@ -38,6 +45,7 @@ import torch
 from qrec.compress.base import tensor_bits
 from qrec.models.lightgcn import LightGCN, bpr_loss
 from qrec.quant.hessian import hutchinson_trace
+from qrec.quant.rotation import itq_rotation
 from qrec.quant.uniform import ewgs_delta, node_step, round_ste
 from qrec.retrieval.intdot import IntCodes
 
@@ -49,21 +57,24 @@ class LowBitGCN(LightGCN):
 
     Extra args (beyond ``LightGCN``'s): ``bits`` (2), ``estimator`` (``"ewgs"`` or ``"ste"``),
     ``scale_method`` (``"meanabs"``/``"maxabs"``), ``delta`` (initial, 0), ``delta_every`` (200),
-    ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``scoring_backend``
-    (``qrec.retrieval.intdot.int_dot`` backend).
+    ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``rotation`` (``"none"`` or
+    ``"itq"``), ``scoring_backend`` (``qrec.retrieval.intdot.int_dot`` backend).
     """
 
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
                  reg: float = 1e-4, init_std: float = 0.1, table: str = "full", layer_weights="uniform",
                  bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
                  delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
-                 fp_weight: float = 0.0, scoring_backend: str = "auto", **kwargs):
+                 fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto", **kwargs):
         super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
                          table=table, layer_weights=layer_weights, **kwargs)
         if estimator not in ("ste", "ewgs"):
             raise ValueError("estimator must be 'ste' or 'ewgs'")
         if not 1 <= int(bits) <= 8:
             raise ValueError("bits must be in 1..8")
+        if rotation not in ("none", "itq"):
+            raise ValueError("rotation must be 'none' or 'itq'")
+        self.rotation = rotation
         self.bits = int(bits)
         self.estimator = estimator
         self.scale_method = scale_method
@@ -74,10 +85,22 @@ class LowBitGCN(LightGCN):
         self.scoring_backend = scoring_backend
         self.register_buffer("delta", torch.tensor([float(delta), float(delta)]))  # (user, item)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
+        if rotation == "itq":  # the rotation before quantizing (only then a buffer: older checkpoints load)
+            self.register_buffer("R", torch.eye(dim))
         self.delta_history: list[tuple[int, float, float]] = []
         self._codes = None
 
     # ----------------------------------------------------------------- quantization
+    def rotate(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.R if self.rotation == "itq" else x
+
+    @torch.no_grad()
+    def fit_rotation(self) -> None:
+        """ITQ's rotation of the current final embeddings, warm-started from the current ``R``."""
+        U, I = self.final_embeddings()
+        rows = torch.cat([U / U.norm(dim=1).mean().clamp_min(1e-12), I / I.norm(dim=1).mean().clamp_min(1e-12)])
+        self.R.copy_(itq_rotation(rows, init=self.R))
+
     def quantize(self, x: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(x_q, u_q, step)`` for rows ``x``: dequantized values, codes in step units, per-row steps."""
         step = node_step(x, self.bits, self.scale_method)
@@ -90,7 +113,7 @@ class LowBitGCN(LightGCN):
         dev = self.user_table._device()
         batch = {k: v.to(dev) for k, v in batch.items()}
         B = batch["users"].shape[0]
-        x = self.combine(self.batch_layers(self.batch_index(batch)))
+        x = self.rotate(self.combine(self.batch_layers(self.batch_index(batch))))
         u, p, n = x[:B], x[B:2 * B], x[2 * B:]
         d_u, d_i = (float(v) for v in self.delta)
         uq, uu, su = self.quantize(u, d_u)
@@ -133,7 +156,7 @@ class LowBitGCN(LightGCN):
     # ----------------------------------------------------------------- evaluation from integer codes
     @torch.no_grad()
     def refresh(self) -> None:
-        U, I = self.final_embeddings()
+        U, I = (self.rotate(E) for E in self.final_embeddings())
         self._codes = (IntCodes.from_float(U, self.bits, scale_method=self.scale_method),
                        IntCodes.from_float(I, self.bits, scale_method=self.scale_method))
         self._cache = None
@@ -146,6 +169,8 @@ class LowBitGCN(LightGCN):
     def on_epoch_start(self) -> None:
         self._codes = None
         self._cache = None
+        if self.rotation == "itq":
+            self.fit_rotation()
 
     @torch.no_grad()
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
