@@ -327,3 +327,23 @@ model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-d16-s0" }}]
     student.unlink()
     assert main(["experiment", str(preset), "--threads", "1"]) == 0
     assert json.loads(student.read_text())["metrics"]["test"] == first  # same teacher, same student
+
+
+def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
+    out = tmp_path / "lgcn"
+    assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lightgcn",
+                 "--epochs", "2", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ptq", str(out), "--bits", "1", "2"]) == 0
+    text = capsys.readouterr().out
+    rows = [line for line in text.splitlines() if line.startswith("| ") and "codes" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [
+        "float32 (the trained LightGCN)", "1-bit final embedding", "1-bit final embedding, ITQ rotation",
+        "2-bit final embedding", "2-bit final embedding, ITQ rotation", "1-bit per layer (BiGeaR layer weights)"]
+    assert rows[0].endswith("| 100.0% | 100.0% |")
+    assert "| 9.4% |" in rows[1] and "| 9.4% |" in rows[2]  # (16 + 32) / (16 x 32) bits: 16 sign bits + a float32 step
+    binary = tmp_path / "bgcn"
+    assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "binary-gcn",
+                 "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
+    assert main(["ptq", str(binary)]) == 2  # not a float lightgcn run: a clear error
+    assert "lightgcn" in capsys.readouterr().err

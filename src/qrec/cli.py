@@ -178,6 +178,13 @@ def cmd_experiment(args) -> int:
                       seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads)
 
 
+def cmd_ptq(args) -> int:
+    from qrec.experiments.ptq import ptq_table
+
+    print(ptq_table(args.run, tuple(args.bits), tuple(args.k) if args.k else None))
+    return 0
+
+
 def cmd_report(args) -> int:
     from qrec.experiments.report import write_results_md
 
@@ -237,6 +244,11 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--output", default="docs/figures")
     pl.set_defaults(fn=cmd_plot)
 
+    pq = sub.add_parser("ptq", help="quantize a trained lightgcn run after training (1-8 bits, ITQ, per layer) and evaluate")
+    pq.add_argument("run", help="a lightgcn run folder (qrec train --out, or runs/<preset>/<run>)")
+    pq.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4, 8])
+    pq.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
+    pq.set_defaults(fn=cmd_ptq)
     ex = sub.add_parser("export", help="write a trained run's served form (codes, codebooks, dense weights) as safetensors")
     ex.add_argument("run", help="run folder or checkpoint file")
     ex.add_argument("output", help="e.g. model.safetensors")
