@@ -27,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from qrec.retrieval.hamming import BinaryCodes, score_layers  # noqa: E402
+from qrec.retrieval.hamming import BinaryCodes, score_layers, topk_layers  # noqa: E402
 from qrec.retrieval.intdot import IntCodes  # noqa: E402
 
 
@@ -123,6 +123,9 @@ def main():
     if args.topk:  # qrec's methods score a block, then take its top-k, as a retrieval engine must
         methods = [(n, mb, fn if n.startswith("faiss") else (lambda f: lambda s, e: torch.topk(f(s, e), args.topk, dim=1))(fn))
                    for n, mb, fn in methods]
+        methods.append(("1-bit x 1 layer, fused popcount + top-k (compiled; no score matrix)",
+                        f"{bi1.bits_held() / 8 / 2**20:.1f}",
+                        lambda s, e: topk_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, args.topk)))
     rows = []
     base = None
     for name, mb, fn in methods:

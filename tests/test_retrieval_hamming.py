@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import qrec.retrieval.hamming as hm
 from qrec.retrieval.hamming import (
@@ -108,3 +110,32 @@ def test_binary_codes_sizes_and_errors():
         score_layers(c.bits, c.scales, c.bits[:, :2], c.scales[:, :2], 64)
     with pytest.raises(ValueError):
         score_layers(c.bits, c.scales, c.bits, c.scales, 64, backend="nope")
+
+
+@settings(max_examples=40, deadline=None)
+@given(B=st.integers(1, 9), N=st.integers(1, 300), L=st.integers(1, 3), d=st.sampled_from([8, 64, 70]),
+       k=st.integers(1, 40), coarse=st.booleans(), chunk=st.sampled_from([1, 7, 4096]), seed=st.integers(0, 2**31 - 1))
+def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k, coarse, chunk, seed):
+    """The compiled top-k (no score matrix) returns exactly topk_deterministic of the masked scores: same
+    items in the same order, same values, ties to the lower index, masked items only in a short row's tail."""
+    import scipy.sparse as sp
+
+    from qrec.eval.ranking import topk_deterministic
+
+    k = min(k, N)
+    g = torch.Generator().manual_seed(seed)
+    xu, xi = torch.randn(B, L, d, generator=g), torch.randn(N, L, d, generator=g)
+    if coarse:  # few distinct scores: many exact ties
+        su, si = torch.ones(B, L), torch.randint(1, 3, (N, L), generator=g).float()
+        xi[: N // 2] = xi[N // 2: 2 * (N // 2)]
+    else:
+        su, si = torch.rand(B, L, generator=g), torch.rand(N, L, generator=g)
+    cu, ci = BinaryCodes.from_float(xu, su), BinaryCodes.from_float(xi, si)
+    rng = np.random.default_rng(seed)
+    seen = sp.random(B, N, density=float(rng.uniform(0, 0.95)), format="csr", random_state=seed)
+    scores = score_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, backend="numba").clone()
+    scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
+    want_i, want_v = topk_deterministic(scores, k)
+    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, chunk=chunk)
+    assert torch.equal(got_v, want_v)
+    assert torch.equal(got_i, want_i)

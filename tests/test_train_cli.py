@@ -254,6 +254,7 @@ def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys)
     ("binary-gcn", {}, 4 * (64 + 32) / (64 * 32)),
     ("lowbit-gcn", {}, (2 * 64 + 32) / (64 * 32)),  # the default width, recorded by the artifact
     ("lowbit-gcn", {"bits": 8}, (8 * 64 + 32) / (64 * 32)),
+    ("lowbit-gcn", {"bits": 1, "rotation": "itq"}, (64 + 32) / (64 * 32)),
 ])
 def test_graph_model_artifact_scores_from_its_codes(graph_dir, tmp_path, model, options, ratio):
     """A GCN's artifact holds its final embeddings' codes (not layer-0 tables) and scores like the model."""
@@ -274,6 +275,13 @@ def test_graph_model_artifact_scores_from_its_codes(graph_dir, tmp_path, model, 
         torch.testing.assert_close(served.score_all(users), expected, rtol=1e-5, atol=1e-5)
         items = torch.arange(res.split.n_items)
         torch.testing.assert_close(served.score(users[:5, None], items[None, :]), expected[:5], rtol=1e-4, atol=1e-4)
+    # top-k with the seen items masked: sign codes take the fused popcount kernel, the same items as the
+    # generic score-then-rank path of the base class
+    seen = res.split.train.to_csr()
+    top, val = served.topk(users, 10, exclude=seen)
+    ref_top, ref_val = super(type(served), served).topk(users, 10, exclude=seen)
+    assert torch.equal(top, ref_top)
+    torch.testing.assert_close(val, ref_val, rtol=1e-5, atol=1e-5)
 
 
 def test_student_starts_from_a_lightgcn_teacher_run(graph_dir, tmp_path):

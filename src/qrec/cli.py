@@ -124,7 +124,6 @@ def cmd_recommend(args) -> int:
     import numpy as np
     import torch
 
-    from qrec.eval.ranking import topk_deterministic
     from qrec.export.artifact import load_model, read_manifest
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
@@ -138,12 +137,7 @@ def cmd_recommend(args) -> int:
     if missing:
         raise QrecError(f"unknown user id(s) {missing} for dataset {cfg.dataset}")
     users = torch.tensor([index[u] for u in args.user])
-    with torch.no_grad():
-        scores = model.score_all(users).clone()
-    seen = split.train.to_csr()
-    for row, u in enumerate(users.tolist()):
-        scores[row, seen.indices[seen.indptr[u]:seen.indptr[u + 1]]] = -torch.inf
-    top, val = topk_deterministic(scores, args.k)
+    top, val = model.topk(users, args.k, exclude=split.train.to_csr()[users.numpy()])
     items = np.asarray(split.train.item_ids)
     for row, u in enumerate(args.user):
         print(json.dumps({"user": u, "items": items[top[row].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row]]}))

@@ -26,6 +26,19 @@ class Recommender(nn.Module):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    @torch.no_grad()
+    def topk(self, users: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(items, scores)``, ``(B, k)``: each user's ``k`` best items, ``exclude`` (a ``(B, n_items)`` scipy
+        sparse matrix, e.g. the seen items) masked, ordered by score then item index. Code scorers override
+        this with a fused kernel that never holds the score matrix."""
+        from qrec.eval.ranking import topk_deterministic
+
+        scores = self.score_all(users).clone()
+        if exclude is not None:
+            coo = exclude.tocoo()
+            scores[torch.from_numpy(coo.row).long(), torch.from_numpy(coo.col).long()] = -torch.inf
+        return topk_deterministic(scores, k)
+
     def embedding_tables(self) -> dict[str, EmbeddingTable]:
         return {name: m for name, m in self.named_modules() if isinstance(m, EmbeddingTable)}
 

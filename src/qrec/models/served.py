@@ -57,6 +57,20 @@ class CodesServed(ServedScorer):
     def score_all(self, users):
         return self.users[users].score(self.items, backend=self.backend)
 
+    @torch.no_grad()
+    def topk(self, users, k, exclude=None):
+        """Sign codes (the 1-bit GCNs) on the CPU: popcount fused with the top-k, no score matrix."""
+        binary = _as_binary(self.users), _as_binary(self.items)
+        if None in binary or binary[0].bits.device.type != "cpu":
+            return super().topk(users, k, exclude)
+        return binary[0][users].topk(binary[1], k, exclude)
+
+
+def _as_binary(codes) -> BinaryCodes | None:
+    if isinstance(codes, BinaryCodes):
+        return codes
+    return codes.binary() if codes.bits == 1 else None
+
 
 def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options: dict) -> ServedScorer:
     """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name; ``options``:

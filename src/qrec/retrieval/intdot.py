@@ -168,7 +168,19 @@ class IntCodes:
         return self.scale[:, None] * (self.q.float() - self.zero[:, None])
 
     def score(self, items: "IntCodes", backend: str = "auto") -> torch.Tensor:
+        """Scores against every item. 1-bit codes on the CPU (``"auto"``) go through popcount
+        (``qrec.retrieval.hamming``), the same values up to float32 rounding."""
+        if backend == "auto" and self.bits == 1 and items.bits == 1 and self.q.device.type == "cpu":
+            return self.binary().score(items.binary())
         return score_codes(self.q, self.scale, self.zero, items.q, items.scale, items.zero, backend)
+
+    def binary(self) -> "BinaryCodes":
+        """1-bit codes as packed signs with one scale per row: ``q = +-1``, ``x = scale * q``."""
+        from qrec.retrieval.hamming import BinaryCodes
+
+        if self.bits != 1:
+            raise ValueError(f"only 1-bit codes are sign codes, these have {self.bits} bits")
+        return BinaryCodes.from_float(self.q.float()[:, None, :], self.scale[:, None])
 
     def grid_codes(self) -> torch.Tensor:
         """The unsigned b-bit codes ``c`` in ``[0, 2^b - 1]`` that a server stores (uint8)."""
