@@ -93,7 +93,8 @@ def main():
                         (lambda bk: lambda s, e: score_layers(bu1.bits[s:e], bu1.scales[s:e], bi1.bits, bi1.scales, d, bk))(backend)))
     for b, (cu, ci) in ints.items():
         mb = sum(t.numel() * t.element_size() for t in ci.export().values()) / 2**20
-        methods.append((f"{b}-bit codes, integer dots (auto: exact float32 GEMM on CPU, int8 GEMM on CUDA)", f"{mb:.2f}",
+        how = "popcount (auto for 1-bit codes on CPU)" if b == 1 else "integer dots (auto: exact float32 GEMM on CPU, int8 GEMM on CUDA)"
+        methods.append((f"{b}-bit codes, {how}", f"{mb:.2f}",
                         (lambda cu, ci: lambda s, e: cu[s:e].score(ci))(cu, ci)))
     methods.append(("2-bit codes, torch._int_mm int8 GEMM, int32 accumulation", "",
                     lambda s, e: ints[2][0][s:e].score(ints[2][1], backend="int_mm")))

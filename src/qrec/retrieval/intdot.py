@@ -180,7 +180,9 @@ class IntCodes:
 
         if self.bits != 1:
             raise ValueError(f"only 1-bit codes are sign codes, these have {self.bits} bits")
-        return BinaryCodes.from_float(self.q.float()[:, None, :], self.scale[:, None])
+        if "_binary" not in self.__dict__:  # packed once: an item table is scored against many user blocks
+            self._binary = BinaryCodes.from_float(self.q.float()[:, None, :], self.scale[:, None])
+        return self._binary
 
     def grid_codes(self) -> torch.Tensor:
         """The unsigned b-bit codes ``c`` in ``[0, 2^b - 1]`` that a server stores (uint8)."""
