@@ -4,7 +4,7 @@
 
 Part 1: forward + backward of one batch of ``--batch`` random ids (loss = mean(out^2) + aux_loss), per table;
 each entry is the median over 5 repeats of the mean over ``--iters`` steps, and the ratio is against
-``full`` measured in the same run. Part 2: the sorted (searchsorted) and matmul nearest-centroid kernels on
+``full`` measured in the same run. Part 2: the sorted, exhaustive and matmul nearest-centroid kernels on
 one batch of queries. Timings only; nothing here is asserted by the tests.
 """
 
@@ -104,7 +104,7 @@ def main() -> None:
     print(f"| {'D x K (sub-dim)':22s} | {'kernel':7s} | {'ms':>8s} |")
     print(f"|{'-' * 24}|{'-' * 9}|{'-' * 9}:|")
     for D, K in ((64, 256), (64, 16), (32, 256), (8, 16)):
-        kernels = ("sorted", "matmul") if args.dim // D == 1 else ("matmul",)
+        kernels = ("sorted", "exhaustive", "matmul") if args.dim // D == 1 else ("exhaustive", "matmul")
         for kernel in kernels:
             seconds = time_it(kernel_call(kernel, D, K, args.dim, args.batch, device), device, args.iters)
             label = f"{D} x {K} ({args.dim // D})"

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from qrec.compress import build_table
 from qrec.compress.dpq import gather_centroids, split
 from qrec.compress.lowrank import LowRankEmbedding
-from qrec.compress.nearest import nearest_codes, nearest_matmul, nearest_sorted
+from qrec.compress.nearest import nearest_codes, nearest_exhaustive, nearest_matmul, nearest_sorted
 from qrec.compress.scalar import ScalarQuantized
 from qrec.compress.ste import one_hot_straight_through, straight_through
 
@@ -208,6 +208,7 @@ def test_kernels_agree_on_exact_ties_and_duplicate_centroids():
     assert torch.equal(nearest_sorted(x, centroids, compiled=True), expected)
     assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
     assert torch.equal(nearest_matmul(x, centroids), expected)
+    assert torch.equal(nearest_exhaustive(x, centroids), expected)
 
 
 @settings(max_examples=60, deadline=None)
@@ -224,19 +225,26 @@ def test_sorted_kernels_match_brute_force_for_any_K(K, D, B, grid, seed):
     assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
 
 
-def test_matmul_kernel_on_vector_subspaces_matches_brute_force():
+@pytest.mark.parametrize("kernel", ["matmul", "exhaustive"])
+def test_vector_subspace_kernels_match_brute_force(kernel):
     x = torch.randn(3000, 8, 4, generator=_gen(4))
     centroids = torch.randn(8, 64, 4, generator=_gen(5))
-    assert torch.equal(nearest_codes(x, centroids), _brute_force(x, centroids))
+    assert torch.equal(nearest_codes(x, centroids, kernel=kernel), _brute_force(x, centroids))
+    grid_x = torch.randint(-6, 7, (500, 8, 2), generator=_gen(6)).float() / 4   # exact ties, duplicates
+    grid_c = torch.randint(-3, 4, (8, 16, 2), generator=_gen(7)).float() / 2
+    assert torch.equal(nearest_codes(grid_x, grid_c, kernel=kernel), _brute_force(grid_x, grid_c))
 
 
-def test_kernel_choice_does_not_change_a_table():
+@pytest.mark.parametrize("spec, kernel", [("dpq64x256", "matmul"), ("dpq16x64", "matmul"), ("mgqe-ud64/32x256@0.1", "matmul")])
+def test_kernel_choice_does_not_change_a_table(spec, kernel):
     torch.manual_seed(0)
-    sorted_table = build_table("dpq64x256", 500, 64).eval()
-    matmul_table = build_table("dpq64x256", 500, 64, kernel="matmul").eval()
-    matmul_table.load_state_dict(sorted_table.state_dict())
-    assert torch.equal(sorted_table.codes(), matmul_table.codes())
-    assert torch.equal(sorted_table.all(), matmul_table.all())
+    freq = torch.randint(1, 100, (500,))
+    auto_table = build_table(spec, 500, 64, frequencies=freq).eval()
+    other = build_table(spec, 500, 64, frequencies=freq, kernel=kernel).eval()
+    other.load_state_dict(auto_table.state_dict())
+    assert torch.equal(auto_table.codes() if hasattr(auto_table, "codes") else auto_table.all(),
+                       other.codes() if hasattr(other, "codes") else other.all())
+    assert torch.equal(auto_table.all(), other.all())
 
 
 # ------------------------------------------------------------------------- monotonicity

@@ -8,8 +8,11 @@ three exact kernels that return identical codes, ties to the lowest centroid ind
   a branchless binary search per value in one pass; torch's ``searchsorted`` spends ~100 ns per value on
   mispredicted branches and the surrounding tie handling costs a dozen more tensor passes. Elsewhere (CUDA)
   the same algorithm runs as torch ops.
-* ``matmul`` (any ``s``): one batched matmul scores ``||c||^2 - 2 x.c`` for all K, then near-ties are
-  re-scored exactly in float64.
+* ``exhaustive`` (any ``s``, CPU): a compiled loop computes every ``||x - c_k||^2`` in float64 (the
+  reference computation itself) with the centroids laid out ``(D, s, K)`` so the loop over ``k`` vectorises;
+  it keeps no ``(B, D, K)`` tensor. ``"auto"``'s choice for ``s > 1`` on the CPU.
+* ``matmul`` (any ``s``, any device): one batched matmul scores ``||c||^2 - 2 x.c`` for all K, then near-ties
+  are re-scored exactly in float64. ``"auto"``'s choice for ``s > 1`` off the CPU.
 
 Midpoints and comparisons are in float64, where midpoints of float32 values are exact.
 """
@@ -22,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SCORE_BUDGET", "nearest_codes", "nearest_matmul", "nearest_sorted", "rows_per_chunk"]
+__all__ = ["SCORE_BUDGET", "nearest_codes", "nearest_exhaustive", "nearest_matmul", "nearest_sorted", "rows_per_chunk"]
 
 #: score-tensor elements (rows x D x K) per chunk when quantizing many rows without gradients: 16 MiB float32
 SCORE_BUDGET = 1 << 22
@@ -31,18 +34,21 @@ SCORE_BUDGET = 1 << 22
 def nearest_codes(x: torch.Tensor, centroids: torch.Tensor, kernel: str = "auto") -> torch.Tensor:
     """Codes of sub-vectors ``x (B, D, s)`` against ``centroids (D, K, s)``, int64 ``(B, D)``; no gradient.
 
-    ``kernel``: ``"sorted"`` (needs ``s = 1``), ``"matmul"``, or ``"auto"`` (sorted when ``s = 1``).
+    ``kernel``: ``"sorted"`` (needs ``s = 1``), ``"exhaustive"`` (CPU), ``"matmul"``, or ``"auto"`` (sorted
+    when ``s = 1``, else exhaustive on the CPU and matmul elsewhere).
     """
     if kernel == "auto":
-        kernel = "sorted" if centroids.shape[-1] == 1 else "matmul"
+        kernel = "sorted" if centroids.shape[-1] == 1 else "exhaustive" if x.device.type == "cpu" else "matmul"
     with torch.no_grad():
         x, centroids = x.detach(), centroids.detach()
         if kernel == "sorted":
             return nearest_sorted(x, centroids)
+        if kernel == "exhaustive":
+            return nearest_exhaustive(x, centroids)
         if kernel == "matmul":
             parts = x.split(rows_per_chunk(*centroids.shape[:2]))
             return torch.cat([nearest_matmul(part, centroids) for part in parts])
-    raise ValueError(f"unknown nearest-centroid kernel {kernel!r}; expected 'auto', 'sorted' or 'matmul'")
+    raise ValueError(f"unknown nearest-centroid kernel {kernel!r}; expected 'auto', 'sorted', 'exhaustive' or 'matmul'")
 
 
 def rows_per_chunk(D: int, K: int) -> int:
@@ -144,6 +150,42 @@ def _numba_kernel():
 
 
 # ------------------------------------------------------------------------------ vector subspaces
+
+
+def nearest_exhaustive(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+    """Every ``||x^(j) - c^(j)_k||^2`` in float64 by a compiled loop (CPU tensors); argmin, ties to the lowest k."""
+    values = x.to("cpu", torch.float32).contiguous().numpy()                            # (B, D, s)
+    books = centroids.to("cpu", torch.float32).transpose(1, 2).contiguous().numpy()     # (D, s, K)
+    return torch.from_numpy(_numba_exhaustive()(values, books)).to(x.device)
+
+
+@functools.cache
+def _numba_exhaustive():
+    import numba
+
+    @numba.njit(cache=True, nogil=True)
+    def nearest_exhaustive(x: np.ndarray, books: np.ndarray) -> np.ndarray:  # x (B, D, s), books (D, s, K)
+        B, D, s = x.shape
+        K = books.shape[2]
+        codes = np.empty((B, D), np.int64)
+        dist = np.empty(K, np.float64)
+        for b in range(B):
+            for j in range(D):
+                dist[:] = 0.0
+                for t in range(s):
+                    v = np.float64(x[b, j, t])
+                    row = books[j, t]
+                    for k in range(K):
+                        diff = v - np.float64(row[k])
+                        dist[k] += diff * diff
+                best = 0
+                for k in range(1, K):  # strict: ties keep the lowest index
+                    if dist[k] < dist[best]:
+                        best = k
+                codes[b, j] = best
+        return codes
+
+    return nearest_exhaustive
 
 
 def nearest_matmul(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
