@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from qrec.errors import QrecError
 from qrec.eval.evaluate import evaluate_model
 from qrec.models.binary_gcn import BinaryGCN
@@ -29,6 +31,18 @@ def quantized_variants(teacher: LightGCN, bits: tuple[int, ...]):
     yield "1-bit per layer (BiGeaR layer weights)", BinaryGCN.from_lightgcn(teacher, teacher=False)
 
 
+def spectrum_line(teacher: LightGCN) -> str:
+    """How concentrated the final embeddings are: what a rotation can change before a sign code."""
+    parts = []
+    for name, X in zip(("users", "items"), teacher.final_embeddings()):
+        X = X.detach().double()
+        ev = torch.linalg.eigvalsh(torch.cov(X.T)).flip(0)
+        parts.append(f"{name}: top-8 of {X.shape[1]} covariance eigenvalues hold {100 * float(ev[:8].sum() / ev.sum()):.0f}% "
+                     f"of the variance, |mean row| / mean |row| = {float(X.mean(0).norm() / X.norm(dim=1).mean()):.2f}")
+        del X
+    return "Final embeddings: " + "; ".join(parts) + "."
+
+
 def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[int, ...] | None = None) -> str:
     """Markdown table: metrics of each variant at the run's cut-offs (or ``ks``), size, and % of the float
     model's first metric."""
@@ -41,6 +55,8 @@ def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[i
              f"{teacher.n_layers} layers); no training after quantizing.", "",
              "| codes | " + " | ".join(names) + " | size | % of float " + names[0] + " |",
              "|---" * (len(names) + 3) + "|"]
+    with torch.no_grad():
+        lines.insert(1, spectrum_line(teacher))
     base = None
     for label, model in quantized_variants(teacher, bits):
         model.eval()
