@@ -4,17 +4,15 @@ This search is the cost of a DPQ / MGQE training step on the CPU (every looked-u
 three exact kernels that return identical codes, ties to the lowest centroid index:
 
 * ``sorted`` (scalar subspaces, ``s = 1``: the paper's D = d): sort each subspace's K centroids and count the
-  midpoints below each value. On CPU tensors a compiled (numba) loop does the sort, the run bookkeeping and
-  a branchless binary search per value in one pass; torch's ``searchsorted`` spends ~100 ns per value on
-  mispredicted branches and the surrounding tie handling costs a dozen more tensor passes. Elsewhere (CUDA)
-  the same algorithm runs as torch ops.
+  midpoints below each value (float64, where midpoints of float32 values are exact). On CPU tensors a
+  compiled (numba) loop does the sort, the run bookkeeping and a branchless search of all values in
+  lock-step; torch's ``searchsorted`` spends ~100 ns per value on mispredicted branches and the surrounding
+  tie handling costs a dozen more tensor passes. Elsewhere (CUDA) the same algorithm runs as torch ops.
 * ``exhaustive`` (any ``s``, CPU): a compiled loop computes every ``||x - c_k||^2`` in float64 (the
   reference computation itself) with the centroids laid out ``(D, s, K)`` so the loop over ``k`` vectorises;
   it keeps no ``(B, D, K)`` tensor. ``"auto"``'s choice for ``s > 1`` on the CPU.
 * ``matmul`` (any ``s``, any device): one batched matmul scores ``||c||^2 - 2 x.c`` for all K, then near-ties
   are re-scored exactly in float64. ``"auto"``'s choice for ``s > 1`` off the CPU.
-
-Midpoints and comparisons are in float64, where midpoints of float32 values are exact.
 """
 
 from __future__ import annotations
