@@ -22,7 +22,8 @@ Every number below is regenerated from the JSON records in `results/` by `qrec r
 each record holds its config, seed, git commit, command, machine and per-epoch history. Metrics are
 percentages, mean +/- sample std over seeds (n = number of seeds). "size" is the bits of the whole served
 model (embedding codes + codebooks + scales + every float32 dense weight) relative to the same model with
-float32 embedding tables, as MGQE's Table 3 counts it. Runs are on CPU (2 cores) unless a record says otherwise.
+float32 embedding tables at the preset's d, as MGQE's Table 3 counts it (a row with another d says `d=` and
+is sized against that same reference). Runs are on CPU (2 cores) unless a record says otherwise.
 """
 
 
