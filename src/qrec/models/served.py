@@ -61,7 +61,7 @@ class CodesServed(ServedScorer):
     def topk(self, users, k, exclude=None):
         """Sign codes (the 1-bit GCNs) on the CPU: popcount fused with the top-k, no score matrix."""
         binary = _as_binary(self.users), _as_binary(self.items)
-        if None in binary or binary[0].bits.device.type != "cpu":
+        if any(b is None for b in binary) or binary[0].bits.device.type != "cpu":
             return super().topk(users, k, exclude)
         return binary[0][users].topk(binary[1], k, exclude)
 
