@@ -69,18 +69,28 @@ def plot_training_loss(records: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+def _variant_label(r: dict) -> str:
+    """``model [d=..] options`` (a teacher run by its folder name): what tells two runs of a preset apart."""
+    cfg = r["config"]
+    dim = f"d={cfg['dim']}" if cfg.get("dim", DEFAULT_DIM) != DEFAULT_DIM else ""
+    options = ",".join(f"{k}={Path(str(v)).name if k == 'teacher' else v}"
+                       for k, v in sorted(cfg.get("model_options", {}).items()))
+    return " ".join(part for part in (r["model"], dim, options) if part)
+
+
 def plot_test_curves(records: list[dict], path: Path, title: str) -> Path:
     """Pre-split (train/test only) runs: the test metric every ``eval_every`` epochs, one line per variant.
     Nothing is selected on these curves; they show convergence within the epoch budget."""
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
+    runs = sorted(records, key=lambda r: r["_path"])
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
     for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
-        for r in sorted(records, key=lambda r: r["_path"]):
+        for n, r in enumerate(runs):
             points = [(h["epoch"], h["test_curve"][metric]) for h in r["history"] if metric in h.get("test_curve", {})]
             if points:
-                options = ",".join(f"{k}={Path(str(v)).name if k == 'teacher' else v}"
-                                   for k, v in sorted(r["config"].get("model_options", {}).items()))
                 x, y = zip(*points)
-                ax.plot(x, 100 * np.asarray(y), marker=".", label=f"{r['model']} {options}".strip())
+                ax.plot(x, 100 * np.asarray(y), marker=".", color=colors[n % 20], linestyle=("-", "--", ":")[n // 20 % 3],
+                        label=_variant_label(r))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
