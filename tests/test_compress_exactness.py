@@ -223,6 +223,28 @@ def test_sorted_kernels_match_brute_force_for_any_K(K, D, B, grid, seed):
     expected = _brute_force(x, centroids)
     assert torch.equal(nearest_sorted(x, centroids, compiled=True), expected)
     assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
+    # a carried order (any permutation: last step's, or garbage) changes the work, never the codes
+    carried = np.stack([np.random.default_rng(seed + j).permutation(K) for j in range(D)]).astype(np.int64)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=True, order=carried), expected)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=True, order=carried), expected)  # now sorted
+    by_value_then_index = np.lexsort((np.arange(K)[None].repeat(D, 0), centroids[..., 0].numpy()), axis=1)
+    assert np.array_equal(carried, by_value_then_index)
+
+
+def test_carried_order_follows_a_training_table_and_never_changes_its_codes():
+    """A DPQ / MGQE table keeps each codebook's order between steps; codes equal a fresh search's each step."""
+    torch.manual_seed(0)
+    table = build_table("mgqe8x16/4@0.25", 40, 8, frequencies=np.arange(40, 0, -1)).train()
+    opt = torch.optim.Adam(table.parameters(), lr=0.05)
+    ids = torch.arange(40)
+    for _ in range(5):
+        out = table(ids)
+        torch.testing.assert_close(out.detach(), table.eval().all()[ids], rtol=0, atol=0)
+        table.train()
+        opt.zero_grad()
+        (out.square().sum() + table.aux_loss()).backward()
+        opt.step()
+    assert sorted(table._orders) == [0, 1] and table._orders[1].shape == (8, 4)
 
 
 @pytest.mark.parametrize("kernel", ["matmul", "exhaustive"])

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.nearest import nearest_codes, rows_per_chunk
+from qrec.compress.nearest import carried_order, nearest_codes, rows_per_chunk
 from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
 from qrec.compress.ste import straight_through, zero_with_grad_of
 from qrec.errors import SpecError
@@ -196,6 +196,7 @@ class DPQEmbedding(EmbeddingTable):
             self.register_buffer("running_mean", torch.zeros(num_centroids))
             self.register_buffer("running_var", torch.ones(num_centroids))
         self._aux = AuxLoss()
+        self._orders: dict = {}  # each codebook's centroid order, carried between steps (nearest_sorted)
 
     @property
     def spec(self) -> str:
@@ -246,7 +247,9 @@ class DPQEmbedding(EmbeddingTable):
 
     def _quantize_vq(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
         """VQ flavour for distinct rows ``x`` occurring ``counts`` times in the batch."""
-        q = gather_centroids(self.centroids, nearest_codes(split(x, self.num_subspaces), self.centroids, self.kernel))
+        order = carried_order(self._orders, 0, self.centroids)
+        codes = nearest_codes(split(x, self.num_subspaces), self.centroids, self.kernel, order)
+        q = gather_centroids(self.centroids, codes)
         self._aux.add(vq_aux_terms(x, q, self.beta, counts), int(counts.sum()) * self.dim)
         return straight_through(x, q)
 

@@ -50,7 +50,7 @@ from qrec.compress.dpq import (
     unique_ids,
     vq_aux_terms,
 )
-from qrec.compress.nearest import nearest_codes
+from qrec.compress.nearest import carried_order, nearest_codes
 from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
 from qrec.compress.ste import straight_through
 from qrec.data.partition import group_ids, head_size
@@ -159,6 +159,7 @@ class MGQEEmbedding(EmbeddingTable):
             nn.Parameter(torch.randn(*shape) * init_std) for shape in self.config.codebook_shapes(dim)
         )
         self._aux = AuxLoss()
+        self._orders: dict = {}  # each group's centroid order, carried between steps (nearest_sorted)
 
     @property
     def spec(self) -> str:
@@ -241,6 +242,7 @@ class MGQEEmbedding(EmbeddingTable):
             return x  # no row of this group in the batch
         D = self.config.tiers[i][0]
         book = self._codebook(i)
-        q = gather_centroids(book, nearest_codes(split(x, D), book, self.kernel))
+        codes = nearest_codes(split(x, D), book, self.kernel, carried_order(self._orders, i, book))
+        q = gather_centroids(book, codes)
         self._aux.add(vq_aux_terms(x, q, self.beta, counts), int(counts.sum()) * self.dim)
         return straight_through(x, q)
