@@ -355,3 +355,37 @@ def test_learned_codebooks_observed_band():
         assert errors[-1] < 0.8 * initial
     ratios = [b / a for a, b in zip(errors, errors[1:])]
     assert all(r < 0.8 for r in ratios), ratios
+
+
+@pytest.mark.parametrize("beta", [0.0, 0.5])
+@pytest.mark.parametrize("with_inverse", [True, False])
+@pytest.mark.parametrize("s", [1, 3])
+def test_fused_vq_lookup_equals_the_composed_reference(beta, with_inverse, s):
+    """``vq_lookup`` (one autograd node) against gather + straight-through + centroid loss composed from
+    autograd ops, float64, random inputs with repeated ids: the same values and the same gradients."""
+    from qrec.compress.dpq import gather_centroids, split, unique_ids, vq_aux_terms, vq_lookup
+    from qrec.compress.ste import straight_through
+
+    n, D, K = 13, 4, 8
+    ids = torch.randint(0, n, (40,), generator=_gen(11 + s))
+
+    def run(fused: bool):
+        query = torch.randn(n, D * s, generator=_gen(1), dtype=torch.float64).requires_grad_()
+        book = torch.randn(D, K, s, generator=_gen(2), dtype=torch.float64).requires_grad_()
+        rows, inverse, counts = unique_ids(ids)
+        codes = nearest_codes(split(query.detach()[rows], D), book)
+        inverse = inverse if with_inverse else None
+        if fused:
+            out, aux = vq_lookup(query, book, rows, codes, counts, inverse, beta)
+        else:
+            x = query.index_select(0, rows)
+            q = gather_centroids(book, codes)
+            out = straight_through(x, q)
+            out = out if inverse is None else out.index_select(0, inverse)
+            aux = vq_aux_terms(x, q, beta, counts)
+        weights = torch.randn(out.shape, generator=_gen(3), dtype=torch.float64)
+        ((out * weights).sum() + 0.7 * aux).backward()
+        return out.detach(), aux.detach(), query.grad, book.grad
+
+    for got, want in zip(run(True), run(False)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)

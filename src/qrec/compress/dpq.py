@@ -101,6 +101,62 @@ def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
 
 
 
+class _VQLookup(torch.autograd.Function):
+    """``vq_lookup``'s forward and backward written out: a handful of tensor ops instead of the ~25 (and their
+    autograd nodes) of composing gather, straight-through, centroid loss and batch gather; on the CPU a DPQ /
+    MGQE step is dominated by such small ops, not by arithmetic."""
+
+    @staticmethod
+    def forward(ctx, query, centroids, x, rows, codes, counts, inverse, beta):
+        D, K = centroids.shape[:2]
+        flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
+        q = centroids.detach().reshape(D * K, -1).index_select(0, flat).reshape_as(x)
+        diff = q - x  # x: the detached query rows
+        weighted = diff * counts.unsqueeze(1).to(diff.dtype)
+        aux = (1.0 + beta) * (diff * weighted).sum()
+        ctx.save_for_backward(weighted, rows, flat, inverse)
+        ctx.shapes, ctx.beta = (query.shape, centroids.shape), beta
+        return (q if inverse is None else q.index_select(0, inverse)), aux
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_aux):
+        weighted, rows, flat, inverse = ctx.saved_tensors
+        (query_shape, book_shape), beta = ctx.shapes, ctx.beta
+        grad_query = grad_book = None
+        if ctx.needs_input_grad[0]:  # straight-through to the query rows, plus the commitment term
+            g_rows = grad_out if inverse is None else _add_rows(torch.zeros_like(weighted), inverse, grad_out)
+            if beta:
+                g_rows = g_rows - (2.0 * beta) * grad_aux * weighted
+            grad_query = grad_out.new_zeros(query_shape).index_copy_(0, rows, g_rows)  # rows are distinct
+        if ctx.needs_input_grad[1]:  # centroid loss: d/dc sum counts ||c - sg(x)||^2 = 2 counts (c - x)
+            book = weighted.new_zeros(book_shape[0] * book_shape[1], book_shape[2])
+            sub = (2.0 * grad_aux) * weighted.reshape(flat.numel(), book_shape[2])
+            grad_book = _add_rows(book, flat, sub).reshape(book_shape)
+        return grad_query, grad_book, None, None, None, None, None, None
+
+
+def _add_rows(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """``out[index[i]] += src[i]`` as a ``scatter_add_`` (on the CPU ``index_add_`` costs ~ms per call for
+    the 1-float rows of scalar subspaces; the scatter is what torch's own index_select backward uses)."""
+    return out.scatter_add_(0, index.unsqueeze(1).expand(-1, src.shape[1]), src)
+
+
+def vq_lookup(query: torch.Tensor, centroids: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
+              counts: torch.Tensor, inverse: torch.Tensor | None = None, beta: float = 0.0,
+              x: torch.Tensor | None = None):
+    """VQ-quantized rows with the straight-through gradient, and their centroid loss, in one autograd node.
+
+    For distinct ``rows`` of ``query`` with nearest-centroid ``codes (U, D)`` into ``centroids (D, K, s)``,
+    occurring ``counts`` times in the batch, returns ``(out, aux)``: ``out = q[inverse]`` (``q`` when
+    ``inverse`` is None), ``q`` the rows' centroids exactly, and ``aux = sum_u counts_u (||q_u - sg(x_u)||^2
+    + beta ||x_u - sg(q_u)||^2)``. Gradients equal those of the composed reference
+    ``straight_through(x, q)[inverse]`` and ``vq_aux_terms(x, q, beta, counts)`` (tested). ``x``: the
+    detached ``query[rows]`` when the caller already gathered it for the code search."""
+    if x is None:
+        x = query.detach().index_select(0, rows)
+    return _VQLookup.apply(query, centroids, x, rows, codes, counts, inverse, float(beta))
+
+
 # ------------------------------------------------------------------------------------- the aux loss
 
 
@@ -205,7 +261,11 @@ class DPQEmbedding(EmbeddingTable):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not (self.softmax or self.bn):  # rows are quantized independently: each distinct row once
             rows, inverse, counts = unique_ids(ids.reshape(-1))
-            out = self._quantize_vq(self.query.index_select(0, rows), counts).index_select(0, inverse)
+            x = self.query.detach().index_select(0, rows)
+            order = carried_order(self._orders, 0, self.centroids)
+            codes = nearest_codes(split(x, self.num_subspaces), self.centroids, self.kernel, order)
+            out, aux = vq_lookup(self.query, self.centroids, rows, codes, counts, inverse, self.beta, x=x)
+            self._aux.add(aux, ids.numel() * self.dim)
             return out.reshape(*ids.shape, self.dim)
         x = self.query[ids.reshape(-1)]
         if self.training:
@@ -244,14 +304,6 @@ class DPQEmbedding(EmbeddingTable):
         if self.softmax or self.bn:
             return rows_per_chunk(self.num_subspaces, self.num_centroids)
         return max(1, self.num_embeddings)  # VQ: nearest_codes bounds its own memory
-
-    def _quantize_vq(self, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        """VQ flavour for distinct rows ``x`` occurring ``counts`` times in the batch."""
-        order = carried_order(self._orders, 0, self.centroids)
-        codes = nearest_codes(split(x, self.num_subspaces), self.centroids, self.kernel, order)
-        q = gather_centroids(self.centroids, codes)
-        self._aux.add(vq_aux_terms(x, q, self.beta, counts), int(counts.sum()) * self.dim)
-        return straight_through(x, q)
 
     def _quantize(self, x: torch.Tensor, batch_stats: bool) -> torch.Tensor:
         codes, r = self._codes(x, batch_stats)

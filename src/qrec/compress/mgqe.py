@@ -42,17 +42,9 @@ import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.dpq import (
-    AuxLoss,
-    code_bits,
-    gather_centroids,
-    split,
-    unique_ids,
-    vq_aux_terms,
-)
+from qrec.compress.dpq import AuxLoss, code_bits, gather_centroids, split, unique_ids, vq_lookup
 from qrec.compress.nearest import carried_order, nearest_codes
 from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
-from qrec.compress.ste import straight_through
 from qrec.data.partition import group_ids, head_size
 from qrec.errors import SpecError
 
@@ -166,18 +158,28 @@ class MGQEEmbedding(EmbeddingTable):
         return self.config.spec
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """Algorithm 1: group the batch, quantize each group in one call, restore the order."""
+        """Algorithm 1: group the batch's distinct rows, search each group's codes in one call, then one fused
+        lookup (shared centroids) or one per group (unshared), and restore the batch order with one gather."""
         flat, repeat, counts = unique_ids(ids.reshape(-1))  # each distinct row once
         groups = self.group[flat]
         order = torch.argsort(groups, stable=True)
         sizes = torch.bincount(groups, minlength=self.config.num_groups).tolist()
-        parts = [
-            self._quantize(i, self.query.index_select(0, rows), c)
-            for i, (rows, c) in enumerate(zip(flat[order].split(sizes), counts[order].split(sizes)))
-        ]
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        return torch.cat(parts).index_select(0, inverse[repeat]).reshape(*ids.shape, self.dim)
+        rows, counts = flat[order], counts[order]
+        x = self.query.detach().index_select(0, rows)
+        position = torch.empty_like(order)
+        position[order] = torch.arange(order.numel(), device=order.device)
+        batch = position[repeat]  # each looked-up id's place among the group-sorted rows
+        codes = [self._nearest(i, part, carry=True) for i, part in enumerate(x.split(sizes))]
+        if self.config.variant == "shared":  # group i's codes index the first K_i centroids of the one codebook
+            out, aux = vq_lookup(self.query, self.codebooks[0], rows, torch.cat(codes), counts, batch, self.beta, x=x)
+        else:
+            per_group = zip(rows.split(sizes), codes, counts.split(sizes), x.split(sizes))
+            parts = [vq_lookup(self.query, self._codebook(i), r, c, n, None, self.beta, x=xi)
+                     for i, (r, c, n, xi) in enumerate(per_group)]
+            out = torch.cat([q for q, _ in parts]).index_select(0, batch)
+            aux = torch.stack([a for _, a in parts]).sum()
+        self._aux.add(aux, ids.numel() * self.dim)
+        return out.reshape(*ids.shape, self.dim)
 
     def aux_loss(self) -> torch.Tensor:
         return self._aux.value(self.query.device)
@@ -189,11 +191,7 @@ class MGQEEmbedding(EmbeddingTable):
     @torch.no_grad()
     def group_codes(self, i: int) -> torch.Tensor:
         """The ``(|V_i|, D_i)`` codes of group ``i``'s rows, in ascending row id."""
-        x = self.query[self.group_rows(i)]
-        D = self.config.tiers[i][0]
-        if x.shape[0] == 0:
-            return torch.empty(0, D, dtype=torch.int64, device=x.device)
-        return nearest_codes(split(x, D), self._codebook(i), self.kernel)  # chunked inside
+        return self._nearest(i, self.query[self.group_rows(i)])
 
     def export(self) -> dict[str, torch.Tensor]:
         out = {"groups": pack_bits(self.group, self.config.group_bits).cpu()}
@@ -237,12 +235,12 @@ class MGQEEmbedding(EmbeddingTable):
             return [("centroids", self.codebooks[0])]
         return [(f"centroids{i}", book) for i, book in enumerate(self.codebooks)]
 
-    def _quantize(self, i: int, x: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-        if x.shape[0] == 0:
-            return x  # no row of this group in the batch
+    def _nearest(self, i: int, x: torch.Tensor, carry: bool = False) -> torch.Tensor:
+        """Codes ``(rows, D_i)`` of group ``i``'s rows ``x`` (no gradient); ``carry``: keep the codebook's sort
+        order for the next training step."""
         D = self.config.tiers[i][0]
+        if x.shape[0] == 0:
+            return torch.empty(0, D, dtype=torch.int64, device=x.device)
         book = self._codebook(i)
-        codes = nearest_codes(split(x, D), book, self.kernel, carried_order(self._orders, i, book))
-        q = gather_centroids(book, codes)
-        self._aux.add(vq_aux_terms(x, q, self.beta, counts), int(counts.sum()) * self.dim)
-        return straight_through(x, q)
+        order = carried_order(self._orders, i, book) if carry else None
+        return nearest_codes(split(x, D), book, self.kernel, order)  # chunked inside
