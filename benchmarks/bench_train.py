@@ -1,16 +1,21 @@
 """Training throughput, peak memory and full-ranking evaluation time on ML-1M (5-core, leave-one-out).
 
-Each (model, embedding) runs in its own subprocess so that peak RSS is that configuration's alone.
-Prints a markdown table; epoch times are medians over --repeats epochs after one warm-up epoch, and a
-ratio column against full embeddings of the same backbone measured in the same invocation.
+Per backbone, one process builds every embedding and times them *interleaved*: each round trains every
+configuration for ``--max-batches`` batches, in turn; the table reports the median over ``--rounds`` rounds
+(after one warm-up round) and the ratio to full embeddings. Interleaving matters on a shared machine: the
+same configuration timed in separate processes moved by up to 40% between processes, while within a process
+every configuration sees the same drift. Peak RSS and evaluation time come from one short subprocess per
+configuration (so each RSS is that configuration's alone).
 
-    python benchmarks/bench_train.py --models gmf neumf --specs full lr48 sq8 dpq64x256 mgqe64x256/64@0.1
+    python benchmarks/bench_train.py --models gmf neumf --specs full lr48 sq8 dpq64x256 mgqe64x256/64@0.1 --rounds 3
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
+import platform
 import resource
 import subprocess
 import sys
@@ -20,68 +25,86 @@ import numpy as np
 import torch
 
 
-def one(model_name: str, spec: str, epochs: int, batch_size: int, threads: int, dataset: str, max_batches: int | None) -> dict:
+def _setup(model_name: str, spec: str, batch_size: int, dataset: str):
     from qrec.data.sampling import NegativeSampler
-    from qrec.eval.evaluate import evaluate_model
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
-    from qrec.train.trainer import _epoch_batches, _train_epoch, build, make_optimizer
+    from qrec.train.trainer import build, make_optimizer
 
-    torch.set_num_threads(threads)
-    cfg = RunConfig(dataset=dataset, min_count=5, model=model_name, embedding=spec, batch_size=batch_size, epochs=epochs)
+    cfg = RunConfig(dataset=dataset, min_count=5, model=model_name, embedding=spec, batch_size=batch_size, epochs=1)
     split = load_split(cfg)
     model = build(cfg, split)
-    opt = make_optimizer(model, cfg)
-    sampler = NegativeSampler(split.train, seed=0)
-    times, rows = [], 0
-    for epoch in range(epochs + 1):  # epoch 0 is the warm-up
-        batches = _epoch_batches(model, split, sampler, cfg, epoch)
-        if max_batches:
-            batches = (b for k, b in zip(range(max_batches), batches))
-        t0 = time.perf_counter()
-        _, rows = _train_epoch(model, opt, batches, cfg, epoch, progress=False)
-        if epoch:
-            times.append(time.perf_counter() - t0)
+    return cfg, split, model, make_optimizer(model, cfg), NegativeSampler(split.train, seed=0)
+
+
+def _train(setup, batches: int, epoch: int) -> tuple[float, int]:
+    """Seconds and positive rows for the first ``batches`` batches of an epoch. The epoch's negatives are sampled
+    before the clock starts (the same work for every embedding, once per epoch)."""
+    from qrec.train.trainer import _epoch_batches, _train_epoch
+
+    cfg, split, model, opt, sampler = setup
+    stream = _epoch_batches(model, split, sampler, cfg, epoch)
+    first = next(stream)  # the generator samples the whole epoch on its first step
+    stream = itertools.islice(itertools.chain([first], stream), batches)
     t0 = time.perf_counter()
-    evaluate_model(model, split, "test", (10,))
-    eval_s = time.perf_counter() - t0
-    return {"model": model_name, "spec": spec, "epoch_s": float(np.median(times)), "rows": rows,
-            "rows_per_s": rows / float(np.median(times)), "eval_s": eval_s, "users": split.n_users,
-            "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    _, rows = _train_epoch(model, opt, stream, cfg, epoch, progress=False)
+    return time.perf_counter() - t0, rows
+
+
+def interleaved(model_name: str, specs: list[str], rounds: int, batches: int, batch_size: int, dataset: str) -> dict:
+    setups = {s: _setup(model_name, s, batch_size, dataset) for s in specs}
+    seconds = {s: [] for s in specs}
+    rows = {}
+    for r in range(rounds + 1):  # round 0 warms up (numba compiles, allocator settles)
+        for s in specs:
+            t, rows[s] = _train(setups[s], batches, r)
+            print(f"  {model_name} {s} round {r}: {t:.2f}s", file=sys.stderr, flush=True)
+            if r:
+                seconds[s].append(t)
+    return {s: {"s": float(np.median(v)), "rows": rows[s]} for s, v in seconds.items()}
+
+
+def footprint(model_name: str, spec: str, batch_size: int, dataset: str) -> dict:
+    """Peak RSS after 50 training batches, and full-ranking evaluation of all test users (own process)."""
+    from qrec.eval.evaluate import evaluate_model
+
+    setup = _setup(model_name, spec, batch_size, dataset)
+    _train(setup, 50, 0)
+    t0 = time.perf_counter()
+    evaluate_model(setup[2], setup[1], "test", (10,))
+    return {"eval_s": time.perf_counter() - t0, "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", nargs="+", default=["gmf", "neumf"])
     ap.add_argument("--specs", nargs="+", default=["full"])
-    ap.add_argument("--epochs", type=int, default=3, help="timed epochs (median), after one warm-up")
-    ap.add_argument("--max-batches", type=int, help="time only this many batches per epoch")
+    ap.add_argument("--rounds", type=int, default=5, help="timed rounds (median), after one warm-up round")
+    ap.add_argument("--max-batches", type=int, default=300, help="batches per configuration per round")
     ap.add_argument("--batch-size", type=int, default=1024)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--dataset", default="ml-1m-seq")
-    ap.add_argument("--one", nargs=2, metavar=("MODEL", "SPEC"), help=argparse.SUPPRESS)
+    ap.add_argument("--footprint", nargs=2, metavar=("MODEL", "SPEC"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    if a.one:
-        print(json.dumps(one(*a.one, a.epochs, a.batch_size, a.threads, a.dataset, a.max_batches)))
+    torch.set_num_threads(a.threads)
+    if a.footprint:
+        print(json.dumps(footprint(*a.footprint, a.batch_size, a.dataset)))
         return
-    rows = []
-    for m in a.models:
-        for s in a.specs:
-            cmd = [sys.executable, __file__, "--one", m, s, "--epochs", str(a.epochs), "--batch-size", str(a.batch_size),
-                   "--threads", str(a.threads), "--dataset", a.dataset] + (["--max-batches", str(a.max_batches)] if a.max_batches else [])
-            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-            rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
-            print(f"  done {m} {s}", file=sys.stderr)
-    import platform
-
-    print(f"\nML-1M 5-core, batch {a.batch_size}, {a.threads} threads, torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
-    print("| model | embedding | epoch s (median) | x full | train rows/s | peak RSS MiB | eval all users s |")
+    specs = ["full"] + [s for s in a.specs if s != "full"]
+    unit = f"{a.max_batches} batches"
+    print(f"\nML-1M 5-core, batch {a.batch_size}, {a.threads} thread(s), {unit} per configuration x {a.rounds} "
+          f"rounds interleaved (sampling excluded), torch {torch.__version__}, {platform.processor() or platform.machine()}\n")
+    print(f"| model | embedding | s / {unit} (median) | x full | train rows/s | peak RSS MiB | eval all users s |")
     print("|---|---|---|---|---|---|---|")
-    for r in rows:
-        base = next(x for x in rows if x["model"] == r["model"] and x["spec"] == "full") if any(
-            x["model"] == r["model"] and x["spec"] == "full" for x in rows) else r
-        print(f"| {r['model']} | `{r['spec']}` | {r['epoch_s']:.2f} | {r['epoch_s'] / base['epoch_s']:.2f} | {r['rows_per_s']:,.0f} |"
-              f" {r['peak_rss_mib']:.0f} | {r['eval_s']:.2f} |")
+    for m in a.models:
+        times = interleaved(m, specs, a.rounds, a.max_batches, a.batch_size, a.dataset)
+        for s in specs:
+            cmd = [sys.executable, __file__, "--footprint", m, s, "--batch-size", str(a.batch_size),
+                   "--threads", str(a.threads), "--dataset", a.dataset]
+            fp = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1])
+            t = times[s]
+            print(f"| {m} | `{s}` | {t['s']:.2f} | {t['s'] / times['full']['s']:.2f} | {t['rows'] / t['s']:,.0f} |"
+                  f" {fp['peak_rss_mib']:.0f} | {fp['eval_s']:.2f} |", flush=True)
 
 
 if __name__ == "__main__":
