@@ -59,7 +59,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         write_record(record_path(results_dir, preset.name, cfg.run_name()), rec)
         t = rec["metrics"]["test"]
         print(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {t[k]:.4f}" for k in preset.metrics if k in t)
-              + f" size {rec['size']['relative']:.1%} ({time.time() - t0:.0f}s)", file=sys.stderr)
+              + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({time.time() - t0:.0f}s)", file=sys.stderr)
         if report:
             write_results_md(results_dir, report)
     return 0
