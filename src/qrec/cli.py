@@ -169,7 +169,8 @@ def cmd_experiment(args) -> int:
     from qrec.experiments.runner import run_preset
 
     return run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
-                      seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads)
+                      seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
+                      device=args.device)
 
 
 def cmd_ptq(args) -> int:
@@ -225,6 +226,8 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--seeds", type=int, help="override the preset's seed count")
     x.add_argument("--only", help="substring filter on run names")
     x.add_argument("--threads", type=int)
+    x.add_argument("--device", help="cpu (default) or cuda; CUDA numbers differ from the CPU's in float rounding, "
+                                    "so a record keeps its device and never stands in for a CPU run")
     x.add_argument("--dry-run", action="store_true", help="list what would run")
     x.set_defaults(fn=cmd_experiment)
 

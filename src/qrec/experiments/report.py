@@ -23,7 +23,9 @@ each record holds its config, seed, git commit, command, machine and per-epoch h
 percentages, mean +/- sample std over seeds (n = number of seeds). "size" is the bits of the whole served
 model (embedding codes + codebooks + scales + every float32 dense weight) relative to the same model with
 float32 embedding tables at the preset's d, as MGQE's Table 3 counts it (a row with another d says `d=` and
-is sized against that same reference). Runs are on CPU (2 cores) unless a record says otherwise.
+is sized against that same reference). Runs are on CPU (2 cores) unless a record says otherwise: "n = 10 (4
+cuda)" means 4 of the 10 seeds trained on a GPU (`qrec experiment --device cuda`), whose numbers differ from a
+CPU run of the same seed in float rounding; "epoch s" is the median over the row's CPU runs.
 """
 
 
@@ -70,12 +72,12 @@ def preset_table(name: str, records: list[dict]) -> str:
     lines = ["| " + " | ".join(cols + paper_cols) + " |", "|" + "---|" * (len(cols) + len(paper_cols))]
     for (dataset, model, spec), recs in groups.items():
         recs = sorted(recs, key=lambda r: r["seed"])
-        row = [dataset, model, f"`{spec}`", str(len(recs))]
+        row = [dataset, model, f"`{spec}`", _count(recs)]
         row += [_fmt([r["metrics"]["test"].get(m, np.nan) for r in recs]) for m in metrics]
         row.append(f"{100 * np.mean([sizes[id(r)] for r in recs]):.1f}%")
         if reference:
             row.append(_relative(recs, groups.get((dataset, *reference.split("|", 1))), metrics[0]))
-        row.append(f"{np.median([h['seconds'] for r in recs for h in r['history']]):.1f}")
+        row.append(_epoch_seconds(recs))
         if paper:
             ref = paper.get(f"{model}|{spec}", {})
             row += [f"{ref[m]:.2f}" if m in ref else "" for m in metrics]
@@ -86,6 +88,23 @@ def preset_table(name: str, records: list[dict]) -> str:
         head += [preset.description.strip(), "", f"Protocol: {preset.protocol_note.strip()}", "",
                  f"Command: `qrec experiment {name}` (resumable), then `qrec report`.", ""]
     return "\n".join(head + lines)
+
+
+def _device(record: dict) -> str:
+    return record.get("config", {}).get("device") or "cpu"
+
+
+def _count(recs: list[dict]) -> str:
+    """Seeds in the row; seeds trained on a GPU are counted apart (their numbers differ in rounding)."""
+    gpu = sum(_device(r) != "cpu" for r in recs)
+    return f"{len(recs)} ({gpu} cuda)" if gpu else str(len(recs))
+
+
+def _epoch_seconds(recs: list[dict]) -> str:
+    """Median epoch time of the row's CPU runs (GPU runs are another machine), else of its GPU runs."""
+    cpu = [r for r in recs if _device(r) == "cpu"]
+    seconds = np.median([h["seconds"] for r in (cpu or recs) for h in r["history"]])
+    return f"{seconds:.1f}" if cpu else f"{seconds:.1f} (cuda)"
 
 
 def _relative(recs: list[dict], ref: list[dict] | None, metric: str) -> str:

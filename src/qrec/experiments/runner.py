@@ -34,7 +34,8 @@ def finished_runs(results_dir: Path) -> dict[str, dict]:
 
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
-               only: str | None = None, dry_run: bool = False, threads: int | None = None, report: Path | None = Path("RESULTS.md")) -> int:
+               only: str | None = None, dry_run: bool = False, threads: int | None = None, report: Path | None = Path("RESULTS.md"),
+               device: str | None = None) -> int:
     preset = load_preset(name)
     configs = [c for c in preset.configs(seeds) if not only or only in c.run_name()]
     done = finished_runs(results_dir)
@@ -50,8 +51,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
             print(c.run_name())
         return 0
     for i, cfg in enumerate(todo[:max_runs] if max_runs else todo):
-        if threads:
-            cfg = cfg.replace(threads=threads)
+        cfg = cfg.replace(threads=threads, device=device)  # neither is in the run's name; device is in its record
         t0 = time.time()
         _ensure_teacher(cfg, preset.name, preset.configs(seeds), threads)
         result = fit(cfg, Path("runs") / preset.name / cfg.run_name(), progress=False, log=_log)
