@@ -170,7 +170,8 @@ class TableConformance:
         out = table(ids)
         assert out.device.type == "cuda"
         decoded = type(table).decode_export(table.export(), self.n, self.dim, table.spec)
-        _assert_same(decoded, table.all(), max(self.tol, 1e-6) if self.spec.startswith("lr") else self.tol)
+        # across devices, equal to float32 rounding (the GPU fuses multiply-adds the CPU rounds twice)
+        _assert_same(decoded, table.all(), max(self.tol, 1e-5))
         table.train()
         (table(ids).sum() + table.aux_loss()).backward()
         assert all(p.grad is not None and p.grad.device.type == "cuda" for p in table.parameters())

@@ -109,6 +109,32 @@ def test_popcount_scores_on_cuda_equal_the_cpu_bit_for_bit(d):
         torch.testing.assert_close(got.double().cpu(), ref, rtol=1e-5, atol=1e-4)
 
 
+def test_binary_topk_on_cuda_equals_the_fused_cpu_kernel():
+    import scipy.sparse as sp
+
+    g = torch.Generator().manual_seed(11)
+    cu = BinaryCodes.from_float(torch.randn(37, 4, 64, generator=g), torch.rand(37, 4, generator=g))
+    ci = BinaryCodes.from_float(torch.randn(300, 4, 64, generator=g), torch.rand(300, 4, generator=g))
+    seen = sp.random(37, 300, density=0.1, format="csr", random_state=0)
+    want_i, want_v = cu.topk(ci, 20, exclude=seen)
+    got_i, got_v = cu.to(CUDA).topk(ci.to(CUDA), 20, exclude=seen)
+    assert got_i.device.type == "cuda"
+    assert torch.equal(got_i.cpu(), want_i)
+    torch.testing.assert_close(got_v.cpu(), want_v, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(19, 23, 64), (1024, 40981, 64), (300, 5000, 100)])
+def test_int8_dots_on_cuda_are_exact_for_shapes_cublas_refuses(shape):
+    """cuBLASLt's int8 GEMM refused 1,024 x 40,981 x 64 on an H200 (CUDA 13); the result must stay exact."""
+    m, n, d = shape
+    g = torch.Generator().manual_seed(m)
+    a = torch.randint(-128, 128, (m, d), generator=g).to(torch.int8)
+    b = torch.randint(-128, 128, (n, d), generator=g).to(torch.int8)
+    got = int_dot(a.to(CUDA), b.to(CUDA), "auto")
+    want = a.to(CUDA).long() @ b.to(CUDA).long().T
+    assert got.dtype == torch.int32 and torch.equal(got.long(), want)
+
+
 @pytest.mark.parametrize("d", [16, 64, 100])
 def test_int8_dots_on_cuda_are_exact(d):
     g = torch.Generator().manual_seed(d)

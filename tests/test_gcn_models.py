@@ -157,6 +157,18 @@ def test_cache_is_dropped_by_training():
                                m.score_all(torch.tensor([1, 2]))[[0, 1], [3, 4]])
 
 
+@pytest.mark.parametrize("cls", [LightGCN, BinaryGCN, LowBitGCN])
+def test_moving_or_casting_the_model_drops_what_it_cached(cls):
+    """Cached final embeddings / codes belong to the old device and dtype: ``.to()`` must forget them."""
+    nu, ni, train = _small()
+    m = cls(nu, ni, train, dim=8, n_layers=2)
+    m.score_all(torch.arange(nu))
+    assert m._cache is not None or m._codes is not None
+    m.double()
+    assert m._cache is None and m._codes is None
+    assert m.final_embeddings()[0].dtype == torch.float64
+
+
 @pytest.mark.parametrize("dim", [64, 70])
 def test_binary_score_all_equals_float_formula(dim):
     """Popcount scores == sum_l w_l^2 alpha_u alpha_i <sign_u, sign_i> from the float layers."""

@@ -216,9 +216,6 @@ class BinaryGCN(LightGCN):
             self.refresh()
         return self._codes
 
-    def on_epoch_start(self) -> None:
-        self._codes = None
-        self._cache = None
 
     @torch.no_grad()
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:

@@ -147,10 +147,11 @@ class LightGCN(Recommender):
     # ----------------------------------------------------------------- graph
     @property
     def adjacency(self) -> torch.Tensor:
-        """``A_hat`` (CSR), moved lazily to the device of the parameters."""
+        """``A_hat`` (CSR), moved lazily to the device (and float dtype) of the parameters."""
         dev = self.user_table._device()
-        if self._adj.device != dev:
-            self._adj = self._adj.to(dev)
+        dtype = next((p.dtype for p in self.user_table.parameters() if p.is_floating_point()), self._adj.dtype)
+        if self._adj.device != dev or self._adj.dtype != dtype:
+            self._adj = self._adj.to(device=dev, dtype=dtype)
         return self._adj
 
     def layer0(self) -> torch.Tensor:
@@ -226,7 +227,18 @@ class LightGCN(Recommender):
         return self.aux_loss().to(self.user_table._device())
 
     def on_epoch_start(self) -> None:
+        self.drop_caches()
+
+    def drop_caches(self) -> None:
+        """Forget what was derived from the parameters (final embeddings; codes in the quantized subclasses)."""
         self._cache = None
+        self._codes = None
+
+    def _apply(self, fn, *args, **kwargs):
+        # .to() / .cuda() / .cpu() move parameters, not the caches derived from them: drop those, or scoring
+        # would mix the old device's cached embeddings with the new device's inputs
+        self.drop_caches()
+        return super()._apply(fn, *args, **kwargs)
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()

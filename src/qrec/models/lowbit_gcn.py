@@ -167,8 +167,7 @@ class LowBitGCN(LightGCN):
         return self._codes
 
     def on_epoch_start(self) -> None:
-        self._codes = None
-        self._cache = None
+        self.drop_caches()
         if self.rotation == "itq":
             self.fit_rotation()
 

@@ -57,10 +57,20 @@ def _int_mm_trusted(device: torch.device, k: int) -> bool:
 
 
 def _int_mm(a: torch.Tensor, bT: torch.Tensor) -> torch.Tensor | None:
-    """``a @ bT.T`` via ``torch._int_mm`` (int32 result), or None if unsupported/untrusted here."""
+    """``a @ bT.T`` via ``torch._int_mm`` (int32 result), or None if unsupported/untrusted here.
+
+    cuBLASLt refuses some shapes outright (seen on an H200 with CUDA 13: users 1,024 x items 40,981 x d 64,
+    CUBLAS_STATUS_NOT_SUPPORTED, while small shapes pass), so a refusal tries the transposed product, then
+    gives up to the caller's exact float GEMM."""
     if not _int_mm_trusted(a.device, a.shape[1]):
         return None
-    return _int_mm_raw(a, bT)
+    try:
+        return _int_mm_raw(a, bT)
+    except RuntimeError:
+        try:
+            return _int_mm_raw(bT, a).t()
+        except RuntimeError:
+            return None
 
 
 def int_dot(qu: torch.Tensor, qi: torch.Tensor, backend: str = "auto") -> torch.Tensor:
@@ -89,6 +99,7 @@ def _exact_dots(qu: torch.Tensor, qi: torch.Tensor, backend: str) -> torch.Tenso
             return out
         if backend == "int_mm":
             raise RuntimeError("torch._int_mm is not available for these tensors")
+    # exact even under TF32: int8 values fit its 10-bit mantissa and the products accumulate in float32
     ftype = torch.float32 if d <= 1024 else torch.float64
     return qu.to(ftype) @ qi.to(ftype).T
 
