@@ -148,6 +148,15 @@ seeds = 2
     assert capsys.readouterr().out.strip() == ""  # nothing left to run
     text = (tmp_path / "RESULTS.md").read_text()
     assert "## tiny" in text and "| sequences | gmf | `full` | 2 |" in text and "7.79" in text
+    # a seed trained on a GPU joins its row, counted apart; its epoch time is not mixed into the CPU's
+    path = tmp_path / "results" / "tiny" / "sequences-gmf-full-d8-s1.json"
+    record = json.loads(path.read_text())
+    record["config"]["device"] = "cuda"
+    record["history"][0]["seconds"] = 1e6
+    path.write_text(json.dumps(record))
+    assert main(["report"]) == 0
+    row = next(line for line in (tmp_path / "RESULTS.md").read_text().splitlines() if "| `full` |" in line)
+    assert "| 2 (1 cuda) |" in row and "1000000.0" not in row
 
 
 def test_grid_over_d_names_runs_apart_and_sizes_against_the_preset_d(seq_file, tmp_path, monkeypatch):
