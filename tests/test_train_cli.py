@@ -99,6 +99,22 @@ def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
     assert not seen_by_1 & set(lines[0]["items"])
 
 
+def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, tmp_path, capsys):
+    """The checkpoint's config says cuda; on a machine without CUDA it loads on the CPU instead of failing."""
+    from qrec.train.trainer import CHECKPOINT, load_trained
+
+    fit(_cfg(seq_file, epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
+    ckpt = tmp_path / "run" / CHECKPOINT
+    saved = torch.load(ckpt, weights_only=False)
+    saved["config"]["device"] = "cuda"
+    torch.save(saved, ckpt)
+    model, cfg, _ = load_trained(tmp_path / "run")
+    want = "cuda" if torch.cuda.is_available() else "cpu"
+    assert cfg.device == want and next(model.parameters()).device.type == want
+    assert main(["evaluate", str(tmp_path / "run")]) == 0
+    assert main(["export", str(tmp_path / "run"), str(tmp_path / "m.safetensors")]) == 0
+
+
 def test_exported_model_scores_like_the_trained_one(seq_file, tmp_path):
     from qrec.export.artifact import export_model, load_model
 

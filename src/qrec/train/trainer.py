@@ -189,6 +189,8 @@ def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunC
         raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
     saved = torch.load(path, map_location="cpu", weights_only=False)
     cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        cfg = cfg.replace(device="cpu")  # trained on a GPU, evaluated or exported on a machine without one
     split = load_split(cfg)
     model = build(cfg, split)
     best = saved["state"].get("best_model")
