@@ -175,6 +175,61 @@ seeds = 2
     assert "| 2 (1 cuda) |" in row and "1000000.0" not in row
 
 
+def test_parallel_grid_gives_the_records_of_a_sequential_one(seq_file, tmp_path, monkeypatch):
+    """``--jobs 2``: runs train in two worker processes, each logging to its run folder; every record holds
+    the numbers the one-process grid gets (CPU runs are deterministic given the config)."""
+    preset = tmp_path / "par.toml"
+    preset.write_text(f"""
+name = "par"
+description = "parallel grid"
+protocol_note = "synthetic"
+[base]
+dataset = "sequences"
+data_path = "{seq_file}"
+epochs = 2
+batch_size = 64
+dim = 8
+[[grid]]
+model = ["gmf"]
+embedding = ["full", "mgqe8x16/4@0.25"]
+seeds = 2
+""")
+    records = {}
+    for jobs in (1, 2):
+        work = tmp_path / f"jobs{jobs}"
+        work.mkdir()
+        monkeypatch.chdir(work)
+        assert main(["experiment", str(preset), "--threads", "1", "--jobs", str(jobs)]) == 0
+        records[jobs] = {p.name: json.loads(p.read_text()) for p in (work / "results" / "par").glob("*.json")}
+    assert len(records[2]) == 4 and records[1].keys() == records[2].keys()
+    for name, rec in records[1].items():
+        other = records[2][name]
+        assert rec["metrics"] == other["metrics"], name
+        assert [h["loss"] for h in rec["history"]] == [h["loss"] for h in other["history"]], name
+    assert all((tmp_path / "jobs2" / "runs" / "par" / n.removesuffix(".json") / "train.log").stat().st_size > 0
+               for n in records[2])
+
+
+def test_parallel_grid_reports_a_failed_run_and_goes_on(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "bad.toml"
+    preset.write_text(f"""
+name = "bad"
+description = "a run whose data file is missing"
+protocol_note = "none"
+[base]
+dataset = "sequences"
+data_path = "{tmp_path / 'missing.txt'}"
+epochs = 1
+[[grid]]
+model = ["gmf"]
+seeds = 2
+""")
+    assert main(["experiment", str(preset), "--jobs", "2", "--threads", "1"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("FAILED") == 2 and "missing.txt" in err and "sequences-gmf-full-s1" in err
+
+
 def test_grid_over_d_names_runs_apart_and_sizes_against_the_preset_d(seq_file, tmp_path, monkeypatch):
     """A grid over ``dim`` (MGQE Fig. 6) gives distinct runs; sizes compare with the full model at the preset's d."""
     monkeypatch.chdir(tmp_path)

@@ -168,9 +168,10 @@ def cmd_demo(args) -> int:
 def cmd_experiment(args) -> int:
     from qrec.experiments.runner import run_preset
 
-    return run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
-                      seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
-                      device=args.device)
+    failed = run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
+                        seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
+                        device=args.device, jobs=args.jobs)
+    return 1 if failed else 0
 
 
 def cmd_ptq(args) -> int:
@@ -225,7 +226,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--max-runs", type=int, help="stop after this many new runs")
     x.add_argument("--seeds", type=int, help="override the preset's seed count")
     x.add_argument("--only", help="substring filter on run names")
-    x.add_argument("--threads", type=int)
+    x.add_argument("--threads", type=int, help="torch threads per run")
+    x.add_argument("--jobs", type=int, default=1, help="runs trained at once, in separate processes (each with "
+                                                       "--threads threads; logs in runs/<preset>/<run>/train.log)")
     x.add_argument("--device", help="cpu (default) or cuda; CUDA numbers differ from the CPU's in float rounding, "
                                     "so a record keeps its device and never stands in for a CPU run")
     x.add_argument("--dry-run", action="store_true", help="list what would run")

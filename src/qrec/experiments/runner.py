@@ -35,7 +35,9 @@ def finished_runs(results_dir: Path) -> dict[str, dict]:
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
                only: str | None = None, dry_run: bool = False, threads: int | None = None, report: Path | None = Path("RESULTS.md"),
-               device: str | None = None) -> int:
+               device: str | None = None, jobs: int = 1) -> int:
+    """Run the preset's unfinished (config, seed) pairs, ``jobs`` at a time (separate processes; each run's
+    log then goes to ``runs/<preset>/<run>/train.log``). Returns the number of runs that failed."""
     preset = load_preset(name)
     configs = [c for c in preset.configs(seeds) if not only or only in c.run_name()]
     done = finished_runs(results_dir)
@@ -50,19 +52,58 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         for c in todo:
             print(c.run_name())
         return 0
-    for i, cfg in enumerate(todo[:max_runs] if max_runs else todo):
-        cfg = cfg.replace(threads=threads, device=device)  # neither is in the run's name; device is in its record
-        t0 = time.time()
+    # neither threads nor device is in a run's name; device is in its record
+    todo = [c.replace(threads=threads, device=device) for c in (todo[:max_runs] if max_runs else todo)]
+    for cfg in todo:  # teachers first, in this process, so that parallel students never train one twice
         _ensure_teacher(cfg, preset.name, preset.configs(seeds), threads)
-        result = fit(cfg, Path("runs") / preset.name / cfg.run_name(), progress=False, log=_log)
-        rec = build_record(result, extra={"preset": preset.name, "preset_file": str(preset_path(name).resolve()) if name.endswith(".toml") else None})
-        write_record(record_path(results_dir, preset.name, cfg.run_name()), rec)
+    extra = {"preset": preset.name, "preset_file": str(preset_path(name).resolve()) if name.endswith(".toml") else None}
+    runs = _in_processes(todo, jobs, results_dir, extra) if jobs > 1 else (
+        (cfg, _train_and_record(cfg, results_dir, extra)) for cfg in todo)
+    failed, t0 = 0, time.time()
+    for i, (cfg, rec) in enumerate(runs):
+        if isinstance(rec, BaseException):
+            failed += 1
+            print(f"[{i + 1}/{len(todo)}] {cfg.run_name()} FAILED: {rec!r} (log: {_log_path(cfg, preset.name)})", file=sys.stderr)
+            continue
         t = rec["metrics"]["test"]
         print(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {t[k]:.4f}" for k in preset.metrics if k in t)
-              + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({time.time() - t0:.0f}s)", file=sys.stderr)
+              + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({sum(h['seconds'] for h in rec['history']):.0f}s"
+              f" of training, {time.time() - t0:.0f}s into the grid)", file=sys.stderr)
         if report:
             write_results_md(results_dir, report)
-    return 0
+    return failed
+
+
+def _train_and_record(cfg, results_dir: Path, extra: dict, log_file: Path | None = None) -> dict:
+    """One run: train (resuming its checkpoint), then write its record. Top level, so worker processes can run it."""
+    run_dir = Path("runs") / extra["preset"] / cfg.run_name()
+    if log_file is None:
+        result = fit(cfg, run_dir, progress=False, log=_log)
+    else:
+        log_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_file, "a") as f:
+            result = fit(cfg, run_dir, progress=False, log=lambda line: print(line, file=f, flush=True))
+    rec = build_record(result, extra=extra)
+    write_record(record_path(results_dir, extra["preset"], cfg.run_name()), rec)
+    return rec
+
+
+def _log_path(cfg, preset_name: str) -> Path:
+    return Path("runs") / preset_name / cfg.run_name() / "train.log"
+
+
+def _in_processes(todo, jobs: int, results_dir: Path, extra: dict):
+    """``(config, record or exception)`` as runs finish, ``jobs`` processes at a time ("spawn": no forked torch
+    state). A failed run does not stop the others; its exception is yielded in place of its record."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {pool.submit(_train_and_record, cfg, results_dir, extra, _log_path(cfg, extra["preset"])): cfg
+                   for cfg in todo}
+        for future in as_completed(futures):
+            error = future.exception()
+            yield futures[future], error if error is not None else future.result()
 
 
 def _log(line: str) -> None:
