@@ -216,7 +216,6 @@ class BinaryGCN(LightGCN):
             self.refresh()
         return self._codes
 
-
     @torch.no_grad()
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         cu, ci = self.codes()
