@@ -1,10 +1,12 @@
-"""Shared fixtures. ``shared_data`` points at the real benchmark files (read-only) or skips."""
+"""Shared fixtures: ``shared_data`` points at the real benchmark files (read-only) or skips; ``seq_file`` and
+``graph_dir`` are tiny synthetic datasets (sequences; LightGCN train/test files) for end-to-end tests."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 _DEFAULT_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
@@ -25,3 +27,31 @@ def pytest_collection_modifyitems(items):
     for item in items:
         if "shared_data" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.shared_data)
+
+
+@pytest.fixture(scope="session")
+def seq_file(tmp_path_factory):
+    """40 users with 8-20 chronological items out of 60 (raw ids offset by 1000 to check the id maps)."""
+    rng = np.random.default_rng(0)
+    path = tmp_path_factory.mktemp("data") / "sequences.txt"
+    lines = []
+    for u in range(40):
+        items = rng.choice(60, size=rng.integers(8, 20), replace=False) + 1000
+        lines.append(" ".join(map(str, [u + 1, *items])))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.fixture(scope="session")
+def graph_dir(tmp_path_factory):
+    """LightGCN-format train.txt/test.txt: 30 users in 3 planted communities of 10 items each."""
+    rng = np.random.default_rng(1)
+    folder = tmp_path_factory.mktemp("graph")
+    train, test = [], []
+    for u in range(30):
+        items = rng.permutation(10) + 10 * (u % 3)
+        train.append(" ".join(map(str, [u, *items[:7]])))
+        test.append(" ".join(map(str, [u, *items[7:]])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+    return folder

@@ -154,25 +154,6 @@ def test_code_scores_on_cuda_equal_the_dequantized_float(bits):
     torch.testing.assert_close(got.double().cpu(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
-@pytest.fixture(scope="module")
-def seq_file(tmp_path_factory):
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "sequences.txt"
-    path.write_text("\n".join(" ".join(map(str, [u + 1, *(rng.choice(60, size=rng.integers(8, 20), replace=False) + 1000)]))
-                              for u in range(40)) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def graph_dir(tmp_path_factory):
-    rng = np.random.default_rng(1)
-    folder = tmp_path_factory.mktemp("graph")
-    rows = [(u, rng.permutation(10) + 10 * (u % 3)) for u in range(30)]
-    (folder / "train.txt").write_text("\n".join(" ".join(map(str, [u, *it[:7]])) for u, it in rows) + "\n")
-    (folder / "test.txt").write_text("\n".join(" ".join(map(str, [u, *it[7:]])) for u, it in rows) + "\n")
-    return folder
-
-
 def _fit_both(cfg: RunConfig):
     quiet = dict(progress=False, log=lambda s: None)
     return fit(cfg, None, **quiet), fit(cfg.replace(device="cuda"), None, **quiet)

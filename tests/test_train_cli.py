@@ -11,19 +11,6 @@ from qrec.train.config import RunConfig
 from qrec.train.trainer import fit
 
 
-@pytest.fixture(scope="module")
-def seq_file(tmp_path_factory):
-    """40 users with 8-20 chronological items out of 60 (raw ids offset by 1000 to check the id maps)."""
-    rng = np.random.default_rng(0)
-    path = tmp_path_factory.mktemp("data") / "sequences.txt"
-    lines = []
-    for u in range(40):
-        items = rng.choice(60, size=rng.integers(8, 20), replace=False) + 1000
-        lines.append(" ".join(map(str, [u + 1, *items])))
-    path.write_text("\n".join(lines) + "\n")
-    return path
-
-
 def _cfg(seq_file, **kw):
     base = dict(dataset="sequences", data_path=str(seq_file), model="gmf", epochs=3, batch_size=64, dim=8, threads=1)
     return RunConfig(**(base | kw))
@@ -253,21 +240,6 @@ dim = [8, 16]
     row = next(line for line in text.splitlines() if "`full d=8`" in line)
     assert "| 50.0% |" in row.replace("| 50.1% |", "| 50.0% |")  # GMF's d -> 1 output layer: ~half
     assert "| sequences | gmf | `full` | 1 |" in text and "| 100.0% |" in text
-
-
-@pytest.fixture(scope="module")
-def graph_dir(tmp_path_factory):
-    """LightGCN-format train.txt/test.txt: 30 users in 3 planted communities of 10 items each."""
-    rng = np.random.default_rng(1)
-    folder = tmp_path_factory.mktemp("graph")
-    train, test = [], []
-    for u in range(30):
-        items = rng.permutation(10) + 10 * (u % 3)
-        train.append(" ".join(map(str, [u, *items[:7]])))
-        test.append(" ".join(map(str, [u, *items[7:]])))
-    (folder / "train.txt").write_text("\n".join(train) + "\n")
-    (folder / "test.txt").write_text("\n".join(test) + "\n")
-    return folder
 
 
 def test_gcn_grid_with_model_option_variants_reports_and_plots(graph_dir, tmp_path, monkeypatch, capsys):
