@@ -36,7 +36,7 @@ def test_gmf_score_matches_float64_reference():
     p = model.user_table.weight.detach().double().numpy()
     q = model.item_table.weight.detach().double().numpy()
     h = model.output.weight.detach().double().numpy()[0]
-    b = float(model.output.bias)
+    b = float(model.output.bias.detach())
     ref = (p[2] * h) @ q.T + b
     np.testing.assert_allclose(model.score_all(torch.tensor([2]))[0].detach().numpy(), ref, rtol=1e-5, atol=1e-6)
 
