@@ -22,7 +22,8 @@ def _family(spec: str) -> str:
 
 
 def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
-    """One line per compressor family: mean metric over seeds against the served model's relative size."""
+    """One line per compressor family: mean metric over seeds against the served model's relative size; a
+    point with several seeds carries a +/- 1 sample-std bar."""
     points = defaultdict(lambda: defaultdict(list))
     for r, size in zip(records, relative_sizes(records, DEFAULT_DIM)):
         spec = r["embedding"]["item"]
@@ -32,8 +33,10 @@ def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
     for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
         for label, by_size in sorted(points.items()):
             xs = sorted(by_size)
-            ys = [100 * np.mean([m[metric] for m in by_size[x]]) for x in xs]
-            ax.plot([100 * x[0] for x in xs], ys, marker="o", label=label)
+            values = [100 * np.asarray([m[metric] for m in by_size[x]]) for x in xs]
+            std = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+            ax.errorbar([100 * x[0] for x in xs], [v.mean() for v in values], yerr=std, marker="o", capsize=3,
+                        label=label)
         ax.set_xscale("log")
         ax.set_xlabel(f"model size (% of full at d = {DEFAULT_DIM}, log scale)")
         ax.set_ylabel(f"{metric.upper()} (%)")
