@@ -1,8 +1,8 @@
 """CUDA paths against their CPU twins and float64 references. Skipped without a GPU (CI has none); run on a
 GPU machine with ``pytest tests/test_cuda.py`` (``benchmarks/gpu_session.sh`` does, with the rest of its checks).
 
-Each test states what must be *equal* across devices: integer results (codes, popcounts, int8 dots) bit for bit,
-float results to float32 rounding, discrete choices (nearest centroids) up to exact distance ties.
+What must be *equal* across devices: integer results (codes, popcounts, int8 dots) bit for bit, float results
+to float32 rounding, loss curves of short trainings to 0.2% (a float near-tie may flip one code).
 """
 
 from __future__ import annotations
@@ -44,12 +44,13 @@ def test_nearest_codes_on_cuda_pick_a_nearest_centroid(s):
     for codes in (cpu, gpu):
         chosen = dist.gather(-1, codes[..., None]).squeeze(-1)
         torch.testing.assert_close(chosen, best, rtol=1e-6, atol=1e-6)
-    assert (cpu == gpu).float().mean() > 0.99  # they differ only at float32 near-ties
+    assert torch.equal(cpu, gpu)  # both settle float32 near-ties in float64, ties to the lowest index
 
 
 @pytest.mark.parametrize("spec", SPECS)
 def test_table_forward_backward_and_export_match_the_cpu(spec):
-    """Same initial weights and ids on both devices: outputs, auxiliary loss and every gradient agree."""
+    """Same initial weights and ids on both devices: outputs and every gradient (of the output and the
+    auxiliary loss) agree; the exports hold the same bits."""
     n, d = 90, 16
     freq = (1000 // (1 + np.random.default_rng(0).permutation(n))).astype(np.int64)
     torch.manual_seed(0)
