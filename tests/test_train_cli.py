@@ -122,26 +122,31 @@ def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):
     assert main(["train", "--embedding", "dpq7x300", "--dataset", "sequences", "--path", str(bad)]) == 2
 
 
-def test_experiment_grid_resumes_and_reports(seq_file, tmp_path, monkeypatch, capsys):
-    monkeypatch.chdir(tmp_path)
-    preset = tmp_path / "tiny.toml"
-    preset.write_text(f"""
-name = "tiny"
-description = "tiny grid"
+def _gmf_preset(folder, name: str, seq_file, epochs: int, embeddings: list[str], extra: str = ""):
+    """A two-seed GMF grid over ``embeddings`` on the synthetic sequences, written to ``folder/<name>.toml``."""
+    path = folder / f"{name}.toml"
+    path.write_text(f"""
+name = "{name}"
+description = "{name} grid"
 protocol_note = "synthetic"
 [base]
 dataset = "sequences"
 data_path = "{seq_file}"
-epochs = 1
+epochs = {epochs}
 batch_size = 64
 dim = 8
 [[grid]]
 model = ["gmf"]
-embedding = ["full", "sq2"]
+embedding = {json.dumps(embeddings)}
 seeds = 2
-[paper]
-"gmf|full" = {{ "hr@10" = 7.79, "ndcg@10" = 3.88, size = 100.0 }}
-""")
+""" + extra)
+    return path
+
+
+def test_experiment_grid_resumes_and_reports(seq_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    preset = _gmf_preset(tmp_path, "tiny", seq_file, epochs=1, embeddings=["full", "sq2"],
+                         extra='[paper]\n"gmf|full" = { "hr@10" = 7.79, "ndcg@10" = 3.88, size = 100.0 }\n')
     assert main(["experiment", str(preset), "--max-runs", "3", "--threads", "1"]) == 0
     assert len(list((tmp_path / "results" / "tiny").glob("*.json"))) == 3
     assert main(["experiment", str(preset), "--threads", "1"]) == 0
@@ -165,22 +170,7 @@ seeds = 2
 def test_parallel_grid_gives_the_records_of_a_sequential_one(seq_file, tmp_path, monkeypatch):
     """``--jobs 2``: runs train in two worker processes, each logging to its run folder; every record holds
     the numbers the one-process grid gets (CPU runs are deterministic given the config)."""
-    preset = tmp_path / "par.toml"
-    preset.write_text(f"""
-name = "par"
-description = "parallel grid"
-protocol_note = "synthetic"
-[base]
-dataset = "sequences"
-data_path = "{seq_file}"
-epochs = 2
-batch_size = 64
-dim = 8
-[[grid]]
-model = ["gmf"]
-embedding = ["full", "mgqe8x16/4@0.25"]
-seeds = 2
-""")
+    preset = _gmf_preset(tmp_path, "par", seq_file, epochs=2, embeddings=["full", "mgqe8x16/4@0.25"])
     records = {}
     for jobs in (1, 2):
         work = tmp_path / f"jobs{jobs}"
