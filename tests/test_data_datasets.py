@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::qrec.data.datasets.ModifiedData
 
 U_DATA = "1\t10\t5\t100\n1\t11\t3\t101\n2\t10\t4\t102\n"
 ALL_NAMES = ["ml-100k", "ml-1m", "ml-1m-seq", "ml-1m-lgcn", "gowalla", "amazon-electronics",
-             "amazon-book", "beauty", "lastfm"]
+             "amazon-book", "yelp2018", "beauty", "lastfm"]
 GENERIC_FORMATS = ["sequences", "lightgcn", "movielens"]  # need an explicit --path; never downloaded
 
 
@@ -236,7 +236,7 @@ def test_describe_split(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", [n for n in ALL_NAMES if n not in ("ml-1m", "amazon-book")])
+@pytest.mark.parametrize("name", [n for n in ALL_NAMES if n not in ("ml-1m", "amazon-book", "yelp2018")])
 def test_shared_files_match_published_hashes(shared_data, name, monkeypatch, recwarn):
     monkeypatch.setenv("QREC_DATA_DIR", str(shared_data))
     monkeypatch.setenv("QREC_OFFLINE", "1")

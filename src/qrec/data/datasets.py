@@ -150,6 +150,8 @@ _LASTFM_SHA = {
 # md5 of amazon-book train.txt / test.txt as listed by reczoo's AmazonBooks_m1 README (the same
 # pair is in DHG's AmazonBook loader); no sha256 is published.
 _AMAZON_BOOK_MD5 = {"train.txt": "c916ecac04ca72300a016228258b41ed", "test.txt": "30f8ccfea18d25007ba9fb9aba4e174d"}
+# md5 of yelp2018 train.txt / test.txt as listed by reczoo's Yelp18_m1 README (a copy of LightGCN's split)
+_YELP2018_MD5 = {"train.txt": "1b8b5d22a227e01d6de002c53d32b4c4", "test.txt": "0d57d7399862c32152b045ec5d2698e7"}
 
 DATASETS: dict[str, DatasetSpec] = {
     spec.name: spec
@@ -209,6 +211,12 @@ DATASETS: dict[str, DatasetSpec] = {
             "Amazon-Book, LightGCN train/test split (52,643 users, 91,599 items)",
             layouts=(_LIGHTGCN,),
             remote=_lightgcn_remote("kuandeng/LightGCN", "master", "Data/amazon-book", md5=_AMAZON_BOOK_MD5),
+        ),
+        DatasetSpec(
+            "yelp2018",
+            "Yelp2018, LightGCN train/test split (31,668 users, 38,048 items)",
+            layouts=(_LIGHTGCN,),
+            remote=_lightgcn_remote("kuandeng/LightGCN", "master", "Data/yelp2018", md5=_YELP2018_MD5),
         ),
         DatasetSpec(
             "beauty",
