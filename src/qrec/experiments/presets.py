@@ -1,4 +1,10 @@
-"""Presets: small TOML files naming a grid of (backbone, compressor, seed) runs and the paper's figures."""
+"""Presets: small TOML files naming a grid of (backbone, compressor, seed) runs and the paper's figures.
+
+A preset may ``extends = "<other preset>"`` to run the same grid on another dataset: it inherits the other's
+grids, metrics and reference row, merges ``[base]`` over the other's, and keeps only its own ``[paper]``
+figures (those belong to one dataset). Strings in ``model_options`` may name ``{preset}`` and ``{dataset}``
+(a teacher run: ``"runs/{preset}/{dataset}-lightgcn-full-s0"``), so an extending preset finds its own teachers.
+"""
 
 from __future__ import annotations
 
@@ -33,8 +39,14 @@ class Preset:
             for seed in range(n_seeds):
                 for combo in itertools.product(*axes.values()):
                     raw = dict(self.base) | dict(zip(axes, combo)) | {"seed": seed}
+                    if "model_options" in raw:
+                        raw["model_options"] = self._expand(raw["model_options"])
                     runs.append(RunConfig.from_dict(raw, source=f"preset {self.name}"))
         return runs
+
+    def _expand(self, options: dict) -> dict:
+        names = {"preset": self.name, "dataset": self.base.get("dataset", "")}
+        return {k: v.format(**names) if isinstance(v, str) else v for k, v in options.items()}
 
 
 def preset_path(name: str) -> Path:
@@ -51,10 +63,26 @@ def preset_names() -> list[str]:
     return sorted(p.name[:-5] for p in (resources.files("qrec") / "presets").iterdir() if p.name.endswith(".toml"))
 
 
-def load_preset(name: str) -> Preset:
-    path = preset_path(name)
+def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The preset's TOML with its ``extends`` chain resolved (bundled names, or paths beside the file)."""
     with open(path, "rb") as f:
         raw = tomllib.load(f)
+    parent_name = raw.pop("extends", None)
+    if parent_name is None:
+        return raw
+    beside = path.parent / f"{parent_name}.toml"
+    parent_path = beside if beside.exists() else preset_path(parent_name)
+    if parent_path.resolve() in seen:
+        raise ValueError(f"{path}: preset extends itself through {parent_name!r}")
+    parent = _read(parent_path, seen + (path.resolve(),))
+    parent.pop("paper", None)  # the parent's figures are for its own dataset
+    parent.pop("name", None)
+    return parent | raw | {"base": parent.get("base", {}) | raw.get("base", {})}
+
+
+def load_preset(name: str) -> Preset:
+    path = preset_path(name)
+    raw = _read(path)
     try:
         return Preset(name=raw.get("name", path.stem), description=raw.get("description", ""), base=raw.get("base", {}),
                       grids=raw["grid"], paper=raw.get("paper", {}), protocol_note=raw.get("protocol_note", ""),
