@@ -31,6 +31,15 @@ def test_score_all_equals_pairwise_scores(make):
         torch.testing.assert_close(all_scores[row], pair.detach(), rtol=1e-5, atol=1e-5)
 
 
+def test_neumf_scores_do_not_depend_on_the_user_chunk():
+    """Evaluation picks the chunk for speed only (a GEMM of another height may round differently)."""
+    model = _neumf(nu=40, ni=300, d=16)
+    users = torch.arange(40)
+    reference = model.score_all(users, chunk=40)
+    for chunk in (1, 7, 16):
+        torch.testing.assert_close(model.score_all(users, chunk=chunk), reference, rtol=1e-6, atol=1e-6)
+
+
 def test_gmf_score_matches_float64_reference():
     model = _gmf()
     p = model.user_table.weight.detach().double().numpy()

@@ -44,9 +44,11 @@ class NeuMF(Recommender):
         return self.output(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
 
     @torch.no_grad()
-    def score_all(self, users: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+    def score_all(self, users: torch.Tensor, chunk: int = 8) -> torch.Tensor:
         """All-item scores. The first MLP layer is linear in [p; q], so W[p; q] = W_u p + W_i q is computed
-        once per user and once per item, and only the later, narrower layers run per (user, item) pair."""
+        once per user and once per item, and only the later, narrower layers run per (user, item) pair.
+        ``chunk`` users at a time: small chunks keep the (chunk, n, d) activations near the cache (7 MB at 8 on
+        ML-1M); 1.5-2.2x faster on one CPU core than 64, bit-identical scores at ML-1M's shapes (BENCHMARKS.md)."""
         d = self.gmf_user.dim
         h_gmf, h_mlp = self.output.weight[0, :d], self.output.weight[0, d:]
         first = self.mlp[0]
