@@ -397,3 +397,22 @@ def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
                  "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
     assert main(["ptq", str(binary)]) == 2  # not a float lightgcn run: a clear error
     assert "lightgcn" in capsys.readouterr().err
+
+
+def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
+    out = tmp_path / "gmf"
+    assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "2",
+                 "--dim", "8", "--batch-size", "64", "--threads", "1", "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "codes" not in line]
+    assert [r.split(" | ")[0][2:] for r in rows] == [
+        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]
+    assert rows[0].endswith("| 100.0% | 100.0% |")
+    hr = [float(r.split(" | ")[1]) for r in rows]
+    assert abs(hr[1] - hr[0]) <= abs(hr[2] - hr[0]) + 1e-9  # 8 bits hold the float model at least as well as 1
+    mgqe = tmp_path / "mgqe"
+    assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "1",
+                 "--dim", "8", "--embedding", "dpq8x4", "--threads", "1", "--out", str(mgqe), "--quiet"]) == 0
+    assert main(["ptq", str(mgqe)]) == 2  # already compressed: a clear error
+    assert "full tables" in capsys.readouterr().err

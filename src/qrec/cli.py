@@ -177,7 +177,8 @@ def cmd_experiment(args) -> int:
 def cmd_ptq(args) -> int:
     from qrec.experiments.ptq import ptq_table
 
-    print(ptq_table(args.run, tuple(args.bits), tuple(args.k) if args.k else None))
+    specs = {"specs": tuple(args.specs)} if args.specs else {}
+    print(ptq_table(args.run, tuple(args.bits), tuple(args.k) if args.k else None, **specs))
     return 0
 
 
@@ -244,9 +245,12 @@ def parser() -> argparse.ArgumentParser:
     pl.add_argument("--output", default="docs/figures")
     pl.set_defaults(fn=cmd_plot)
 
-    pq = sub.add_parser("ptq", help="quantize a trained lightgcn run after training (1-8 bits, ITQ, per layer) and evaluate")
-    pq.add_argument("run", help="a lightgcn run folder (qrec train --out, or runs/<preset>/<run>)")
-    pq.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4, 8])
+    pq = sub.add_parser("ptq", help="compress a trained float run after training (lightgcn: 1-8 bits, ITQ, per layer; "
+                                    "gmf/neumf: SQ, LRF, DPQ, MGQE fitted to its tables) and evaluate")
+    pq.add_argument("run", help="a lightgcn, or gmf / neumf full-table, run folder (qrec train --out, or runs/<preset>/<run>)")
+    pq.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4, 8], help="b-bit codes (lightgcn) / sq<b> (gmf, neumf)")
+    pq.add_argument("--specs", nargs="+", help="gmf / neumf: formats besides sq<b> (default: lr48, dpq at D = 64/16/8 "
+                    "and mgqe at D = 64/16, K = 256 and 64)")
     pq.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
     pq.set_defaults(fn=cmd_ptq)
     ex = sub.add_parser("export", help="write a trained run's served form (codes, codebooks, dense weights) as safetensors")

@@ -254,6 +254,20 @@ class DPQEmbedding(EmbeddingTable):
         self._aux = AuxLoss()
         self._orders: dict = {}  # each codebook's centroid order, carried between steps (nearest_sorted)
 
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, num_subspaces: int, num_centroids: int, seed: int = 0) -> "DPQEmbedding":
+        """Post-training PQ of a trained float table: k-means codebooks (``qrec.compress.kmeans``), the table
+        itself as the queries, so each row is served as its nearest centroids."""
+        from qrec.compress.kmeans import product_kmeans
+
+        weight = weight.detach().float().cpu()
+        with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift the caller's RNG
+            table = cls(weight.shape[0], weight.shape[1], num_subspaces, num_centroids)
+        with torch.no_grad():
+            table.query.copy_(weight)
+            table.centroids.copy_(product_kmeans(split(weight, num_subspaces), num_centroids, seed=seed))
+        return table.eval()
+
     @property
     def spec(self) -> str:
         return f"dpq{self.num_subspaces}x{self.num_centroids}" + "-sx" * self.softmax + "-bn" * self.bn

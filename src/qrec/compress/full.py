@@ -18,6 +18,15 @@ class FullEmbedding(EmbeddingTable):
         self.weight = nn.Parameter(torch.empty(num_embeddings, dim))
         nn.init.normal_(self.weight, std=init_std)
 
+    @classmethod
+    def from_float(cls, weight: torch.Tensor) -> "FullEmbedding":
+        """A copy of a trained table."""
+        with torch.random.fork_rng(devices=[]):
+            table = cls(weight.shape[0], weight.shape[1])
+        with torch.no_grad():
+            table.weight.copy_(weight.detach())
+        return table
+
     @property
     def spec(self) -> str:
         return "full"

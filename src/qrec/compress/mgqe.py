@@ -153,6 +153,30 @@ class MGQEEmbedding(EmbeddingTable):
         self._aux = AuxLoss()
         self._orders: dict = {}  # each group's centroid order, carried between steps (nearest_sorted)
 
+    @classmethod
+    def from_float(cls, weight: torch.Tensor, config: MGQEConfig | str, frequencies, seed: int = 0) -> "MGQEEmbedding":
+        """Post-training MGQE of a trained float table: each group's codebook fitted by k-means on its own rows.
+        Shared centroids: the groups from the smallest ``K_i`` up, each adding its ``K_i - K_{i+1}`` centroids
+        around the ones already fitted (so the tail's ``K2`` are the tail's k-means, as the lookup needs)."""
+        from qrec.compress.kmeans import product_kmeans
+
+        weight = weight.detach().float().cpu()
+        with torch.random.fork_rng(devices=[]):
+            table = cls(weight.shape[0], weight.shape[1], config, frequencies)
+        with torch.no_grad():
+            table.query.copy_(weight)
+            fitted = None
+            for i in reversed(range(table.config.num_groups)):
+                D, K = table.config.tiers[i]
+                rows = split(weight[table.group_rows(i)], D)
+                if table.config.variant == "shared":
+                    fitted = product_kmeans(rows, K, seed=seed, fixed=fitted) if rows.shape[0] else fitted
+                else:
+                    table.codebooks[i].copy_(product_kmeans(rows, K, seed=seed) if rows.shape[0] else table.codebooks[i])
+            if table.config.variant == "shared" and fitted is not None:
+                table.codebooks[0][:, : fitted.shape[1]].copy_(fitted)
+        return table.eval()
+
     @property
     def spec(self) -> str:
         return self.config.spec

@@ -29,14 +29,16 @@ class SpecEntry:
     pattern: re.Pattern
     build: Callable[..., EmbeddingTable]      # build(match, n, d, frequencies=None, **opts)
     size: Callable[..., int]                  # size(match, n, d) -> bits, pure
+    post: Callable[..., EmbeddingTable] | None = None  # post(match, weight, frequencies, seed): post-training
 
 
 _REGISTRY: list[SpecEntry] = []
 
 
-def register(pattern: str, build, size) -> None:
-    """Add a spec family. ``pattern`` is a full-match regex; ``build``/``size`` receive its match."""
-    _REGISTRY.append(SpecEntry(re.compile(pattern), build, size))
+def register(pattern: str, build, size, post=None) -> None:
+    """Add a spec family. ``pattern`` is a full-match regex; ``build``/``size``/``post`` receive its match;
+    ``post`` (optional) compresses a trained float table into the family's format without training."""
+    _REGISTRY.append(SpecEntry(re.compile(pattern), build, size, post))
 
 
 def parse_spec(spec: str):
@@ -53,6 +55,15 @@ def build_table(spec: str, n: int, d: int, frequencies=None, **opts) -> Embeddin
     """Build the table a spec names. ``frequencies`` (training counts per row) is needed by MGQE."""
     entry, m = parse_spec(spec)
     return entry.build(m, n, d, frequencies=frequencies, **opts)
+
+
+def compress_trained(spec: str, weight, frequencies=None, seed: int = 0) -> EmbeddingTable:
+    """A trained ``(n, d)`` float table in a spec's format, fitted without training (post-training
+    quantization): SQ by min/max, low rank by truncated SVD, DPQ / MGQE codebooks by k-means."""
+    entry, m = parse_spec(spec)
+    if entry.post is None:
+        raise SpecError(f"{spec!r}: this format has no post-training fit (it needs training)")
+    return entry.post(m, weight, frequencies, seed)
 
 
 def code_size(spec: str, n: int, d: int) -> int:
@@ -85,16 +96,19 @@ def _register_builtin() -> None:
         r"full",
         lambda m, n, d, frequencies=None, **o: FullEmbedding(n, d, **o),
         lambda m, n, d: 32 * n * d,
+        lambda m, w, f, seed: FullEmbedding.from_float(w),
     )
     register(
         r"lr(?P<r>\d+)",
         lambda m, n, d, frequencies=None, **o: LowRankEmbedding(n, d, _positive(m, "r"), **o),
         lambda m, n, d: lowrank_bits(n, d, _positive(m, "r")),
+        lambda m, w, f, seed: LowRankEmbedding.from_float(w, _positive(m, "r")),
     )
     register(
         r"sq(?P<b>\d+)(?P<ptq>-ptq)?",
         lambda m, n, d, frequencies=None, **o: ScalarQuantized(n, d, _sq_bits(m), ptq=bool(m["ptq"]), **o),
         lambda m, n, d: scalar_bits(n, d, _sq_bits(m)),
+        lambda m, w, f, seed: ScalarQuantized.from_float(w, _sq_bits(m)),
     )
     register(
         r"dpq(?P<D>\d+)x(?P<K>\d+)(?P<sx>-sx)?(?P<bn>-bn)?",
@@ -102,12 +116,19 @@ def _register_builtin() -> None:
             n, d, int(m["D"]), int(m["K"]), softmax=bool(m["sx"]), bn=bool(m["bn"]) or bn, **o
         ),
         lambda m, n, d: dpq_bits(n, d, int(m["D"]), int(m["K"])),
+        lambda m, w, f, seed: _vq_only(m).from_float(w, int(m["D"]), int(m["K"]), seed=seed),
     )
     register(
         MGQE_PATTERN,
         lambda m, n, d, frequencies=None, **o: MGQEEmbedding(n, d, MGQEConfig.from_match(m), frequencies, **o),
         lambda m, n, d: mgqe_bits(MGQEConfig.from_match(m), n, d),
+        lambda m, w, f, seed: MGQEEmbedding.from_float(w, MGQEConfig.from_match(m), f, seed=seed),
     )
+
+    def _vq_only(m: re.Match):
+        if m["sx"] or m["bn"]:
+            raise SpecError(f"{m.string!r}: post-training DPQ fits the VQ flavour only (drop -sx / -bn)")
+        return DPQEmbedding
 
 
 _register_builtin()

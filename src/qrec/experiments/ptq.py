@@ -1,23 +1,37 @@
-"""How much does quantizing a *trained* LightGCN lose, before any quantization-aware training?
+"""How much does quantizing a *trained* float model lose, before any quantization-aware training?
 
-``qrec ptq <lightgcn run>`` evaluates the run's final embeddings quantized after training (no gradient step):
-b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation, and 1-bit codes of every
-layer (BiGeaR's form). It separates what the code format can hold from what training recovers: the gap from
-a row here to the quantization-aware run of the same format is training's contribution.
+``qrec ptq <run>`` evaluates a trained full-precision run with its embeddings compressed after training (no
+gradient step). It separates what a code format can hold from what training recovers: the gap from a row here
+to the quantization-aware run of the same format is training's contribution.
+
+* a LightGCN run: b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation, and
+  1-bit codes of every layer (BiGeaR's form);
+* a GMF / NeuMF run with full tables (MGQE's baselines): every table in each spec's format, fitted to the
+  trained table (``qrec.compress.spec.compress_trained``: SQ by min/max, low rank by SVD, DPQ / MGQE
+  codebooks by k-means), evaluated at the run's selected (best validation) epoch.
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import torch
 
+from qrec.compress.full import FullEmbedding
+from qrec.compress.spec import compress_trained
 from qrec.errors import QrecError
 from qrec.eval.evaluate import evaluate_model
 from qrec.models.binary_gcn import BinaryGCN
+from qrec.models.gmf import GMF
 from qrec.models.lightgcn import LightGCN
 from qrec.models.lowbit_gcn import LowBitGCN
+from qrec.models.neumf import NeuMF
+from qrec.models.registry import row_frequencies
 from qrec.train.trainer import load_trained
+
+#: formats ``qrec ptq`` fits to a GMF / NeuMF run's tables besides SQ at ``--bits`` (MGQE Table 3 / Fig. 6)
+TABLE_SPECS = ("lr48", "dpq64x256", "dpq16x256", "dpq8x256", "mgqe64x256/64@0.1", "mgqe16x256/64@0.1")
 
 
 def quantized_variants(teacher: LightGCN, bits: tuple[int, ...]):
@@ -43,26 +57,53 @@ def spectrum_line(teacher: LightGCN) -> str:
     return "Final embeddings: " + "; ".join(parts) + "."
 
 
-def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[int, ...] | None = None) -> str:
+def compressed_copies(model, split, specs, seed: int = 0):
+    """``(spec, model)`` pairs: copies of a model with full tables, every table fitted to each spec."""
+    frequencies = dict(zip(("user", "item"), row_frequencies(split)))
+    for spec in specs:
+        copy_ = copy.deepcopy(model)
+        for name, table in model.embedding_tables().items():
+            side = [s for s in ("user", "item") if s in name]
+            if len(side) != 1:
+                raise QrecError(f"cannot tell whether table {name!r} holds users or items")
+            setattr(copy_, name, compress_trained(spec, table.all(), frequencies[side[0]], seed=seed))
+        yield spec, copy_.eval()
+
+
+def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[int, ...] | None = None,
+              specs: tuple[str, ...] = TABLE_SPECS) -> str:
     """Markdown table: metrics of each variant at the run's cut-offs (or ``ks``), size, and % of the float
     model's first metric."""
-    teacher, cfg, split = load_trained(run, last=True)
-    if type(teacher) is not LightGCN:
-        raise QrecError(f"{run}: a {cfg.model} run; qrec ptq quantizes a trained full-precision lightgcn run")
+    model, cfg, split = load_trained(run)
+    if type(model) is LightGCN:
+        model, cfg, split = load_trained(run, last=True)  # no validation split: the last epoch is the result
+        with torch.no_grad():
+            spectrum = spectrum_line(model)
+        return _table(run, model, cfg, split, ks, quantized_variants(model, bits), spectrum, f"{model.n_layers} layers")
+    if not isinstance(model, (GMF, NeuMF)) or any(type(t) is not FullEmbedding for t in model.embedding_tables().values()):
+        raise QrecError(f"{run}: a {cfg.model} run with {cfg.embedding} tables; qrec ptq quantizes a trained "
+                        "full-precision run (lightgcn, or gmf / neumf with full tables)")
+    variants = [(f"float32 (the trained {cfg.model})", model)]
+    variants += compressed_copies(model, split, [f"sq{b}-ptq" for b in bits] + list(specs), seed=cfg.seed)
+    return _table(run, model, cfg, split, ks, variants, "", "best validation epoch")
+
+
+def _table(run, reference, cfg, split, ks, variants, preamble: str, what: str) -> str:
     ks = tuple(ks or cfg.ks)
-    names = [f"{m}@{k}" for k in ks for m in ("recall", "ndcg")]
-    lines = [f"Post-training quantization of {run} ({cfg.dataset}, test split, d = {teacher.dim}, "
-             f"{teacher.n_layers} layers); no training after quantizing.", "",
+    first = "hr" if cfg.protocol == "loo" else "recall"
+    names = [f"{m}@{k}" for k in ks for m in (first, "ndcg")]
+    lines = [f"Post-training quantization of {run} ({cfg.dataset}, test split, d = {cfg.dim}, {what}); "
+             "no training after quantizing.", "",
              "| codes | " + " | ".join(names) + " | size | % of float " + names[0] + " |",
              "|---" * (len(names) + 3) + "|"]
-    with torch.no_grad():
-        lines.insert(1, spectrum_line(teacher))
+    if preamble:
+        lines.insert(1, preamble)
     base = None
-    for label, model in quantized_variants(teacher, bits):
+    for label, model in variants:
         model.eval()
         metrics = evaluate_model(model, split, "test", ks, cfg.recall_denominator)
         base = base or metrics[names[0]]
-        size = model.serving_bits() / teacher.serving_bits()
+        size = model.serving_bits() / reference.serving_bits()
         lines.append(f"| {label} | " + " | ".join(f"{100 * metrics[n]:.2f}" for n in names)
                      + f" | {100 * size:.1f}% | {100 * metrics[names[0]] / base:.1f}% |")
     return "\n".join(lines)

@@ -41,9 +41,14 @@ def build_model(name: str, split: Split, user_spec: str, item_spec: str, dim: in
         raise SpecError(f"model {name!r}: {e} (model options given: {sorted(options)})") from e
 
 
+def row_frequencies(split: Split) -> tuple[np.ndarray, np.ndarray]:
+    """Training interactions per user and per item: what MGQE ranks rows by."""
+    return (np.bincount(split.train.users, minlength=split.n_users),
+            np.bincount(split.train.items, minlength=split.n_items))
+
+
 def _tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float):
-    user_freq = np.bincount(split.train.users, minlength=split.n_users)
-    item_freq = np.bincount(split.train.items, minlength=split.n_items)
+    user_freq, item_freq = row_frequencies(split)
     user = lambda: build_table(user_spec, split.n_users, dim, frequencies=user_freq, init_std=init_std)  # noqa: E731
     item = lambda: build_table(item_spec, split.n_items, dim, frequencies=item_freq, init_std=init_std)  # noqa: E731
     return user, item
