@@ -169,10 +169,12 @@ class MGQEEmbedding(EmbeddingTable):
             for i in reversed(range(table.config.num_groups)):
                 D, K = table.config.tiers[i]
                 rows = split(weight[table.group_rows(i)], D)
+                if rows.shape[0] == 0:  # an empty group keeps its (unused) initial centroids
+                    continue
                 if table.config.variant == "shared":
-                    fitted = product_kmeans(rows, K, seed=seed, fixed=fitted) if rows.shape[0] else fitted
+                    fitted = product_kmeans(rows, K, seed=seed, fixed=fitted)
                 else:
-                    table.codebooks[i].copy_(product_kmeans(rows, K, seed=seed) if rows.shape[0] else table.codebooks[i])
+                    table.codebooks[i].copy_(product_kmeans(rows, K, seed=seed))
             if table.config.variant == "shared" and fitted is not None:
                 table.codebooks[0][:, : fitted.shape[1]].copy_(fitted)
         return table.eval()

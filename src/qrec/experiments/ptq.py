@@ -74,9 +74,8 @@ def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[i
               specs: tuple[str, ...] = TABLE_SPECS) -> str:
     """Markdown table: metrics of each variant at the run's cut-offs (or ``ks``), size, and % of the float
     model's first metric."""
-    model, cfg, split = load_trained(run)
+    model, cfg, split = load_trained(run)  # the reported epoch: best on validation, else the last
     if type(model) is LightGCN:
-        model, cfg, split = load_trained(run, last=True)  # no validation split: the last epoch is the result
         with torch.no_grad():
             spectrum = spectrum_line(model)
         return _table(run, model, cfg, split, ks, quantized_variants(model, bits), spectrum, f"{model.n_layers} layers")
