@@ -179,3 +179,22 @@ def test_gmf_model_serving_bits_equal_the_formula():
         model = GMF(*(build_table(spec, n, D, frequencies=counts[n]) for n in (N_USERS, N_ITEMS)))
         assert model.serving_bits() == _tables_bits(spec) + GMF_DENSE
         assert model.full_bits() == _tables_bits("full") + GMF_DENSE
+
+
+def test_report_sizes_a_wider_embedding_only_model_against_float_at_the_presets_d():
+    """A 1-bit d = 192 GCN in a preset of d = 64 is sized against float32 at d = 64 (224 / 2048 bits per
+    node), with or without a d = 64 record of its own model beside it; a model with dense weights and no
+    such record keeps its own relative size."""
+    from qrec.records import relative_sizes
+    rows = 1000
+    wide = {"dataset": "g", "model": "lowbit-gcn", "config": {"dim": 192},
+            "size": {"serving_bits": rows * 224, "full_bits": rows * 192 * 32, "relative": 224 / 6144,
+                     "dense_bits": 0}}
+    narrow = {"dataset": "g", "model": "lowbit-gcn", "config": {"dim": 64},
+              "size": {"serving_bits": rows * 96, "full_bits": rows * 64 * 32, "relative": 96 / 2048,
+                       "dense_bits": 0}}
+    mlp = {"dataset": "g", "model": "neumf", "config": {"dim": 32},
+           "size": {"serving_bits": 10, "full_bits": 40, "relative": 0.25, "dense_bits": 8}}
+    assert relative_sizes([wide], 64) == pytest.approx([224 / 2048])
+    assert relative_sizes([wide, narrow], 64) == pytest.approx([224 / 2048, 96 / 2048])
+    assert relative_sizes([mlp], 64) == [0.25]

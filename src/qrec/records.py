@@ -100,8 +100,18 @@ def read_records(root: str | Path) -> list[dict]:
 def relative_sizes(records: list[dict], base_dim: int) -> list[float]:
     """Each record's served bits over the full-precision model of its dataset and backbone at ``base_dim``
     (a record's own ``size.relative`` is against full embeddings of *its* d, so a d = 16 full model would
-    read 100%); falls back to ``size.relative`` when no record at ``base_dim`` is there to compare with."""
+    read 100%). Without such a record in ``records``, an embedding-only model (no dense weights) is compared
+    with its own float tables scaled to ``base_dim`` (float bits are rows x d x 32, linear in d); a model
+    with dense weights falls back to its own ``size.relative``."""
     full = {(r["dataset"], r["model"]): r["size"]["full_bits"] for r in records
             if r.get("config", {}).get("dim", base_dim) == base_dim}
-    return [r["size"]["serving_bits"] / full[(r["dataset"], r["model"])] if (r["dataset"], r["model"]) in full
-            else r["size"]["relative"] for r in records]
+    return [r["size"]["serving_bits"] / _reference_bits(r, full, base_dim) for r in records]
+
+
+def _reference_bits(record: dict, full: dict, base_dim: int) -> float:
+    size = record["size"]
+    if (record["dataset"], record["model"]) in full:
+        return full[(record["dataset"], record["model"])]
+    if size.get("dense_bits", 0) == 0:
+        return size["full_bits"] * base_dim / record.get("config", {}).get("dim", base_dim)
+    return size["full_bits"]

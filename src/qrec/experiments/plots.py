@@ -4,7 +4,7 @@ GCN presets: test curves per epoch."""
 from __future__ import annotations
 
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 import matplotlib
@@ -87,13 +87,14 @@ def plot_test_curves(records: list[dict], path: Path, title: str) -> Path:
     fig, axes = plt.subplots(1, 2, figsize=(15, 4.5))
     runs = sorted(records, key=lambda r: r["_path"])
     colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    seeds = Counter(map(_variant_label, runs))  # a variant with several seeds names each line's seed
     for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
         for n, r in enumerate(runs):
             points = [(h["epoch"], h["test_curve"][metric]) for h in r["history"] if metric in h.get("test_curve", {})]
             if points:
                 x, y = zip(*points)
                 ax.plot(x, 100 * np.asarray(y), marker=".", color=colors[n % 20], linestyle=("-", "--", ":")[n // 20 % 3],
-                        label=_variant_label(r))
+                        label=f"{_variant_label(r)} s{r['seed']}" if seeds[_variant_label(r)] > 1 else _variant_label(r))
         ax.set_xlabel("epoch")
         ax.set_ylabel(f"test {metric} (%)")
         ax.grid(alpha=0.3)
