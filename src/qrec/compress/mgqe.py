@@ -186,15 +186,14 @@ class MGQEEmbedding(EmbeddingTable):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Algorithm 1: group the batch's distinct rows, search each group's codes in one call, then one fused
         lookup (shared centroids) or one per group (unshared), and restore the batch order with one gather."""
-        flat, repeat, counts = unique_ids(ids.reshape(-1))  # each distinct row once
-        groups = self.group[flat]
-        order = torch.argsort(groups, stable=True)
+        flat, n = ids.reshape(-1), self.num_embeddings
+        # each distinct row once, sorted by (group, id) in the one sort of unique: every group is a contiguous
+        # run, and the inverse is each looked-up id's place among them (no second sort and scatter)
+        keys, batch, counts = unique_ids(self.group[flat] * n + flat)
+        groups = torch.div(keys, n, rounding_mode="floor")
+        rows = keys - groups * n
         sizes = torch.bincount(groups, minlength=self.config.num_groups).tolist()
-        rows, counts = flat[order], counts[order]
         x = self.query.detach().index_select(0, rows)
-        position = torch.empty_like(order)
-        position[order] = torch.arange(order.numel(), device=order.device)
-        batch = position[repeat]  # each looked-up id's place among the group-sorted rows
         codes = [self._nearest(i, part, carry=True) for i, part in enumerate(x.split(sizes))]
         if self.config.variant == "shared":  # group i's codes index the first K_i centroids of the one codebook
             out, aux = vq_lookup(self.query, self.codebooks[0], rows, torch.cat(codes), counts, batch, self.beta, x=x)
