@@ -52,11 +52,13 @@ def test_kmeans_with_one_centroid_is_the_mean_and_exact_points_are_recovered():
 
 @pytest.mark.parametrize("spec", ["full", "lr8", "sq4-ptq", "sq2", "dpq8x16", "dpq16x4", "mgqe8x16/4@0.25",
                                   "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25", "mgqe8x16/8/2@0.2/0.5"])
-def test_compress_trained_serves_what_it_evaluates_at_the_spec_size(spec):
+def test_compress_trained_serves_what_it_evaluates_at_the_spec_size_and_leaves_the_rng_alone(spec):
     gen = torch.Generator().manual_seed(0)
     weight = torch.randn(40, 16, generator=gen)
     frequencies = torch.randint(0, 100, (40,), generator=gen).numpy()
+    torch.manual_seed(7)
     table = compress_trained(spec, weight, frequencies).eval()
+    assert torch.equal(torch.rand(3), torch.rand(3, generator=torch.Generator().manual_seed(7)))  # RNG untouched
     with torch.no_grad():
         seen = table.all()
         served = type(table).decode_export(table.export(), 40, 16, table.spec)

@@ -32,6 +32,13 @@ class EmbeddingTable(nn.Module, ABC):
         self.num_embeddings = int(num_embeddings)
         self.dim = int(dim)
 
+    @classmethod
+    def blank(cls, *args, **kwargs):
+        """A table to be filled by a ``from_float``: built under a forked RNG, so its throw-away random
+        initialisation does not shift the caller's random stream."""
+        with torch.random.fork_rng(devices=[]):
+            return cls(*args, **kwargs)
+
     @property
     @abstractmethod
     def spec(self) -> str:

@@ -261,8 +261,7 @@ class DPQEmbedding(EmbeddingTable):
         from qrec.compress.kmeans import product_kmeans
 
         weight = weight.detach().float().cpu()
-        with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift the caller's RNG
-            table = cls(weight.shape[0], weight.shape[1], num_subspaces, num_centroids)
+        table = cls.blank(weight.shape[0], weight.shape[1], num_subspaces, num_centroids)
         with torch.no_grad():
             table.query.copy_(weight)
             table.centroids.copy_(product_kmeans(split(weight, num_subspaces), num_centroids, seed=seed))

@@ -21,8 +21,7 @@ class FullEmbedding(EmbeddingTable):
     @classmethod
     def from_float(cls, weight: torch.Tensor) -> "FullEmbedding":
         """A copy of a trained table."""
-        with torch.random.fork_rng(devices=[]):
-            table = cls(weight.shape[0], weight.shape[1])
+        table = cls.blank(weight.shape[0], weight.shape[1])
         with torch.no_grad():
             table.weight.copy_(weight.detach())
         return table

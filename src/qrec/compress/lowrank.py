@@ -42,8 +42,7 @@ class LowRankEmbedding(EmbeddingTable):
         """Post-training LRF: the best rank-``r`` approximation of a trained table (truncated SVD,
         Eckart-Young), split as ``P = U_r S_r^(1/2)``, ``Q = S_r^(1/2) V_r^T``."""
         weight = weight.detach().float()
-        with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift the caller's RNG
-            table = cls(weight.shape[0], weight.shape[1], rank)
+        table = cls.blank(weight.shape[0], weight.shape[1], rank)
         u, s, vh = torch.linalg.svd(weight, full_matrices=False)
         k = min(rank, s.numel())  # rank may exceed min(n, d): the extra factors stay zero
         root = s[:k].sqrt()

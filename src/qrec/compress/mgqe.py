@@ -161,8 +161,7 @@ class MGQEEmbedding(EmbeddingTable):
         from qrec.compress.kmeans import product_kmeans
 
         weight = weight.detach().float().cpu()
-        with torch.random.fork_rng(devices=[]):
-            table = cls(weight.shape[0], weight.shape[1], config, frequencies)
+        table = cls.blank(weight.shape[0], weight.shape[1], config, frequencies)
         with torch.no_grad():
             table.query.copy_(weight)
             fitted = None

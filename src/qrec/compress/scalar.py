@@ -76,8 +76,7 @@ class ScalarQuantized(EmbeddingTable):
         Its eval-mode forward, ``all()`` and ``export()`` give the quantized table (min/max of ``weight``).
         """
         weight = weight.detach().float()
-        with torch.random.fork_rng(devices=[]):  # the throw-away random init must not shift the caller's RNG
-            table = cls(weight.shape[0], weight.shape[1], bits, ptq=True).to(weight.device)
+        table = cls.blank(weight.shape[0], weight.shape[1], bits, ptq=True).to(weight.device)
         with torch.no_grad():
             table.weight.copy_(weight)
         return table
