@@ -112,6 +112,6 @@ def _reference_bits(record: dict, full: dict, base_dim: int) -> float:
     size = record["size"]
     if (record["dataset"], record["model"]) in full:
         return full[(record["dataset"], record["model"])]
-    if size.get("dense_bits", 0) == 0:
+    if size.get("dense_bits") == 0:  # an older record without the field is not assumed embedding-only
         return size["full_bits"] * base_dim / record.get("config", {}).get("dim", base_dim)
     return size["full_bits"]
