@@ -257,6 +257,24 @@ def test_vector_subspace_kernels_match_brute_force(kernel):
     assert torch.equal(nearest_codes(grid_x, grid_c, kernel=kernel), _brute_force(grid_x, grid_c))
 
 
+@settings(max_examples=60, deadline=None)
+@given(K=st.integers(1, 40), D=st.integers(1, 4), s=st.integers(1, 5), B=st.integers(1, 20),
+       grid=st.sampled_from([1, 2, 1 << 20]), seed=st.integers(0, 2**31 - 1))
+def test_exhaustive_kernel_matches_brute_force_for_any_shape(K, D, s, B, grid, seed):
+    """The compiled exhaustive loop (branch-free minimum, then the lowest index holding it) against float64
+    brute force: any K and sub-vector width, coarse grids that force exact ties and duplicate centroids."""
+    gen = _gen(seed)
+    centroids = torch.randint(-grid, grid + 1, (D, K, s), generator=gen).float() / grid
+    x = torch.randint(-2 * grid, 2 * grid + 1, (B, D, s), generator=gen).float() / (2 * grid)
+    assert torch.equal(nearest_exhaustive(x, centroids), _brute_force(x, centroids))
+
+
+def test_exhaustive_kernel_keeps_codes_in_range_for_nan_queries():
+    x = torch.full((3, 2, 2), float("nan"))
+    codes = nearest_exhaustive(x, torch.randn(2, 8, 2))
+    assert codes.shape == (3, 2) and bool(((codes >= 0) & (codes < 8)).all())
+
+
 @pytest.mark.parametrize("spec, kernel", [("dpq64x256", "matmul"), ("dpq16x64", "matmul"), ("mgqe-ud64/32x256@0.1", "matmul")])
 def test_kernel_choice_does_not_change_a_table(spec, kernel):
     torch.manual_seed(0)

@@ -185,35 +185,53 @@ def _numba_kernel():
 
 def nearest_exhaustive(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """Every ``||x^(j) - c^(j)_k||^2`` in float64 by a compiled loop (CPU tensors); argmin, ties to the lowest k."""
-    values = x.to("cpu", torch.float32).contiguous().numpy()                            # (B, D, s)
-    books = centroids.to("cpu", torch.float32).transpose(1, 2).contiguous().numpy()     # (D, s, K)
+    values = x.to("cpu", torch.float64).contiguous().numpy()                            # (B, D, s)
+    books = centroids.to("cpu", torch.float64).transpose(1, 2).contiguous().numpy()     # (D, s, K)
     return torch.from_numpy(_numba_exhaustive()(values, books)).to(x.device)
 
 
 @functools.cache
 def _numba_exhaustive():
+    """The loop of ``nearest_exhaustive``. Every pass over the K centroids is branch-free so that it
+    vectorises: the distances, their minimum (``fastmath`` lets the reduction be reordered, which cannot change
+    a minimum of non-NaN values), then the lowest index holding it; 1.2-1.4x faster than one scan keeping
+    the best so far (a data-dependent branch per centroid), same codes (BENCHMARKS.md)."""
     import numba
 
+    @numba.njit(fastmath={"nnan", "ninf", "nsz", "reassoc"}, inline="always")
+    def smallest(dist: np.ndarray) -> float:
+        m = np.inf
+        for k in range(dist.shape[0]):
+            m = min(m, dist[k])
+        return m
+
+    @numba.njit(inline="always")
+    def first_index_of(dist: np.ndarray, m: float) -> int:
+        K = dist.shape[0]
+        best = K
+        for k in range(K):
+            best = min(best, k if dist[k] == m else K)
+        return best
+
     @numba.njit(cache=True, nogil=True)
-    def nearest_exhaustive(x: np.ndarray, books: np.ndarray) -> np.ndarray:  # x (B, D, s), books (D, s, K)
+    def nearest_exhaustive(x: np.ndarray, books: np.ndarray) -> np.ndarray:  # float64 x (B, D, s), books (D, s, K)
         B, D, s = x.shape
         K = books.shape[2]
         codes = np.empty((B, D), np.int64)
         dist = np.empty(K, np.float64)
         for b in range(B):
             for j in range(D):
-                dist[:] = 0.0
-                for t in range(s):
-                    v = np.float64(x[b, j, t])
-                    row = books[j, t]
+                v, row = x[b, j, 0], books[j, 0]
+                for k in range(K):
+                    diff = v - row[k]
+                    dist[k] = diff * diff
+                for t in range(1, s):
+                    v, row = x[b, j, t], books[j, t]
                     for k in range(K):
-                        diff = v - np.float64(row[k])
+                        diff = v - row[k]
                         dist[k] += diff * diff
-                best = 0
-                for k in range(1, K):  # strict: ties keep the lowest index
-                    if dist[k] < dist[best]:
-                        best = k
-                codes[b, j] = best
+                code = first_index_of(dist, smallest(dist))
+                codes[b, j] = code if code < K else 0  # K only for a NaN query (training has diverged)
         return codes
 
     return nearest_exhaustive
