@@ -16,8 +16,9 @@ import scipy.sparse as sp
 import torch
 
 from qrec.data.interactions import Interactions
+from qrec.data.sequences import PAD, last_items, user_sequences
 
-__all__ = ["NegativeSampler", "pointwise_epoch", "bpr_epoch"]
+__all__ = ["NegativeSampler", "pointwise_epoch", "bpr_epoch", "sequence_epoch"]
 
 # After this many rounds of redrawing, the few entries still rejected belong to users who have
 # interacted with most items; for them, drawing from the explicit complement is cheaper.
@@ -141,3 +142,23 @@ def bpr_epoch(
     arrays = {"users": users[order], "pos": items[order]}
     arrays["neg"] = sampler.sample(arrays["users"], 1, rng)[:, 0]
     yield from _batches(arrays, np.arange(len(order)), batch_size)
+
+
+def sequence_epoch(
+    train: Interactions, sampler: NegativeSampler, length: int, batch_size: int, rng: np.random.Generator,
+) -> Iterator[dict[str, torch.Tensor]]:
+    """One epoch of next-item windows, SASRec style: every user with at least two training items once, in
+    shuffled order. ``seq`` holds the user's last ``length`` items before their last one, ``pos`` the item
+    that follows each of them (``seq`` shifted by one), ``neg`` one fresh negative per slot; all ``(B,
+    length)`` int64, right-aligned, ``PAD`` (-1) in the empty slots of all three. Yields ``{"users", "seq",
+    "pos", "neg"}``. SASRec's reference code draws users with replacement; one permutation per epoch covers
+    each user once."""
+    indptr, items = user_sequences(train)
+    users = np.flatnonzero(np.diff(indptr) >= 2)
+    seq = last_items(indptr, items, length, drop_last=1)[users]
+    filled = seq != PAD
+    pos = np.where(filled, last_items(indptr, items, length)[users], PAD)
+    neg = np.full_like(seq, PAD)
+    neg[filled] = sampler.sample(np.broadcast_to(users[:, None], seq.shape)[filled], 1, rng)[:, 0]
+    arrays = {"users": users, "seq": seq, "pos": pos, "neg": neg}
+    yield from _batches(arrays, rng.permutation(len(users)), batch_size)

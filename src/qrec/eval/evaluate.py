@@ -30,6 +30,8 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
     model.eval()
     if hasattr(model, "refresh"):
         model.refresh()
+    if hasattr(model, "set_stage"):  # a sequential model reads the history this stage allows
+        model.set_stage(stage)
     device = next(iter(model.parameters())).device
     try:
         return evaluate_full_ranking(
@@ -38,3 +40,5 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
         )
     finally:
         model.train(was_training)
+        if hasattr(model, "set_stage"):
+            model.set_stage("test")  # all known history: what serving reads

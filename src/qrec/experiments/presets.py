@@ -16,7 +16,7 @@ from pathlib import Path
 
 from qrec.train.config import RunConfig
 
-GRID_AXES = ("model", "embedding", "user_embedding", "dim", "lr", "batch_size", "model_options")
+GRID_AXES = ("model", "embedding", "user_embedding", "dim", "lr", "batch_size", "epochs", "eval_every", "model_options")
 
 
 @dataclass

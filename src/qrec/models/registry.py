@@ -70,6 +70,16 @@ def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01):
     return NeuMF(user(), item(), user(), item())
 
 
+@register_model("sasrec")
+def _sasrec(split, user_spec, item_spec, dim, init_std: float = 0.01, maxlen: int = 50, blocks: int = 2,
+            heads: int = 1, dropout: float = 0.2):
+    """SASRec: one item table (the user spec is unused: a user is their history); MGQE's settings by default."""
+    from qrec.models.sasrec import SASRec
+
+    _, item = _tables(split, user_spec, item_spec, dim, init_std)
+    return SASRec(item(), split, maxlen=maxlen, blocks=blocks, heads=heads, dropout=dropout)
+
+
 def _graph_tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float) -> dict:
     """Layer-0 tables for a GCN; LightGCN's own N(0, 0.1) init unless the config says otherwise."""
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
