@@ -47,7 +47,7 @@ class SASRec(Recommender):
                                                         nn.Linear(d, d), nn.Dropout(dropout))
                                           for _ in range(blocks))
         self.last_norm = nn.LayerNorm(d, eps=1e-8)
-        for name, p in self.named_parameters():  # the reference code: xavier-normal on every matrix but the items
+        for name, p in self.named_parameters():  # the reference code's xavier-normal; items keep MGQE's N(0, 0.01^2)
             if p.dim() > 1 and not name.startswith("item_table."):
                 nn.init.xavier_normal_(p)
         self._windows = history_windows(split.train, split.valid, self.maxlen)  # data, not state: rebuilt from the split
