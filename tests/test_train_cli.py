@@ -72,6 +72,9 @@ def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
     assert main(["evaluate", str(run)]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"] == pytest.approx(record["metrics"]["test"])
+    assert main(["evaluate", str(run), "--mask", "none"]) == 0  # nothing masked: seen items compete
+    unmasked = json.loads(capsys.readouterr().out)
+    assert unmasked["mask"] == "none" and unmasked["metrics"]["users"] == evaluated["metrics"]["users"]
 
     artifact = tmp_path / "model.safetensors"
     assert main(["export", str(run), str(artifact)]) == 0

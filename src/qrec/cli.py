@@ -97,8 +97,8 @@ def cmd_evaluate(args) -> int:
     from qrec.eval.evaluate import evaluate_model
 
     model, cfg, split = _load_checkpoint_model(args.checkpoint, last=args.last)
-    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True)
-    print(json.dumps({"checkpoint": args.checkpoint, "stage": args.stage, "metrics": metrics,
+    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
+    print(json.dumps({"checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask, "metrics": metrics,
                       "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
     return 0
 
@@ -214,6 +214,9 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--stage", choices=["valid", "test"], default="test")
     e.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
     e.add_argument("--last", action="store_true", help="use the last epoch, not the best validation epoch")
+    e.add_argument("--mask", choices=["seen", "train", "none"], default="seen",
+                   help="items that cannot be recommended: every known one (default, qrec's protocol), the "
+                        "training items only (the validation item stays rankable at test), or none")
     e.set_defaults(fn=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train full and quantized GMF and LightGCN on the embedded MovieLens-100K; print a table")
