@@ -32,7 +32,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::qrec.data.datasets.ModifiedData
 U_DATA = "1\t10\t5\t100\n1\t11\t3\t101\n2\t10\t4\t102\n"
 ALL_NAMES = ["ml-100k", "ml-1m", "ml-1m-seq", "ml-1m-lgcn", "gowalla", "amazon-electronics",
              "amazon-book", "yelp2018", "beauty", "lastfm"]
-GENERIC_FORMATS = ["sequences", "lightgcn", "movielens"]  # need an explicit --path; never downloaded
+GENERIC_FORMATS = ["sequences", "lightgcn", "table", "movielens"]  # need an explicit --path; never downloaded
 
 
 @pytest.fixture
@@ -80,6 +80,12 @@ def test_explicit_folder_and_file(isolated):
     inter = folder / "mine.inter"
     inter.write_text("user_id:token\titem_id:token\n1\t10\n")
     assert load_dataset("ml-100k", path=inter).meta["format"] == "recbole-inter"  # chosen by suffix
+
+
+def test_table_format_reads_any_headed_file(isolated):
+    folder = _folder(isolated, "own", {"ratings.csv": "userId,movieId,rating,timestamp\n1,10,4.0,5\n2,10,3.5,7\n"})
+    data = load_dataset("table", path=folder / "ratings.csv")
+    assert len(data) == 2 and data.meta["format"] == "table" and data.timestamps.tolist() == [5, 7]
 
 
 def test_explicit_path_never_falls_back(isolated, monkeypatch):

@@ -14,6 +14,7 @@ from qrec.data.loaders import (
     read_lightgcn_split,
     read_ml100k,
     read_movielens_dat,
+    read_named_table,
     read_recbole_inter,
     read_sequences,
     read_table,
@@ -172,6 +173,32 @@ def test_read_table_errors(tmp_path, text, line, message):
 def test_read_table_rejects_unknown_roles(tmp_path):
     with pytest.raises(ValueError, match="columns must map"):
         read_table(write(tmp_path, "t.csv", "u,i\n1,2\n"), columns={"user": "u", "thing": "i"})
+
+
+@pytest.mark.parametrize(
+    "name, text, roles",
+    [  # MovieLens ratings.csv, RecBole .inter, an Amazon review dump, a TSV log with odd spacing and case
+        ("ratings.csv", "userId,movieId,rating,timestamp\n1,10,4.0,5\n2,10,3.5,7\n", {"timestamp", "rating"}),
+        ("x.inter", "user_id:token\titem_id:token\ttimestamp:float\n1\t10\t5\n2\t10\t7\n", {"timestamp"}),
+        ("reviews.csv", "reviewerID,asin,overall,unixReviewTime,summary\n1,10,5,5,ok\n2,10,4,7,fine\n", {"timestamp", "rating"}),
+        ("log.txt", "User ID\tItem-Id\tTime\n1\t10\t5\n2\t10\t7\n", {"timestamp"}),
+        ("clicks.csv", "session_id,item_id\n1,10\n2,10\n", set()),
+    ],
+)
+def test_named_table_finds_columns_by_header(tmp_path, name, text, roles):
+    data = read_named_table(write(tmp_path, name, text))
+    assert pairs(data) == {(1, 10), (2, 10)}
+    assert (data.timestamps is not None) == ("timestamp" in roles) and (data.ratings is not None) == ("rating" in roles)
+    if "timestamp" in roles:
+        assert data.timestamps.tolist() == [5, 7]
+
+
+def test_named_table_without_an_item_column_names_what_it_looked_for(tmp_path):
+    path = write(tmp_path, "t.csv", "user,thing\n1,2\n")
+    with pytest.raises(DataFormatError, match=r"line 1: no item column in the header \['user', 'thing'\] \(looked for item: itemid"):
+        read_named_table(path)
+    with raises_at(write(tmp_path, "e.csv", "\n1,2\n"), 1, "file is empty or its first line is blank: no header"):
+        read_named_table(tmp_path / "e.csv")
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")

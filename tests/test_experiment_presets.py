@@ -54,3 +54,16 @@ def test_extends_finds_a_parent_beside_the_file_and_refuses_a_cycle(tmp_path):
     (tmp_path / "parent.toml").write_text('extends = "child"\n')
     with pytest.raises(ValueError, match="extends itself"):
         load_preset(str(child))
+
+
+def test_on_dataset_is_an_extends_without_a_file():
+    gowalla = load_preset("gcn-gowalla")
+    moved = gowalla.on_dataset("yelp2018")
+    extending = load_preset("gcn-yelp2018")
+    assert moved.name == "gcn-gowalla-yelp2018" and moved.paper == {}
+    assert [c.run_name() for c in moved.configs()] == [c.run_name() for c in extending.configs()]
+    assert {c.model_options["teacher"] for c in moved.configs() if "teacher" in c.model_options} == \
+        {"runs/gcn-gowalla-yelp2018/yelp2018-lightgcn-full-s0"}  # its own teacher, in its own folder
+    on_file = load_preset("mgqe-table3").on_dataset("csv", "/data/clicks.csv")
+    assert on_file.name == "mgqe-table3-clicks" and on_file.configs()[0].data_path == "/data/clicks.csv"
+    assert on_file.command == "qrec experiment mgqe-table3 --dataset csv --path /data/clicks.csv"

@@ -419,3 +419,23 @@ def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
                  "--dim", "8", "--embedding", "dpq8x4", "--threads", "1", "--out", str(mgqe), "--quiet"]) == 0
     assert main(["ptq", str(mgqe)]) == 2  # already compressed: a clear error
     assert "full tables" in capsys.readouterr().err
+
+
+def test_a_bundled_grid_runs_on_another_dataset(seq_file, tmp_path, monkeypatch, capsys):
+    """``qrec experiment <preset> --dataset --path``: the paper's grid on a user's file, reported apart."""
+    monkeypatch.chdir(tmp_path)
+    args = ["experiment", "mgqe-table3", "--dataset", "sequences", "--path", str(seq_file), "--threads", "1"]
+    assert main([*args, "--only", "gmf-full-s0", "--max-runs", "1"]) == 0
+    (record_file,) = (tmp_path / "results" / "mgqe-table3-sequences").glob("*.json")
+    record = json.loads(record_file.read_text())
+    assert record_file.name == "sequences-gmf-full-s0.json" and record["config"]["data_path"] == str(seq_file)
+    assert record["config"]["epochs"] == 20 and record["config"]["min_count"] == 5  # the preset's protocol
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0
+    assert "sequences-gmf-full-s0" not in capsys.readouterr().out.split()  # finished: skipped
+    assert main(["report"]) == 0
+    section = (tmp_path / "RESULTS.md").read_text().split("## mgqe-table3-sequences")[1]
+    assert f"`qrec experiment mgqe-table3 --dataset sequences --path {seq_file}`" in section
+    assert "paper hr@10" not in section.split("\n## ")[0]  # the paper's figures are for ML-1M only
+    assert main(["experiment", "mgqe-table3", "--path", str(seq_file)]) == 2  # --path alone: which format?
+    assert "--path needs --dataset" in capsys.readouterr().err

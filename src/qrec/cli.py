@@ -170,7 +170,7 @@ def cmd_experiment(args) -> int:
 
     failed = run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
                         seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
-                        device=args.device, jobs=args.jobs)
+                        device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path)
     return 1 if failed else 0
 
 
@@ -236,6 +236,9 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--device", help="cpu (default) or cuda; CUDA numbers differ from the CPU's in float rounding, "
                                     "so a record keeps its device and never stands in for a CPU run")
     x.add_argument("--dry-run", action="store_true", help="list what would run")
+    x.add_argument("--dataset", help="run the grid on this dataset instead (registered name, or the format of "
+                                     "--path); records go to results/<preset>-<dataset>/")
+    x.add_argument("--path", help="a local file or folder for --dataset (records: results/<preset>-<file stem>/)")
     x.set_defaults(fn=cmd_experiment)
 
     r = sub.add_parser("report", help="regenerate RESULTS.md from the records")

@@ -42,6 +42,7 @@ from qrec.data.loaders import (
     read_lightgcn_split,
     read_ml100k,
     read_movielens_dat,
+    read_named_table,
     read_recbole_inter,
     read_sequences,
 )
@@ -250,6 +251,13 @@ DATASETS: dict[str, DatasetSpec] = {
             "your own LightGCN/NGCF split, a folder with train.txt and test.txt (--path FOLDER)",
             layouts=(_LIGHTGCN,),
             note="generic format: give the folder with --path.",
+        ),
+        DatasetSpec(
+            "table",
+            "your own interaction table: CSV / TSV / Parquet / RecBole .inter, columns found by header "
+            "(user_id/userId, item_id/movieId/asin, timestamp, rating) (--path FILE)",
+            layouts=(Layout(("interactions.csv",), read_named_table),),
+            note="generic format: give the file with --path; any suffix, the separator is guessed.",
         ),
         DatasetSpec(
             "movielens",

@@ -523,6 +523,62 @@ def read_table(path, columns: dict, sep: str | None = None, name: str | None = N
     return _from_frame(path, frame, line_no, columns, name or path.stem, "table")
 
 
+# Header names each role is recognised by (lower case, ``_``/``-``/spaces removed), most specific first:
+# the names of MovieLens, RecBole, Amazon, Yelp, Last.fm, Steam and RetailRocket exports.
+_HEADER_NAMES = {
+    "user": ("userid", "user", "uid", "customerid", "reviewerid", "visitorid", "sessionid"),
+    "item": ("itemid", "item", "iid", "movieid", "productid", "asin", "businessid", "artistid", "trackid", "appid"),
+    "timestamp": ("timestamp", "time", "ts", "unixtime", "unixreviewtime", "datetime", "date"),
+    "rating": ("rating", "score", "stars", "overall"),
+}
+
+
+def read_named_table(path, name: str | None = None) -> Interactions:
+    """A CSV / TSV / Parquet / RecBole ``.inter`` table whose header names its columns: the user and item
+    columns (required), timestamp and rating (optional) are found by their usual names (``user_id``,
+    ``userId``, ``item_id``, ``movieId``, ``asin``, ``timestamp``, ``rating``, ...; RecBole's ``:type``
+    suffixes are ignored). ``read_table`` takes an explicit column map instead."""
+    path = Path(path)
+    header = _header(path)
+    found = {}
+    for role, names in _HEADER_NAMES.items():
+        by_name = {_normalised(column): column for column in header}
+        column = next((by_name[n] for n in names if n in by_name), None)
+        if column is not None:
+            found[role] = column
+    missing = [role for role in ("user", "item") if role not in found]
+    if missing:
+        looked = "; ".join(f"{role}: {', '.join(_HEADER_NAMES[role])}" for role in missing)
+        raise DataFormatError(path, f"no {' or '.join(missing)} column in the header {header} (looked for {looked}; "
+                                    "a file without a header: read_table with column positions)", 1)
+    return read_table(path, columns=found, name=name)
+
+
+def _normalised(column: str) -> str:
+    return re.sub(r"[\s_\-]", "", str(column).split(":", 1)[0]).lower()
+
+
+def _header(path: Path) -> list[str]:
+    """Column names: the parquet schema, or the first line split at the guessed separator."""
+    if path.suffix.lower() in _PARQUET_SUFFIXES:
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ImportError(f"reading {path} needs pyarrow, which is not installed: pip install pyarrow")
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except FileNotFoundError:
+            raise DatasetNotFoundError(f"{path}: no such file") from None
+        except (OSError, ValueError) as err:
+            raise DataFormatError(path, f"cannot read parquet: {err}") from None
+    sep = _guess_sep(path)
+    with path.open(encoding="utf-8", errors="replace") as f:
+        first = f.readline().rstrip("\r\n")
+    if not first.strip():
+        raise DataFormatError(path, "file is empty or its first line is blank: no header", 1)
+    return [c.strip('"') for c in re.split(sep, first) if c.strip()]  # as pandas names them: spaces kept
+
+
 def _guess_sep(path: Path) -> str:
     if path.suffix.lower() in _SEP_BY_SUFFIX:
         return _SEP_BY_SUFFIX[path.suffix.lower()]

@@ -1,6 +1,7 @@
 """Presets: small TOML files naming a grid of (backbone, compressor, seed) runs and the paper's figures.
 
-A preset may ``extends = "<other preset>"`` to run the same grid on another dataset: it inherits the other's
+A preset may ``extends = "<other preset>"`` to run the same grid on another dataset (``qrec experiment
+<preset> --dataset <name> [--path <file>]`` does the same without a file, see ``Preset.on_dataset``): it inherits the other's
 grids, metrics and reference row, merges ``[base]`` over the other's, and keeps only its own ``[paper]``
 figures (those belong to one dataset). Strings in ``model_options`` may name ``{preset}`` and ``{dataset}``
 (a teacher run: ``"runs/{preset}/{dataset}-lightgcn-full-s0"``), so an extending preset finds its own teachers.
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 
@@ -29,6 +30,7 @@ class Preset:
     protocol_note: str = ""
     metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10"])
     reference: str = ""  # "model|embedding" row that RESULTS.md compares every row's first metric to
+    command: str = ""    # how to run it, for RESULTS.md; default ``qrec experiment <name>``
 
     def configs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every run of the grid, cheapest seeds first so that partial grids cover all rows early."""
@@ -43,6 +45,15 @@ class Preset:
                         raw["model_options"] = self._expand(raw["model_options"])
                     runs.append(RunConfig.from_dict(raw, source=f"preset {self.name}"))
         return runs
+
+    def on_dataset(self, dataset: str, path: str | None = None) -> "Preset":
+        """The same grid and protocol on another dataset, as an ``extends`` preset would run it: named
+        ``<preset>-<dataset>`` (or ``-<file stem>`` with a path), without the paper's figures (they belong to
+        the original dataset)."""
+        tag = Path(path).stem if path else dataset
+        command = f"qrec experiment {self.name} --dataset {dataset}" + (f" --path {path}" if path else "")
+        return replace(self, name=f"{self.name}-{tag}", base=self.base | {"dataset": dataset, "data_path": path},
+                       paper={}, command=command)
 
     def _expand(self, options: dict) -> dict:
         names = {"preset": self.name, "dataset": self.base.get("dataset", "")}

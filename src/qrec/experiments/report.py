@@ -50,7 +50,14 @@ def _group(records: list[dict], base_dim: int) -> dict:
 
 
 def _find_preset(name: str, records: list[dict]):
-    """The preset by bundled name, else from the file its records name; None if neither exists."""
+    """The preset by bundled name, else from the file its records name, else the preset moved to another
+    dataset that they name (``qrec experiment --dataset``); None if none exists."""
+    moved = next((r["preset_on_dataset"] for r in records if r.get("preset_on_dataset")), None)
+    if moved:
+        try:
+            return load_preset(moved["preset"]).on_dataset(moved["dataset"], moved["path"])
+        except (ValueError, OSError):
+            pass
     for ref in [name] + sorted({r["preset_file"] for r in records if r.get("preset_file")}):
         try:
             return load_preset(ref)
@@ -86,7 +93,7 @@ def preset_table(name: str, records: list[dict]) -> str:
     head = [f"## {name}", ""]
     if preset:
         head += [preset.description.strip(), "", f"Protocol: {preset.protocol_note.strip()}", "",
-                 f"Command: `qrec experiment {name}` (resumable), then `qrec report`.", ""]
+                 f"Command: `{preset.command or f'qrec experiment {name}'}` (resumable), then `qrec report`.", ""]
     return "\n".join(head + lines)
 
 

@@ -35,10 +35,15 @@ def finished_runs(results_dir: Path) -> dict[str, dict]:
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
                only: str | None = None, dry_run: bool = False, threads: int | None = None, report: Path | None = Path("RESULTS.md"),
-               device: str | None = None, jobs: int = 1) -> int:
+               device: str | None = None, jobs: int = 1, dataset: str | None = None, data_path: str | None = None) -> int:
     """Run the preset's unfinished (config, seed) pairs, ``jobs`` at a time (separate processes; each run's
-    log then goes to ``runs/<preset>/<run>/train.log``). Returns the number of runs that failed."""
+    log then goes to ``runs/<preset>/<run>/train.log``). ``dataset`` / ``data_path``: the same grid on
+    another dataset (``Preset.on_dataset``). Returns the number of runs that failed."""
     preset = load_preset(name)
+    if dataset or data_path:
+        if not dataset:
+            raise SpecError("--path needs --dataset: the format or registered name the file is read as")
+        preset = preset.on_dataset(dataset, data_path)
     configs = [c for c in preset.configs(seeds) if not only or only in c.run_name()]
     done = finished_runs(results_dir)
     for c in configs:  # identical finished runs from other presets are shared, not retrained
@@ -57,6 +62,8 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
     for cfg in todo:  # teachers first, in this process, so that parallel students never train one twice
         _ensure_teacher(cfg, preset.name, preset.configs(seeds), threads)
     extra = {"preset": preset.name, "preset_file": str(preset_path(name).resolve()) if name.endswith(".toml") else None}
+    if dataset:  # how the report finds the derived preset again
+        extra["preset_on_dataset"] = {"preset": name, "dataset": dataset, "path": data_path}
     runs = _in_processes(todo, jobs, results_dir, extra) if jobs > 1 else (
         (cfg, _train_and_record(cfg, results_dir, extra)) for cfg in todo)
     failed, t0 = 0, time.time()
