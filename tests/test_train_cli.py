@@ -439,3 +439,25 @@ def test_a_bundled_grid_runs_on_another_dataset(seq_file, tmp_path, monkeypatch,
     assert "paper hr@10" not in section.split("\n## ")[0]  # the paper's figures are for ML-1M only
     assert main(["experiment", "mgqe-table3", "--path", str(seq_file)]) == 2  # --path alone: which format?
     assert "--path needs --dataset" in capsys.readouterr().err
+
+
+def test_identical_runs_are_shared_between_presets_even_mid_grid(seq_file, tmp_path, monkeypatch):
+    """A run another preset has finished is copied, not retrained: at the grid's start, and also when the
+    other grid finishes it while this one is running (two grids side by side share rows)."""
+    from qrec.experiments.presets import load_preset
+    from qrec.experiments.runner import _train_and_record
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("first", "second", "third"):
+        _gmf_preset(tmp_path, name, seq_file, epochs=1, embeddings=["full"])
+    assert main(["experiment", str(tmp_path / "first.toml"), "--threads", "1"]) == 0
+    assert main(["experiment", str(tmp_path / "second.toml"), "--threads", "1"]) == 0
+    for seed in (0, 1):
+        copied = json.loads((tmp_path / "results" / "second" / f"sequences-gmf-full-d8-s{seed}.json").read_text())
+        assert copied["preset"] == "second" and copied["shared_from"].endswith(f"first/sequences-gmf-full-d8-s{seed}.json")
+    assert not (tmp_path / "runs" / "second").exists()  # nothing trained
+    cfg = load_preset(str(tmp_path / "third.toml")).configs()[0]  # as if "first" finished it after "third" started
+    record = _train_and_record(cfg, tmp_path / "results", {"preset": "third", "preset_file": None})
+    assert record["shared_from"].endswith("first/sequences-gmf-full-d8-s0.json")
+    assert (tmp_path / "results" / "third" / "sequences-gmf-full-d8-s0.json").exists()
+    assert not (tmp_path / "runs" / "third").exists()

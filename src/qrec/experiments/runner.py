@@ -30,7 +30,12 @@ def _config_key(config: dict) -> str:
 def finished_runs(results_dir: Path) -> dict[str, dict]:
     """Records of every finished run under ``results_dir``, keyed by config: presets share identical runs
     (Fig. 7's curves are Table 3's full/MGQE runs) instead of training them twice."""
-    return {_config_key(r["config"]): r for r in read_records(results_dir)} if results_dir.exists() else {}
+    done = {}
+    for r in read_records(results_dir) if results_dir.exists() else []:
+        key = _config_key(r["config"])
+        if key not in done or "shared_from" in done[key]:  # point at the trained record, not at a copy of it
+            done[key] = r
+    return done
 
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
@@ -45,12 +50,10 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
             raise SpecError("--path needs --dataset: the format or registered name the file is read as")
         preset = preset.on_dataset(dataset, data_path)
     configs = [c for c in preset.configs(seeds) if not only or only in c.run_name()]
-    done = finished_runs(results_dir)
-    for c in configs:  # identical finished runs from other presets are shared, not retrained
-        target = record_path(results_dir, preset.name, c.run_name())
-        twin = done.get(_config_key(c.to_dict()))
-        if twin and not target.exists() and not dry_run:
-            write_record(target, {k: v for k, v in twin.items() if k != "_path"} | {"preset": preset.name, "shared_from": twin["_path"]})
+    if not dry_run:
+        done = finished_runs(results_dir)
+        for c in configs:  # identical finished runs from other presets are shared, not retrained
+            _share_twin(c, results_dir, preset.name, done)
     todo = [c for c in configs if not record_path(results_dir, preset.name, c.run_name()).exists()]
     print(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run", file=sys.stderr)
     if dry_run:
@@ -82,7 +85,11 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
 
 
 def _train_and_record(cfg, results_dir: Path, extra: dict, log_file: Path | None = None) -> dict:
-    """One run: train (resuming its checkpoint), then write its record. Top level, so worker processes can run it."""
+    """One run: train (resuming its checkpoint), then write its record. Top level, so worker processes can run it.
+    A twin finished meanwhile by another grid (two presets share runs, and grids run side by side) is copied."""
+    twin = _share_twin(cfg, results_dir, extra["preset"], finished_runs(results_dir))
+    if twin is not None:
+        return twin
     run_dir = Path("runs") / extra["preset"] / cfg.run_name()
     if log_file is None:
         result = fit(cfg, run_dir, progress=False, log=_log)
@@ -93,6 +100,22 @@ def _train_and_record(cfg, results_dir: Path, extra: dict, log_file: Path | None
     rec = build_record(result, extra=extra)
     write_record(record_path(results_dir, extra["preset"], cfg.run_name()), rec)
     return rec
+
+
+def _share_twin(cfg, results_dir: Path, preset_name: str, done: dict[str, dict]) -> dict | None:
+    """The record of a finished run with ``cfg``'s numbers, or None: this preset's own, or another preset's,
+    which is then copied into this preset (identical runs are shared, not retrained)."""
+    target = record_path(results_dir, preset_name, cfg.run_name())
+    twin = done.get(_config_key(cfg.to_dict()))
+    if twin is None:
+        return None
+    record = {k: v for k, v in twin.items() if k != "_path"}
+    if Path(twin["_path"]).resolve() == target.resolve():
+        return record
+    record |= {"preset": preset_name, "shared_from": twin["_path"]}
+    if not target.exists():
+        write_record(target, record)
+    return record
 
 
 def _log_path(cfg, preset_name: str) -> Path:
