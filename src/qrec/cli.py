@@ -1,4 +1,4 @@
-"""qrec's command line: ``qrec train | evaluate | demo | experiment | report | plot | data``."""
+"""qrec's command line: ``qrec train | evaluate | demo | experiment | report | plot | codes | data``."""
 
 from __future__ import annotations
 
@@ -182,6 +182,16 @@ def cmd_ptq(args) -> int:
     return 0
 
 
+def cmd_codes(args) -> int:
+    from qrec.experiments.codesim import fig8, format_fig8, plot_fig8
+
+    results = fig8(args.runs, args.genres, tuple(args.categories), args.per_set, args.seed)
+    print(format_fig8(results, args.categories))
+    if args.output:
+        print(f"wrote {plot_fig8(results, args.categories, Path(args.output))}")
+    return 0
+
+
 def cmd_report(args) -> int:
     from qrec.experiments.report import write_results_md
 
@@ -259,6 +269,15 @@ def parser() -> argparse.ArgumentParser:
                     "and mgqe at D = 64/16, K = 256 and 64)")
     pq.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
     pq.set_defaults(fn=cmd_ptq)
+    cs = sub.add_parser("codes", help="MGQE Fig. 8: how alike the item codes of same-category items are "
+                                      "(runs with sq / dpq / mgqe item tables, MovieLens genres)")
+    cs.add_argument("runs", nargs="+", help="run folders")
+    cs.add_argument("--genres", required=True, help="movies.dat (ML-1M) or u.item (ML-100K) of the runs' dataset")
+    cs.add_argument("--categories", nargs="+", default=["Sci-Fi", "Romance", "Animation", "Horror"])
+    cs.add_argument("--per-set", type=int, default=50, help="items per category in each of the two sets")
+    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--output", help="heatmap PNG (one panel per run)")
+    cs.set_defaults(fn=cmd_codes)
     ex = sub.add_parser("export", help="write a trained run's served form (codes, codebooks, dense weights) as safetensors")
     ex.add_argument("run", help="run folder or checkpoint file")
     ex.add_argument("output", help="e.g. model.safetensors")

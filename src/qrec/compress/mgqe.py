@@ -217,6 +217,17 @@ class MGQEEmbedding(EmbeddingTable):
         """The ``(|V_i|, D_i)`` codes of group ``i``'s rows, in ascending row id."""
         return self._nearest(i, self.query[self.group_rows(i)])
 
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """The ``(n, D)`` codes of every row (a row's group decides its centroids): for the variants whose
+        groups share D; with variable D a row's codes are ``group_codes`` of its group."""
+        if len({D for D, _ in self.config.tiers}) > 1:
+            raise ValueError(f"{self.spec}: groups have different D; read each group's codes with group_codes(i)")
+        out = torch.empty(self.num_embeddings, self.config.tiers[0][0], dtype=torch.long, device=self.query.device)
+        for i in range(self.config.num_groups):
+            out[self.group_rows(i)] = self.group_codes(i).long()
+        return out
+
     def export(self) -> dict[str, torch.Tensor]:
         out = {"groups": pack_bits(self.group, self.config.group_bits).cpu()}
         for i, (D, K) in enumerate(self.config.tiers):

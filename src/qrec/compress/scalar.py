@@ -98,9 +98,15 @@ class ScalarQuantized(EmbeddingTable):
         q = dequantize(quantize(rows.detach(), lo, hi, self.bits), lo, hi, self.bits)
         return straight_through(rows, q)
 
+    @torch.no_grad()
+    def codes(self) -> torch.Tensor:
+        """The ``(n, d)`` bucket of every coordinate: what a server stores (with the per-dimension ranges)."""
+        lo, hi = self.ranges()
+        return quantize(self.weight.detach(), lo, hi, self.bits)
+
     def export(self) -> dict[str, torch.Tensor]:
         lo, hi = self.ranges()
-        codes = quantize(self.weight.detach(), lo, hi, self.bits)
+        codes = self.codes()
         return {
             "codes": pack_bits(codes, self.bits).cpu(),
             "lo": lo.to("cpu", torch.float32).contiguous(),

@@ -601,3 +601,41 @@ def _read_parquet(path: Path, wanted: list) -> tuple[pd.DataFrame, np.ndarray]:
     except (KeyError, ValueError, OSError) as err:
         raise DataFormatError(path, f"cannot read parquet: {err}") from None
     return frame, np.arange(1, len(frame) + 1, dtype=np.int64)
+
+
+# --------------------------------------------------------------------------------------------
+# Item side information: MovieLens genres (for analyses, never for training)
+# --------------------------------------------------------------------------------------------
+
+# ML-100K's u.item ends in 19 genre flags, in u.genre's order
+_ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
+                  "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi", "Thriller",
+                  "War", "Western")
+
+
+def read_movie_genres(path) -> dict[int, frozenset[str]]:
+    """Raw movie id -> its genres, from ML-1M's ``movies.dat`` (``id::title::A|B``) or ML-100K's ``u.item``
+    (``id|title|date|video date|url|`` + 19 flags). Latin-1, as GroupLens ships them."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="latin-1")
+    except FileNotFoundError:
+        raise DatasetNotFoundError(f"{path}: no such file") from None
+    genres = {}
+    for line_no, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        fields = line.split("::") if "::" in line else line.split("|")
+        if len(fields) == 3:  # movies.dat
+            names = frozenset(g for g in fields[2].split("|") if g)
+        elif len(fields) == 5 + len(_ML100K_GENRES) and all(f in ("0", "1") for f in fields[5:]):
+            names = frozenset(g for g, flag in zip(_ML100K_GENRES, fields[5:]) if flag == "1")
+        else:
+            raise DataFormatError(path, f"expected `id::title::genres` or `id|title|date|video|url|` + "
+                                        f"{len(_ML100K_GENRES)} 0/1 flags, found {len(fields)} fields", line_no)
+        if not fields[0].strip().isdigit():
+            raise DataFormatError(path, f"movie id {fields[0]!r} is not an integer", line_no)
+        genres[int(fields[0])] = names
+    if not genres:
+        raise DataFormatError(path, "file is empty: no movies found")
+    return genres
