@@ -464,18 +464,22 @@ def test_identical_runs_are_shared_between_presets_even_mid_grid(seq_file, tmp_p
 
 
 def test_cli_codes_compares_genres_of_trained_runs(seq_file, tmp_path, capsys):
-    """``qrec codes`` (Fig. 8) on trained runs: a table and a heatmap; a float table has no codes to compare."""
-    genres = tmp_path / "movies.dat"
+    """``qrec codes`` (Fig. 8) on trained runs: a table and a heatmap, genres read from the movies.dat beside
+    the data (or ``--genres``); a float table has no codes to compare."""
+    data = tmp_path / "sequences.txt"
+    data.write_text(seq_file.read_text())
     names = ["Sci-Fi", "Romance", "Animation", "Horror"]
-    genres.write_text("".join(f"{1000 + i}::Movie {i} (1999)::{names[i % 4]}|Drama\n" for i in range(60)))
+    (tmp_path / "movies.dat").write_text("".join(f"{1000 + i}::Movie {i} (1999)::{names[i % 4]}|Drama\n" for i in range(60)))
     runs = []
     for spec in ("mgqe8x16/4@0.25", "sq2-ptq", "full"):
         runs.append(tmp_path / spec.replace("/", "_"))
-        fit(_cfg(seq_file, embedding=spec, epochs=1), runs[-1], progress=False)
+        fit(_cfg(data, embedding=spec, epochs=1), runs[-1], progress=False)
     capsys.readouterr()
     png = tmp_path / "fig8.png"
-    assert main(["codes", str(runs[0]), str(runs[1]), "--genres", str(genres), "--per-set", "3", "--output", str(png)]) == 0
+    assert main(["codes", str(runs[0]), str(runs[1]), "--per-set", "3", "--output", str(png)]) == 0
     out = capsys.readouterr().out
     assert out.count("separation") == 2 and "| Horror |" in out and png.stat().st_size > 0
-    assert main(["codes", str(runs[2]), "--genres", str(genres)]) == 2
+    assert main(["codes", str(runs[0]), "--genres", str(tmp_path / "movies.dat"), "--per-set", "3"]) == 0
+    assert capsys.readouterr().out.split("\n\n")[0] == out.split("\n\n")[0]  # the same first table
+    assert main(["codes", str(runs[2])]) == 2
     assert "needs a model with an item table of codes" in capsys.readouterr().err

@@ -272,7 +272,8 @@ def parser() -> argparse.ArgumentParser:
     cs = sub.add_parser("codes", help="MGQE Fig. 8: how alike the item codes of same-category items are "
                                       "(runs with sq / dpq / mgqe item tables, MovieLens genres)")
     cs.add_argument("runs", nargs="+", help="run folders")
-    cs.add_argument("--genres", required=True, help="movies.dat (ML-1M) or u.item (ML-100K) of the runs' dataset")
+    cs.add_argument("--genres", help="movies.dat (ML-1M) or u.item (ML-100K) of the runs' dataset (default: the "
+                                     "one beside the runs' data files)")
     cs.add_argument("--categories", nargs="+", default=["Sci-Fi", "Romance", "Animation", "Horror"])
     cs.add_argument("--per-set", type=int, default=50, help="items per category in each of the two sets")
     cs.add_argument("--seed", type=int, default=0)

@@ -51,27 +51,37 @@ def separation(matrix: np.ndarray) -> float:
     return float(np.diag(matrix).mean() / matrix[off].mean())
 
 
-def item_codes(run: str | Path) -> tuple[np.ndarray, list, str]:
-    """A trained run's item codes ``(n_items, positions)``, the raw item ids and the item table's spec."""
+GENRE_FILES = ("movies.dat", "u.item")  # shipped beside ML-1M's ratings.dat / ML-100K's u.data
+
+
+def item_codes(run: str | Path) -> tuple[np.ndarray, list, str, Path | None]:
+    """A trained run's item codes ``(n_items, positions)``, raw item ids, item table spec, and the MovieLens
+    genre file beside its data, if there is one."""
+    from qrec.data.datasets import resolved_source
     from qrec.train.trainer import load_trained
 
-    model, _, split = load_trained(run)
+    model, cfg, split = load_trained(run)
     table = getattr(model, "item_table", None)
     if table is None or not hasattr(table, "codes"):
         raise QrecError(f"{run}: needs a model with an item table of codes (sq, dpq, mgqe), got "
                         f"{type(table).__name__ if table is not None else type(model).__name__}")
-    return table.codes().cpu().numpy(), list(split.train.item_ids), table.spec
+    folder = resolved_source(cfg.dataset, cfg.data_path).files[0].parent
+    beside = next((folder / f for f in GENRE_FILES if (folder / f).is_file()), None)
+    return table.codes().cpu().numpy(), list(split.train.item_ids), table.spec, beside
 
 
-def fig8(runs, genres_file, categories=FIG8_CATEGORIES, per_set: int = 50, seed: int = 0) -> list[dict]:
-    """For each run: its spec, the set sizes, the similarity matrix and its separation."""
-    genres = read_movie_genres(genres_file)
+def fig8(runs, genres_file=None, categories=FIG8_CATEGORIES, per_set: int = 50, seed: int = 0) -> list[dict]:
+    """For each run: its spec, the set sizes, the similarity matrix and its separation. ``genres_file``: by
+    default the MovieLens genre file beside each run's data."""
     out = []
     for run in runs:
-        codes, raw_ids, spec = item_codes(run)
+        codes, raw_ids, spec, beside = item_codes(run)
+        if genres_file is None and beside is None:
+            raise QrecError(f"{run}: no {' or '.join(GENRE_FILES)} beside its data; pass --genres")
+        genres = read_movie_genres(genres_file or beside)
         missing = [r for r in raw_ids if int(r) not in genres]
         if missing:
-            raise QrecError(f"{genres_file}: no genres for {len(missing)} items of {run} (first: {missing[0]})")
+            raise QrecError(f"{genres_file or beside}: no genres for {len(missing)} items of {run} (first: {missing[0]})")
         sets = category_sets([genres[int(r)] for r in raw_ids], categories, per_set, seed)
         matrix = code_similarity(codes, sets)
         out.append({"run": str(run), "spec": spec, "per_set": [len(s[0]) for s in sets], "matrix": matrix,
