@@ -127,11 +127,10 @@ def write_results_md(results_dir: Path, output: Path) -> Path:
     by_preset = defaultdict(list)
     for r in records:
         by_preset[r.get("preset") or Path(r["_path"]).parent.name].append(r)
-    notes_only = {p.parent.name for p in results_dir.glob("*/NOTES.md")} - set(by_preset)  # analyses, no grid
-    order = [p for p in preset_names() if p in by_preset] + sorted((set(by_preset) | notes_only) - set(preset_names()))
+    order = [p for p in preset_names() if p in by_preset] + sorted(set(by_preset) - set(preset_names()))
     parts = [HEADER, f"_Regenerated {dt.date.today().isoformat()} from {len(records)} records._", ""]
     for name in order:
-        parts.append(preset_table(name, by_preset[name]) if name in by_preset else f"## {name}")
+        parts.append(preset_table(name, by_preset[name]))
         notes = results_dir / name / "NOTES.md"
         if notes.exists():
             parts += ["", notes.read_text().strip()]
