@@ -185,11 +185,13 @@ def test_download_extracts_a_zip_member(isolated, monkeypatch):
     with zipfile.ZipFile(archive, "w") as zf:
         zf.writestr("ml/u.data", U_DATA)
         zf.writestr("ml/README", "x")
+        zf.writestr("ml/u.item", "1|Toy Story (1995)|||x|" + "|".join("0" * 19) + "\n")
     md5 = hashlib.md5(archive.read_bytes()).hexdigest()
-    _fake_spec(monkeypatch, (Remote(archive.as_uri(), "u.data", md5=md5, member="ml/u.data"),),
+    _fake_spec(monkeypatch, (Remote(archive.as_uri(), "u.data", md5=md5, member="ml/u.data", side=("ml/u.item",)),),
                sha256={"u.data": hashlib.sha256(U_DATA.encode()).hexdigest()})
     assert len(load_dataset("fake")) == 3
-    assert sorted(p.name for p in (isolated / "cache" / "fake").iterdir()) == ["u.data"]  # archive removed
+    # the archive is removed; the side file (genres, for `qrec codes`) stays beside the ratings
+    assert sorted(p.name for p in (isolated / "cache" / "fake").iterdir()) == ["u.data", "u.item"]
 
 
 def test_checksum_mismatch_deletes_and_raises(isolated, monkeypatch):

@@ -83,7 +83,8 @@ class Layout:
 class Remote:
     """Where to download one file of a dataset, and the published checksum(s) of what comes back.
 
-    ``member`` names the file inside a zip archive; ``md5``/``sha256`` then check the archive.
+    ``member`` names the file inside a zip archive; ``md5``/``sha256`` then check the archive. ``side``: other
+    members of the same archive kept beside it (side information for analyses, e.g. MovieLens genres).
     """
 
     url: str
@@ -91,6 +92,7 @@ class Remote:
     md5: str | None = None
     sha256: str | None = None
     member: str | None = None
+    side: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,7 +169,8 @@ DATASETS: dict[str, DatasetSpec] = {
                 "ml-100k.inter": "4edb74e2a81178c2ba9ff381495f754f996c4aea351b1272ca36b43da0935eff",
             },
             remote=(Remote("https://files.grouplens.org/datasets/movielens/ml-100k.zip", "u.data",
-                           md5="0e33842e24a9c977be4e0107933c0723", member="ml-100k/u.data"),),
+                           md5="0e33842e24a9c977be4e0107933c0723", member="ml-100k/u.data",
+                           side=("ml-100k/u.item",)),),
             bundled=_recbole_ml100k,
         ),
         DatasetSpec(
@@ -175,7 +178,8 @@ DATASETS: dict[str, DatasetSpec] = {
             "MovieLens-1M ratings.dat with ratings and timestamps (6,040 users, 3,706 items, 1,000,209)",
             layouts=(Layout(("ratings.dat",), read_movielens_dat),),
             remote=(Remote("https://files.grouplens.org/datasets/movielens/ml-1m.zip", "ratings.dat",
-                           md5="c4d9eecfca2ab87c1945afe126590906", member="ml-1m/ratings.dat"),),
+                           md5="c4d9eecfca2ab87c1945afe126590906", member="ml-1m/ratings.dat",
+                           side=("ml-1m/movies.dat",)),),
         ),
         DatasetSpec(
             "ml-1m-seq",
@@ -496,6 +500,8 @@ def _download(spec: DatasetSpec, remote: Remote, folder: Path) -> Path:
     if remote.member is not None:
         try:
             _extract(fetched, remote.member, target)
+            for side in remote.side:
+                _extract(fetched, side, folder / Path(side).name)
         finally:
             fetched.unlink(missing_ok=True)  # keep only the file qrec reads
     expected = spec.sha256.get(remote.file)
