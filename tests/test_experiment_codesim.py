@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qrec.data.loaders import read_movie_genres
-from qrec.errors import DataFormatError
+from qrec.errors import DataFormatError, QrecError
 from qrec.experiments.codesim import category_sets, code_similarity, separation
 
 CATS = ("Sci-Fi", "Romance", "Animation", "Horror")
@@ -23,7 +23,7 @@ def test_similarity_matches_a_pairwise_loop(seed, n, positions, k, per_set):
     genres = [frozenset(rng.choice(CATS + ("Drama",), size=rng.integers(0, 3), replace=False)) for _ in range(n)]
     try:
         sets = category_sets(genres, CATS, per_set, seed=seed)
-    except Exception:  # a category with < 2 eligible items: refused with a clear error (tested below)
+    except QrecError:  # a category with < 2 eligible items: refused with a clear error (tested below)
         return
     matrix = code_similarity(codes, sets)
     for a, (first, _) in enumerate(sets):
@@ -41,7 +41,7 @@ def test_separation_is_one_without_structure_and_grows_with_it():
 
 
 def test_category_without_two_items_is_refused():
-    with pytest.raises(Exception, match="'Horror': fewer than 2 items"):
+    with pytest.raises(QrecError, match="'Horror': fewer than 2 items"):
         category_sets([frozenset({"Sci-Fi"})] * 4 + [frozenset({"Horror"})], ("Sci-Fi", "Horror"), 2)
 
 
