@@ -54,6 +54,10 @@ def test_genres_from_movies_dat_and_u_item(tmp_path):
     flags[15] = flags[11] = "1"  # Sci-Fi, Horror
     item.write_text("7|Alien (1979)|01-Jan-1979||http://x|" + "|".join(flags) + "\n")
     assert read_movie_genres(item) == {7: frozenset({"Sci-Fi", "Horror"})}
+    recbole = tmp_path / "ml-100k.item"
+    recbole.write_text("item_id:token\tmovie_title:token_seq\trelease_year:token\tclass:token_seq\n"
+                       "1\tToy Story\t1995\tAnimation Children's Comedy\n")
+    assert read_movie_genres(recbole) == {1: frozenset({"Animation", "Children's", "Comedy"})}
     bad = tmp_path / "bad.dat"
     bad.write_text("1::Toy Story::Comedy\nx::Heat::Action\n")
     with pytest.raises(DataFormatError, match=r"bad.dat, line 2: movie id 'x' is not an integer"):

@@ -614,19 +614,29 @@ _ML100K_GENRES = ("unknown", "Action", "Adventure", "Animation", "Children's", "
 
 
 def read_movie_genres(path) -> dict[int, frozenset[str]]:
-    """Raw movie id -> its genres, from ML-1M's ``movies.dat`` (``id::title::A|B``) or ML-100K's ``u.item``
-    (``id|title|date|video date|url|`` + 19 flags). Latin-1, as GroupLens ships them."""
+    """Raw movie id -> its genres, from ML-1M's ``movies.dat`` (``id::title::A|B``), ML-100K's ``u.item``
+    (``id|title|date|video date|url|`` + 19 flags; latin-1, as GroupLens ships them) or RecBole's
+    ``ml-100k.item`` (tab-separated, genres space-separated in its ``class`` column)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="latin-1")
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: no such file") from None
+    lines = text.splitlines()
+    header = lines[0].split("\t") if lines and lines[0].startswith("item_id:") else None
+    genre_column = next((k for k, c in enumerate(header or []) if c.split(":")[0] == "class"), None)
+    if header is not None and genre_column is None:
+        raise DataFormatError(path, f"RecBole item file without a class column (header: {header})", 1)
     genres = {}
-    for line_no, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip() or (header is not None and line_no == 1):
             continue
-        fields = line.split("::") if "::" in line else line.split("|")
-        if len(fields) == 3:  # movies.dat
+        fields = line.split("\t") if header else line.split("::") if "::" in line else line.split("|")
+        if header is not None:
+            if len(fields) != len(header):
+                raise DataFormatError(path, f"expected {len(header)} fields, found {len(fields)}", line_no)
+            names = frozenset(fields[genre_column].split())
+        elif len(fields) == 3:  # movies.dat
             names = frozenset(g for g in fields[2].split("|") if g)
         elif len(fields) == 5 + len(_ML100K_GENRES) and all(f in ("0", "1") for f in fields[5:]):
             names = frozenset(g for g, flag in zip(_ML100K_GENRES, fields[5:]) if flag == "1")

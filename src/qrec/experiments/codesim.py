@@ -51,7 +51,7 @@ def separation(matrix: np.ndarray) -> float:
     return float(np.diag(matrix).mean() / matrix[off].mean())
 
 
-GENRE_FILES = ("movies.dat", "u.item")  # shipped beside ML-1M's ratings.dat / ML-100K's u.data
+GENRE_FILES = ("movies.dat", "u.item", "ml-100k.item")  # beside ratings.dat / u.data / RecBole's ml-100k.inter
 
 
 def item_codes(run: str | Path) -> tuple[np.ndarray, list, str, Path | None]:
