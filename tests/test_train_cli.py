@@ -483,3 +483,13 @@ def test_cli_codes_compares_genres_of_trained_runs(seq_file, tmp_path, capsys):
     assert capsys.readouterr().out.split("\n\n")[0] == out.split("\n\n")[0]  # the same first table
     assert main(["codes", str(runs[2])]) == 2
     assert "needs a model with an item table of codes" in capsys.readouterr().err
+
+
+def test_a_grid_into_another_results_folder_reports_there(seq_file, tmp_path, monkeypatch):
+    """Retraining a committed grid elsewhere (e.g. for its checkpoints) leaves the repository's RESULTS.md alone."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "RESULTS.md").write_text("ours\n")
+    preset = _gmf_preset(tmp_path, "tiny", seq_file, epochs=1, embeddings=["full"])
+    assert main(["experiment", str(preset), "--results", "elsewhere", "--max-runs", "1", "--threads", "1"]) == 0
+    assert (tmp_path / "RESULTS.md").read_text() == "ours\n"
+    assert "## tiny" in (tmp_path / "elsewhere" / "RESULTS.md").read_text()

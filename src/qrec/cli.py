@@ -168,7 +168,9 @@ def cmd_demo(args) -> int:
 def cmd_experiment(args) -> int:
     from qrec.experiments.runner import run_preset
 
-    failed = run_preset(args.preset, results_dir=Path(args.results), max_runs=args.max_runs,
+    results = Path(args.results)
+    report = Path("RESULTS.md") if results == Path("results") else results / "RESULTS.md"  # never clobber ours
+    failed = run_preset(args.preset, results_dir=results, report=report, max_runs=args.max_runs,
                         seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
                         device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path)
     return 1 if failed else 0
@@ -236,7 +238,8 @@ def parser() -> argparse.ArgumentParser:
 
     x = sub.add_parser("experiment", help="run a preset grid (resumable: finished records are skipped)")
     x.add_argument("preset", help="preset name (see src/qrec/presets) or a TOML path")
-    x.add_argument("--results", default="results")
+    x.add_argument("--results", default="results", help="records folder (default results/; another folder gets "
+                                                         "its own RESULTS.md, the repository's is left alone)")
     x.add_argument("--max-runs", type=int, help="stop after this many new runs")
     x.add_argument("--seeds", type=int, help="override the preset's seed count")
     x.add_argument("--only", help="substring filter on run names")
