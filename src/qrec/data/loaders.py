@@ -561,8 +561,7 @@ def _normalised(column: str) -> str:
 def _header(path: Path) -> list[str]:
     """Column names: the parquet schema, or the first line split at the guessed separator."""
     if path.suffix.lower() in _PARQUET_SUFFIXES:
-        if importlib.util.find_spec("pyarrow") is None:
-            raise ImportError(f"reading {path} needs pyarrow, which is not installed: pip install pyarrow")
+        _require_pyarrow(path)
         import pyarrow.parquet as pq
 
         try:
@@ -590,10 +589,14 @@ def _guess_sep(path: Path) -> str:
     return next((s for s in ("\t", ",", ";") if s in first), r"\s+")
 
 
-def _read_parquet(path: Path, wanted: list) -> tuple[pd.DataFrame, np.ndarray]:
-    """Parquet via pandas + pyarrow; rows have no line numbers, so errors cite the row (1-based)."""
+def _require_pyarrow(path: Path) -> None:
     if importlib.util.find_spec("pyarrow") is None:
         raise ImportError(f"reading {path} needs pyarrow, which is not installed: pip install pyarrow")
+
+
+def _read_parquet(path: Path, wanted: list) -> tuple[pd.DataFrame, np.ndarray]:
+    """Parquet via pandas + pyarrow; rows have no line numbers, so errors cite the row (1-based)."""
+    _require_pyarrow(path)
     if not path.exists():
         raise DatasetNotFoundError(f"{path}: no such file")
     try:
