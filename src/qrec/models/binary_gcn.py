@@ -47,15 +47,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qrec.compress.base import tensor_bits
 from qrec.models.lightgcn import LightGCN, bpr_loss
+from qrec.models.served import ScoredFromCodes
 from qrec.quant.sign import ESTIMATORS, sign
 from qrec.retrieval.hamming import BinaryCodes
 
 __all__ = ["BinaryGCN"]
 
 
-class BinaryGCN(LightGCN):
+class BinaryGCN(ScoredFromCodes, LightGCN):
     """L2Q-GCN / BiGeaR-style 1-bit GCN; see the module docstring.
 
     Extra args (beyond ``LightGCN``'s):
@@ -209,39 +209,6 @@ class BinaryGCN(LightGCN):
         nu = self.n_users
         self._codes = (codes[:nu], codes[nu:])
         self._cache = None
-
-    def codes(self) -> tuple[BinaryCodes, BinaryCodes]:
-        """``(user codes, item codes)`` as packed bits + scales (recomputed if stale)."""
-        if self._codes is None:
-            self.refresh()
-        return self._codes
-
-    @torch.no_grad()
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        cu, ci = self.codes()
-        dev = cu.bits.device
-        return (cu[users.to(dev)].decode() * ci[items.to(dev)].decode()).sum(-1)
-
-    @torch.no_grad()
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores of ``users`` against every item from the packed bits (popcount)."""
-        cu, ci = self.codes()
-        return cu[users.to(cu.bits.device)].score(ci, backend=self.scoring_backend)
-
-    # ----------------------------------------------------------------- serving
-    @torch.no_grad()
-    def export(self) -> dict[str, torch.Tensor]:
-        """Packed sign bits ``(n, L+1, ceil(d/64))`` int64 and scales ``(n, L+1)`` float32, users and items."""
-        cu, ci = self.codes()
-        out = {}
-        for name, c in (("user", cu), ("item", ci)):
-            e = c.export()
-            out[f"{name}_bits"] = e["bits"]
-            out[f"{name}_scales"] = e["scales"]
-        return out
-
-    def serving_bits(self) -> int:
-        return tensor_bits(self.export()) + self.dense_bits()
 
     @classmethod
     def from_lightgcn(cls, model: LightGCN, teacher: bool = True, **kwargs) -> "BinaryGCN":

@@ -42,8 +42,8 @@ from __future__ import annotations
 
 import torch
 
-from qrec.compress.base import tensor_bits
 from qrec.models.lightgcn import LightGCN, bpr_loss
+from qrec.models.served import ScoredFromCodes
 from qrec.quant.hessian import hutchinson_trace
 from qrec.quant.rotation import itq_rotation
 from qrec.quant.uniform import ewgs_delta, node_step, round_ste
@@ -52,7 +52,7 @@ from qrec.retrieval.intdot import IntCodes
 __all__ = ["LowBitGCN"]
 
 
-class LowBitGCN(LightGCN):
+class LowBitGCN(ScoredFromCodes, LightGCN):
     """HQ-GNN-style b-bit GCN; see the module docstring.
 
     Extra args (beyond ``LightGCN``'s): ``bits`` (2), ``estimator`` (``"ewgs"`` or ``"ste"``),
@@ -161,39 +161,8 @@ class LowBitGCN(LightGCN):
                        IntCodes.from_float(I, self.bits, scale_method=self.scale_method))
         self._cache = None
 
-    def codes(self) -> tuple[IntCodes, IntCodes]:
-        if self._codes is None:
-            self.refresh()
-        return self._codes
-
     def on_epoch_start(self) -> None:
         self.drop_caches()
         if self.rotation == "itq":
             self.fit_rotation()
 
-    @torch.no_grad()
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        cu, ci = self.codes()
-        dev = cu.q.device
-        return (cu[users.to(dev)].decode() * ci[items.to(dev)].decode()).sum(-1)
-
-    @torch.no_grad()
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Scores against every item from the int8 codes (int32 dot products, then the scales)."""
-        cu, ci = self.codes()
-        return cu[users.to(cu.q.device)].score(ci, backend=self.scoring_backend)
-
-    # ----------------------------------------------------------------- serving
-    @torch.no_grad()
-    def export(self) -> dict[str, torch.Tensor]:
-        """Packed b-bit codes ``(n, ceil(d b / 8))`` uint8 and float32 steps ``(n,)``, users and items."""
-        cu, ci = self.codes()
-        out = {}
-        for name, c in (("user", cu), ("item", ci)):
-            e = c.export()
-            out[f"{name}_codes"] = e["codes"]
-            out[f"{name}_step"] = e["step"]
-        return out
-
-    def serving_bits(self) -> int:
-        return tensor_bits(self.export()) + self.dense_bits()

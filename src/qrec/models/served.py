@@ -3,13 +3,15 @@
 A GCN's serving form is its *final* node embeddings (propagation happens once, offline), so its artifact
 holds those, not the layer-0 tables: float32 rows for LightGCN, packed sign bits + scales for the 1-bit
 GCN (scored by popcount), packed b-bit codes + steps for the low-bit GCN (scored by integer dot products).
-Each scorer answers ``score``/``score_all`` exactly as the trained model does in eval mode.
+Each scorer answers ``score``/``score_all`` exactly as the trained model does in eval mode: the trained
+quantized GCNs score through the same code classes (``ScoredFromCodes``), so the two cannot drift apart.
 """
 
 from __future__ import annotations
 
 import torch
 
+from qrec.compress.base import tensor_bits
 from qrec.models.base import Recommender
 from qrec.retrieval.hamming import BinaryCodes
 from qrec.retrieval.intdot import IntCodes, unpack_codes
@@ -50,9 +52,7 @@ class CodesServed(ServedScorer):
         self.users, self.items, self.dim, self.backend = users, items, int(dim), backend
 
     def score(self, users, items):
-        users, items = torch.broadcast_tensors(users, items)
-        pairs = (self.users[users.reshape(-1)].decode() * self.items[items.reshape(-1)].decode()).sum(-1)
-        return pairs.reshape(users.shape)
+        return pair_scores(self.users, self.items, users, items)
 
     def score_all(self, users):
         return self.users[users].score(self.items, backend=self.backend)
@@ -64,6 +64,45 @@ class CodesServed(ServedScorer):
         if any(b is None for b in binary) or binary[0].bits.device.type != "cpu":
             return super().topk(users, k, exclude)
         return binary[0][users].topk(binary[1], k, exclude)
+
+
+class ScoredFromCodes:
+    """Mixin for a trained GCN evaluated and exported through its node codes, exactly as ``CodesServed`` will
+    score them: ``refresh()`` sets ``self._codes = (user codes, item codes)`` (``BinaryCodes`` or
+    ``IntCodes``); training steps reset ``_codes`` to None, so the codes are rebuilt once per evaluation."""
+
+    def codes(self):
+        """``(user codes, item codes)``, recomputed if stale."""
+        if self._codes is None:
+            self.refresh()
+        return self._codes
+
+    @torch.no_grad()
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        cu, ci = self.codes()
+        return pair_scores(cu, ci, users.to(cu.device), items.to(cu.device))
+
+    @torch.no_grad()
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """Scores against every item from the codes (popcount or integer dot products)."""
+        cu, ci = self.codes()
+        return cu[users.to(cu.device)].score(ci, backend=self.scoring_backend)
+
+    @torch.no_grad()
+    def export(self) -> dict[str, torch.Tensor]:
+        """Each side's code tensors, prefixed ``user_`` / ``item_`` (the names ``served_model`` reads)."""
+        cu, ci = self.codes()
+        return {f"{side}_{name}": t for side, c in (("user", cu), ("item", ci)) for name, t in c.export().items()}
+
+    def serving_bits(self) -> int:
+        return tensor_bits(self.export()) + self.dense_bits()
+
+
+def pair_scores(user_codes, item_codes, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+    """Scores of the (broadcast) ``users`` x ``items`` pairs from their decoded codes."""
+    users, items = torch.broadcast_tensors(users, items)
+    pairs = (user_codes[users.reshape(-1)].decode() * item_codes[items.reshape(-1)].decode()).sum(-1)
+    return pairs.reshape(users.shape)
 
 
 def _as_binary(codes) -> BinaryCodes | None:

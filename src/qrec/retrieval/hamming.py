@@ -408,6 +408,10 @@ class BinaryCodes:
     def __len__(self) -> int:
         return int(self.bits.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.bits.device
+
     def to(self, device) -> "BinaryCodes":
         return BinaryCodes(self.bits.to(device), self.scales.to(device), self.dim)
 
@@ -445,4 +449,5 @@ class BinaryCodes:
         return n * L * W * 64 + 32 * n * L
 
     def export(self) -> dict[str, torch.Tensor]:
+        """Packed sign bits ``(n, L, ceil(d/64))`` int64 and scales ``(n, L)`` float32."""
         return {"bits": self.bits.detach().cpu().contiguous(), "scales": self.scales.detach().cpu().float().contiguous()}

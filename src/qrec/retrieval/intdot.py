@@ -172,6 +172,10 @@ class IntCodes:
     def __len__(self) -> int:
         return int(self.q.shape[0])
 
+    @property
+    def device(self) -> torch.device:
+        return self.q.device
+
     def to(self, device) -> "IntCodes":
         return IntCodes(self.q.to(device), self.scale.to(device), self.zero.to(device), self.bits)
 
