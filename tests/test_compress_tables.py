@@ -119,6 +119,26 @@ class TableConformance:
         assert decoded.shape == (self.n, self.dim)
         _assert_same(decoded, table.all(), self.tol)
 
+    def test_coded_serving_scores_like_the_decoded_table(self):
+        """DPQ / MGQE tables are served as their codes: lookups, whole table and scores against queries all
+        equal the decoded table's, and the server holds exactly the exported tensors."""
+        table = self.trained().eval()
+        if not hasattr(type(table), "coded_parts"):
+            pytest.skip("only DPQ / MGQE tables are served from their codes")
+        from qrec.compress.coded import CodedEmbedding
+
+        tensors = table.export()
+        decoded = type(table).decode_export(tensors, self.n, self.dim, table.spec)
+        served = CodedEmbedding(type(table), tensors, self.n, self.dim, table.spec)
+        ids = self.ids(3, 7)
+        assert torch.equal(served(ids), decoded[ids]) and torch.equal(served.all(), decoded)
+        queries = torch.randn(5, self.dim, generator=torch.Generator().manual_seed(3))
+        expected = (queries.double() @ decoded.double().T).float()
+        for method in ("lut", "decode"):
+            served.method = method
+            torch.testing.assert_close(served.scores(queries), expected, rtol=1e-5, atol=1e-5)
+        assert served.serving_bits() == table.serving_bits()
+
     def test_training_forward_value_is_the_served_value(self):
         if not self.train_equals_eval:
             pytest.skip("training mode differs from eval mode by design for this table")

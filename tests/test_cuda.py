@@ -155,6 +155,20 @@ def test_code_scores_on_cuda_equal_the_dequantized_float(bits):
     torch.testing.assert_close(got.double().cpu(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
 
 
+@pytest.mark.parametrize("method", ["lut", "decode", "auto"])
+def test_pq_scores_on_cuda_equal_the_float64_reference(method):
+    from qrec.compress.dpq import gather_centroids
+    from qrec.retrieval.pqscan import pq_scores
+
+    g = torch.Generator().manual_seed(5)
+    codebook, codes = torch.randn(8, 256, 8, generator=g), torch.randint(0, 256, (3000, 8), generator=g)
+    queries = torch.randn(33, 64, generator=g)
+    ref = queries.double() @ gather_centroids(codebook.double(), codes).T
+    got = pq_scores(queries.to(CUDA), codes.to(torch.uint8), codebook, method)
+    assert got.device.type == "cuda"
+    torch.testing.assert_close(got.double().cpu(), ref, rtol=1e-5, atol=1e-4)
+
+
 def _fit_both(cfg: RunConfig):
     quiet = dict(progress=False, log=lambda s: None)
     return fit(cfg, None, **quiet), fit(cfg.replace(device="cuda"), None, **quiet)

@@ -105,15 +105,23 @@ def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, 
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "m.safetensors")]) == 0
 
 
-def test_exported_model_scores_like_the_trained_one(seq_file, tmp_path):
+@pytest.mark.parametrize("model, spec", [("gmf", "sq4"), ("gmf", "mgqe4x16/4@0.25"), ("gmf", "dpq2x16"),
+                                         ("neumf", "mgqe-ud4/2x16@0.25")])
+def test_exported_model_scores_like_the_trained_one(seq_file, tmp_path, model, spec):
+    """DPQ / MGQE tables are served as codes (scored from them), the others decoded: same scores either way."""
+    from qrec.compress.coded import CodedEmbedding
     from qrec.export.artifact import export_model, load_model
 
-    res = fit(_cfg(seq_file, embedding="sq4", epochs=1), None, progress=False, log=lambda s: None)
+    res = fit(_cfg(seq_file, model=model, embedding=spec, epochs=1), None, progress=False, log=lambda s: None)
     export_model(res.model, res.config.to_dict(), tmp_path / "m.safetensors")
     served, _ = load_model(tmp_path / "m.safetensors", res.split)
+    coded = [isinstance(t, CodedEmbedding) for t in served.embedding_tables().values()]
+    assert coded and all(coded) == (not spec.startswith("sq"))
     users = torch.arange(res.split.n_users)
     with torch.no_grad():
         torch.testing.assert_close(served.score_all(users), res.model.eval().score_all(users), rtol=1e-5, atol=1e-6)
+        pairs = [t.reshape(-1) for t in torch.meshgrid(users[:4], torch.arange(res.split.n_items), indexing="ij")]
+        torch.testing.assert_close(served.score(*pairs), res.model.score(*pairs), rtol=1e-5, atol=1e-6)
 
 
 def test_cli_reports_bad_input_without_traceback(tmp_path, capsys):

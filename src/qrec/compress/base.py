@@ -53,6 +53,11 @@ class EmbeddingTable(nn.Module, ABC):
         ids = torch.arange(self.num_embeddings, device=self._device())
         return self.forward(ids)
 
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """Inner products of ``queries (B, dim)`` with every row, ``(B, n)``: what dot-product backbones rank
+        by. Served DPQ / MGQE tables compute them from their codes (``qrec.compress.coded``)."""
+        return queries @ self.all().T
+
     def aux_loss(self) -> torch.Tensor:
         """Extra training loss of this training step (e.g. DPQ's centroid loss, averaged over every forward
         call since it was last read: BPR looks a table up more than once per step); 0 by default."""

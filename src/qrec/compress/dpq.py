@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
+from qrec.compress.coded import CodedPart, decode_parts, narrow_codes
 from qrec.compress.nearest import carried_order, nearest_codes, rows_per_chunk
 from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
 from qrec.compress.ste import straight_through, zero_with_grad_of
@@ -86,9 +87,9 @@ def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tens
 
     One ``index_select`` on the flattened ``(D K, s)`` codebook: its backward is an ``index_add`` (advanced
     indexing's is a sort-based ``index_put``, several times slower on the CPU)."""
-    D, K = centroids.shape[:2]
+    D, K, s = centroids.shape
     flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
-    return centroids.reshape(D * K, -1).index_select(0, flat).reshape(codes.shape[0], -1)
+    return centroids.reshape(D * K, s).index_select(0, flat).reshape(codes.shape[0], D * s)  # 0 rows too
 
 
 def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -303,11 +304,16 @@ class DPQEmbedding(EmbeddingTable):
         }
 
     @classmethod
-    def decode_export(cls, tensors, num_embeddings, dim, spec):
+    def coded_parts(cls, tensors, num_embeddings, dim, spec) -> list[CodedPart]:
+        """The export as one ``CodedPart`` over all rows (what a server scores, ``qrec.compress.coded``)."""
         centroids = tensors["centroids"].float()
         D, K = centroids.shape[:2]
-        codes = unpack_bits(tensors["codes"], code_bits(dim, D, K), num_embeddings * D).reshape(num_embeddings, D)
-        return gather_centroids(centroids, codes)
+        codes = narrow_codes(tensors["codes"], code_bits(dim, D, K), num_embeddings * D)
+        return [CodedPart(None, codes.reshape(num_embeddings, D), centroids)]
+
+    @classmethod
+    def decode_export(cls, tensors, num_embeddings, dim, spec):
+        return decode_parts(cls.coded_parts(tensors, num_embeddings, dim, spec), num_embeddings, dim)
 
     # -- internals
 

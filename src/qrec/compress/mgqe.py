@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
+from qrec.compress.coded import CodedPart, decode_parts, narrow_codes
 from qrec.compress.dpq import AuxLoss, code_bits, gather_centroids, split, unique_ids, vq_lookup
 from qrec.compress.nearest import carried_order, nearest_codes
 from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
@@ -237,16 +238,21 @@ class MGQEEmbedding(EmbeddingTable):
         return out
 
     @classmethod
-    def decode_export(cls, tensors, num_embeddings, dim, spec):
+    def coded_parts(cls, tensors, num_embeddings, dim, spec) -> list[CodedPart]:
+        """The export as one ``CodedPart`` per group: its rows, their codes and the group's centroids."""
         config = MGQEConfig.parse(spec)
         groups = unpack_bits(tensors["groups"], config.group_bits, num_embeddings)
-        table = torch.empty(num_embeddings, dim, dtype=torch.float32)
+        parts = []
         for i, (D, K) in enumerate(config.tiers):
             rows = torch.nonzero(groups == i).squeeze(1)
-            codes = unpack_bits(tensors[f"codes{i}"], code_bits(dim, D, K), rows.numel() * D).reshape(-1, D)
+            codes = narrow_codes(tensors[f"codes{i}"], code_bits(dim, D, K), rows.numel() * D).reshape(-1, D)
             book = tensors["centroids"] if config.variant == "shared" else tensors[f"centroids{i}"]
-            table[rows] = gather_centroids(book.float()[:, :K], codes)
-        return table
+            parts.append(CodedPart(rows, codes, book.float()[:, :K]))
+        return parts
+
+    @classmethod
+    def decode_export(cls, tensors, num_embeddings, dim, spec):
+        return decode_parts(cls.coded_parts(tensors, num_embeddings, dim, spec), num_embeddings, dim)
 
     # -- internals
 

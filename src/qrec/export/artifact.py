@@ -72,7 +72,8 @@ def read_manifest(path: str | Path) -> dict:
 
 
 def load_model(path: str | Path, split) -> tuple[Recommender, dict]:
-    """Rebuild a servable model from an artifact: each table decoded from its codes into a float table.
+    """Rebuild a servable model from an artifact: DPQ / MGQE tables kept as their codes and codebooks (scored
+    from them), the other compressed tables decoded into float tables.
 
     ``split`` gives the id space (n_users, n_items) the backbone was built over.
     """
@@ -92,17 +93,24 @@ def load_model(path: str | Path, split) -> tuple[Recommender, dict]:
     for name, info in manifest["tables"].items():
         parse_spec(info["spec"])  # fails clearly on a spec this qrec does not know
         parts = {k.split("/", 2)[2]: v for k, v in tensors.items() if k.startswith(f"tables/{name}/")}
-        table_cls = _table_class(info["class"])
-        weight = table_cls.decode_export(parts, info["rows"], info["dim"], info["spec"])
-        served = FullEmbedding(info["rows"], info["dim"])
-        served.weight.data.copy_(weight)
-        _set_submodule(model, name, served)
+        _set_submodule(model, name, _served_table(_table_class(info["class"]), parts, info))
     dense = {k[len("dense/"):]: v for k, v in tensors.items() if k.startswith("dense/")}
     loaded = model.load_state_dict(dense, strict=False)
     table_keys = {f"{name}.weight" for name in manifest["tables"]}  # filled from the decoded codes above
     if set(loaded.missing_keys) - table_keys or loaded.unexpected_keys:
         raise DataFormatError(path, f"dense weights do not fit the model: missing {sorted(set(loaded.missing_keys) - table_keys)}, unexpected {loaded.unexpected_keys}")
     return model.eval(), manifest
+
+
+def _served_table(table_cls, parts: dict[str, torch.Tensor], info: dict) -> torch.nn.Module:
+    """DPQ / MGQE tables stay codes (scored from them, ``qrec.compress.coded``); the others decode to float."""
+    if hasattr(table_cls, "coded_parts"):
+        from qrec.compress.coded import CodedEmbedding
+
+        return CodedEmbedding(table_cls, parts, info["rows"], info["dim"], info["spec"])
+    served = FullEmbedding(info["rows"], info["dim"])
+    served.weight.data.copy_(table_cls.decode_export(parts, info["rows"], info["dim"], info["spec"]))
+    return served
 
 
 def _table_class(name: str):

@@ -34,7 +34,7 @@ class GMF(Recommender):
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         # h . (p_u * q_i) = (p_u * h) . q_i: one (B x d) @ (d x n) product scores every item.
         weighted = self.user_table(users) * self.output.weight[0]
-        return weighted @ self.item_table.all().T + self.output.bias
+        return self.item_table.scores(weighted) + self.output.bias
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return pointwise_bce(self, batch)

@@ -92,7 +92,7 @@ class SASRec(Recommender):
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         last = self.encode(self.history(users))[:, -1]  # the window's last slot: the most recent item
-        return last @ self.item_table.all().T
+        return self.item_table.scores(last)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of the (broadcast) pairs ``(users, items)``: each distinct user's window is encoded once."""

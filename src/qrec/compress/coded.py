@@ -1,0 +1,113 @@
+"""A DPQ / MGQE table as a server holds it: the codes and codebooks of the artifact, never the float rows.
+
+``load_model`` serves DPQ and MGQE tables with ``CodedEmbedding``: lookups decode only the rows asked for,
+and ``scores(queries)`` (what GMF's and SASRec's ``score_all`` call) computes the inner products with every
+row from the codes (``qrec.retrieval.pqscan``). Memory is the artifact's: 8-bit codes are used in place
+(the packed bytes *are* the codes), other widths are widened to the next integer type once.
+
+A table is a list of ``CodedPart``s, one per codebook and row set: DPQ is one part over all rows; MGQE one
+part per frequency group (its rows, their codes, and the group's codebook: the first ``K_i`` centroids of
+the shared codebook, or the group's own). The source class (``DPQEmbedding``, ``MGQEEmbedding``) says how
+its export splits into parts (``coded_parts``) and decodes through the same parts, so the float table a
+trained model evaluates and the codes a server scores cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from qrec.compress.base import EmbeddingTable
+from qrec.compress.packing import unpack_bits
+
+__all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes"]
+
+
+@dataclass
+class CodedPart:
+    """Rows ``rows`` (ascending; None: all rows in order) stand for ``codebook``'s centroids at ``codes``."""
+
+    rows: torch.Tensor | None   # (m,) int64
+    codes: torch.Tensor         # (m, D) uint8 / int16 / int32
+    codebook: torch.Tensor      # (D, K, d / D) float32
+
+    def decode(self, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Float rows of this part (all, or those at ``positions`` within it)."""
+        from qrec.compress.dpq import gather_centroids
+
+        codes = self.codes if positions is None else self.codes[positions]
+        return gather_centroids(self.codebook, codes.long())
+
+
+def narrow_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """``count`` codes of ``bits`` bits in the smallest integer type: the packed bytes themselves at 8 bits."""
+    if bits == 8:
+        return packed[:count]
+    dtype = torch.uint8 if bits < 8 else torch.int16 if bits < 16 else torch.int32
+    return unpack_bits(packed, bits, count).to(dtype)
+
+
+def decode_parts(parts: list[CodedPart], num_embeddings: int, dim: int) -> torch.Tensor:
+    """The ``(n, dim)`` float table the parts stand for."""
+    table = torch.empty(num_embeddings, dim, dtype=torch.float32)
+    for part in parts:
+        if part.rows is None:
+            return part.decode()
+        table[part.rows] = part.decode()
+    return table
+
+
+class CodedEmbedding(EmbeddingTable):
+    """A served, read-only DPQ / MGQE table over an artifact's tensors (see the module docstring)."""
+
+    def __init__(self, source: type, tensors: dict[str, torch.Tensor], num_embeddings: int, dim: int, spec: str,
+                 method: str = "auto"):
+        super().__init__(num_embeddings, dim)
+        self.source, self._spec, self.method = source, spec, method
+        self.tensors = tensors  # as stored: export() returns them, so serving_bits() is the artifact's
+        self.parts: list[CodedPart] = source.coded_parts(tensors, num_embeddings, dim, spec)
+        if len(self.parts) > 1:  # row -> (part, position in it), for lookups of single rows
+            self.part_of = torch.empty(num_embeddings, dtype=torch.int8)
+            self.position = torch.empty(num_embeddings, dtype=torch.int32)
+            for p, part in enumerate(self.parts):
+                self.part_of[part.rows] = p
+                self.position[part.rows] = torch.arange(len(part.rows), dtype=torch.int32)
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1).cpu()
+        if len(self.parts) == 1:
+            out = self.parts[0].decode(flat)
+        else:
+            out = torch.empty(flat.numel(), self.dim)
+            which = self.part_of[flat]
+            for p, part in enumerate(self.parts):
+                hit = torch.nonzero(which == p).squeeze(1)
+                out[hit] = part.decode(self.position[flat[hit]].long())
+        return out.to(ids.device).reshape(*ids.shape, self.dim)
+
+    def all(self) -> torch.Tensor:
+        return decode_parts(self.parts, self.num_embeddings, self.dim)
+
+    def scores(self, queries: torch.Tensor) -> torch.Tensor:
+        """``queries @ table.T`` from the codes, ``(B, n)``."""
+        from qrec.retrieval.pqscan import pq_scores
+
+        queries = queries.detach().float().cpu()
+        if self.parts[0].rows is None:
+            return pq_scores(queries, self.parts[0].codes, self.parts[0].codebook, self.method)
+        out = queries.new_empty(queries.shape[0], self.num_embeddings)
+        for part in self.parts:
+            out[:, part.rows] = pq_scores(queries, part.codes, part.codebook, self.method)
+        return out
+
+    def export(self) -> dict[str, torch.Tensor]:
+        return self.tensors
+
+    @classmethod
+    def decode_export(cls, tensors, num_embeddings, dim, spec):
+        raise TypeError("a CodedEmbedding decodes through its source class (DPQEmbedding / MGQEEmbedding)")

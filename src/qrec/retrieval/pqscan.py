@@ -1,0 +1,118 @@
+"""Inner products of queries with product-quantized rows, straight from the codes (DPQ / MGQE serving).
+
+A served DPQ / MGQE table is ``codes (n, D)`` into a codebook ``C (D, K, s)`` (``d = D s``): row ``i`` stands for
+``[c^(1)_{codes[i,1]}; ...; c^(D)_{codes[i,D]}]``. A server never needs that float row; two exact ways to
+score a block of queries ``Q (B, d)`` against all ``n`` rows:
+
+* ``"lut"`` (asymmetric distance computation, as FAISS's IndexPQ): one lookup table per query,
+  ``T[b, j, k] = q_b^(j) . c^(j)_k`` (``B D K s`` multiply-adds, independent of ``n``), then each score is
+  the sum of ``D`` table entries: ``D`` adds per (query, row) instead of ``d`` multiply-adds. A compiled loop
+  on the CPU keeps the tables ``(D, K, b)`` so the adds run across a block of ``b`` queries (contiguous,
+  vectorised); ``b`` is as large as keeps the block's tables within ``LUT_BYTES`` (``lut_queries``).
+* ``"decode"``: decode ``DECODE_ROWS`` rows at a time to float32 and multiply (BLAS), so the float table is
+  never held whole. ``d`` multiply-adds per pair, at GEMM speed.
+
+``"auto"`` picks ``lut`` when each code stands for ``s >= LUT_MIN_WIDTH`` dimensions on the CPU (it then does
+``s`` times fewer operations than the GEMM, 1.3x faster end to end at ``s = 8``; at ``s = 4`` BLAS's GEMM still
+wins) and ``decode`` otherwise, which costs about what the float table does (0.9-1.0x) at a quarter to a
+thirty-second of its memory; BENCHMARKS.md, "Serving DPQ / MGQE from codes".
+Both equal the float64 reference up to float32 rounding (tests).
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+
+__all__ = ["pq_scores", "lookup_tables", "lut_queries", "DECODE_ROWS", "LUT_BYTES", "LUT_MIN_WIDTH"]
+
+DECODE_ROWS = 1 << 15  # rows decoded per GEMM: 8 MiB of float32 at d = 64
+LUT_BYTES = 1 << 22    # lookup tables per query block: 4 MiB (64 queries at D = 64, K = 256; 256 at D <= 16)
+LUT_MIN_WIDTH = 8      # "auto": the table scan from 8 dimensions per code (BENCHMARKS.md)
+
+
+def lookup_tables(queries: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """``T[b, j, k] = q_b^(j) . c^(j)_k`` for ``queries (B, D s)`` and ``codebook (D, K, s)``: ``(B, D, K)``."""
+    D, K, s = codebook.shape
+    q = queries.reshape(queries.shape[0], D, s).transpose(0, 1)       # (D, B, s)
+    return torch.bmm(q, codebook.transpose(1, 2)).transpose(0, 1)      # (B, D, K)
+
+
+def pq_scores(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, method: str = "auto") -> torch.Tensor:
+    """``queries (B, d) @ decoded.T`` as ``(B, n)`` float32, without holding the decoded ``(n, d)`` table.
+
+    ``codes``: ``(n, D)`` integers (uint8 / int16 / int32 / int64) into ``codebook (D, K, s)``."""
+    D, K, s = codebook.shape
+    if codes.dim() != 2 or codes.shape[1] != D or queries.shape[-1] != D * s:
+        raise ValueError(f"codes {tuple(codes.shape)} and queries {tuple(queries.shape)} do not fit a "
+                         f"{D} x {K} x {s} codebook")
+    queries, codebook = queries.float(), codebook.float().to(queries.device)
+    if method == "auto":
+        method = "lut" if s >= LUT_MIN_WIDTH and queries.device.type == "cpu" else "decode"
+    if method == "lut":
+        return _scan_lut(queries, codes, codebook)
+    if method == "decode":
+        return _decode_gemm(queries, codes.to(queries.device), codebook)
+    raise ValueError(f"unknown pq scoring method {method!r}; expected 'auto', 'lut' or 'decode'")
+
+
+def _decode_gemm(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    from qrec.compress.dpq import gather_centroids
+
+    out = queries.new_empty(queries.shape[0], codes.shape[0])
+    for start in range(0, codes.shape[0], DECODE_ROWS):
+        block = codes[start:start + DECODE_ROWS].long()
+        torch.mm(queries, gather_centroids(codebook, block).T, out=out[:, start:start + block.shape[0]])
+    return out
+
+
+def _scan_lut(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """The table scan: a compiled loop on the CPU (rows in parallel), a gather-and-sum elsewhere."""
+    D, K = codebook.shape[:2]
+    if queries.device.type != "cpu":  # gather-and-sum, in row blocks of at most 2^24 gathered entries
+        tables = lookup_tables(queries, codebook).reshape(len(queries), D * K)
+        offsets = K * torch.arange(D, device=queries.device)
+        rows = max(1, (1 << 24) // (len(queries) * D))
+        return torch.cat([tables[:, (block.to(queries.device).long() + offsets).reshape(-1)]
+                          .reshape(len(queries), -1, D).sum(-1) for block in codes.split(rows)], dim=1)
+    codes_np = codes.contiguous().numpy()
+    out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
+    step = lut_queries(D, K)
+    for start in range(0, queries.shape[0], step):
+        tables = lookup_tables(queries[start:start + step], codebook).permute(1, 2, 0).contiguous()  # (D, K, b)
+        _numba_scan()(tables.numpy(), codes_np, out, start)
+    return torch.from_numpy(out)
+
+
+def lut_queries(D: int, K: int) -> int:
+    """Queries per lookup-table block: as many as keep the block's ``D K b`` floats within ``LUT_BYTES`` (each
+    code read then serves more queries), from 8 to 256 (measured: BENCHMARKS.md)."""
+    return int(min(256, max(8, LUT_BYTES // (4 * D * K))))
+
+
+@functools.cache
+def _numba_scan():
+    """Compile (once per process; numba caches the machine code on disk) the CPU loop of the table scan."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def scan(tables: np.ndarray, codes: np.ndarray, out: np.ndarray, start: int) -> None:
+        # tables (D, K, b) float32: the adds over a block's b queries are contiguous and vectorise;
+        # codes (n, D); out (B, n) float32, rows start .. start + b written
+        n, D = codes.shape
+        b = tables.shape[2]
+        chunk = 256  # rows per parallel task: one accumulator each, not one allocation per row
+        for c in numba.prange((n + chunk - 1) // chunk):
+            acc = np.empty(b, np.float32)
+            for i in range(c * chunk, min(n, (c + 1) * chunk)):
+                acc[:] = 0.0
+                for j in range(D):
+                    row = tables[j, codes[i, j]]
+                    for q in range(b):
+                        acc[q] += row[q]
+                for q in range(b):
+                    out[start + q, i] = acc[q]
+
+    return scan
