@@ -30,6 +30,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
+
 from qrec.models.graph import SymmetricSpMM, normalized_adjacency_scipy, to_torch_csr  # noqa: E402
 
 
@@ -51,15 +53,6 @@ def timeit(fn, repeats=5, warmup=1):
         ts.append(time.perf_counter() - t)
     return statistics.median(ts)
 
-
-def table(rows, headers):
-    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) for k, h in enumerate(headers)]
-    line = "| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |"
-    print(line)
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
-    print()
 
 
 def bench_adjacency(u, i, nu, ni):

@@ -30,17 +30,11 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
+
 from qrec.compress.dpq import gather_centroids  # noqa: E402
 from qrec.retrieval.pqscan import pq_scores  # noqa: E402
 
-
-def table(rows, headers):
-    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) for k, h in enumerate(headers)]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
-    print()
 
 
 def faiss_index(codes: torch.Tensor, codebook: torch.Tensor):

@@ -27,17 +27,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
+
 from qrec.retrieval.hamming import BinaryCodes, score_layers, topk_layers  # noqa: E402
 from qrec.retrieval.intdot import IntCodes  # noqa: E402
-
-
-def table(rows, headers):
-    widths = [max(len(str(h)), *(len(str(r[k])) for r in rows)) for k, h in enumerate(headers)]
-    print("| " + " | ".join(str(h).ljust(w) for h, w in zip(headers, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(r, widths)) + " |")
-    print()
 
 
 def run_blocks(n_users, block, fn):
