@@ -82,6 +82,12 @@ def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
 
     assert read_manifest(artifact)["serving_bits"] == record["size"]["serving_bits"]
     capsys.readouterr()
+    assert main(["evaluate", str(artifact)]) == 0  # the model as served (codes), on the same test users
+    served = json.loads(capsys.readouterr().out)
+    assert served["metrics"] == pytest.approx(evaluated["metrics"], abs=1e-9)
+    assert served["serving_bits"] == record["size"]["serving_bits"]
+    assert main(["evaluate", str(artifact), "--last"]) == 2  # an artifact holds one model
+    capsys.readouterr()
     assert main(["recommend", str(artifact), "--user", "1", "7", "-k", "5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["user"] for x in lines] == ["1", "7"] and all(len(x["items"]) == 5 for x in lines)

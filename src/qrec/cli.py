@@ -96,11 +96,25 @@ def summary_line(rec: dict) -> str:
 def cmd_evaluate(args) -> int:
     from qrec.eval.evaluate import evaluate_model
 
-    model, cfg, split = _load_checkpoint_model(args.checkpoint, last=args.last)
+    artifact = Path(args.checkpoint).suffix == ".safetensors"
+    if artifact and args.last:
+        raise QrecError("--last applies to a run's checkpoint; an artifact holds one model")
+    model, cfg, split = _load_artifact(args.checkpoint) if artifact else _load_checkpoint_model(args.checkpoint, last=args.last)
     metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
-    print(json.dumps({"checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask, "metrics": metrics,
-                      "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
+    print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
+                      "metrics": metrics, "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
     return 0
+
+
+def _load_artifact(path: str):
+    """The served model of an exported artifact (codes, not the training state) and its dataset's split."""
+    from qrec.export.artifact import load_model, read_manifest
+    from qrec.train.config import RunConfig
+    from qrec.train.pipeline import load_split
+
+    cfg = RunConfig.from_dict(read_manifest(path)["config"], source=path)
+    split = load_split(cfg)
+    return load_model(path, split)[0], cfg, split
 
 
 def _load_checkpoint_model(run: str, last: bool = False):
@@ -124,13 +138,7 @@ def cmd_recommend(args) -> int:
     import numpy as np
     import torch
 
-    from qrec.export.artifact import load_model, read_manifest
-    from qrec.train.config import RunConfig
-    from qrec.train.pipeline import load_split
-
-    cfg = RunConfig.from_dict(read_manifest(args.artifact)["config"], source=args.artifact)
-    split = load_split(cfg)
-    model, _ = load_model(args.artifact, split)
+    model, cfg, split = _load_artifact(args.artifact)
     raw_users = np.asarray(split.train.user_ids)
     index = {str(u): k for k, u in enumerate(raw_users)}
     missing = [u for u in args.user if u not in index]
@@ -221,8 +229,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(fn=cmd_train)
 
-    e = sub.add_parser("evaluate", help="evaluate a checkpoint with full ranking")
-    e.add_argument("checkpoint", help="run folder or checkpoint file")
+    e = sub.add_parser("evaluate", help="evaluate a checkpoint, or an exported model as served, with full ranking")
+    e.add_argument("checkpoint", help="run folder, checkpoint file, or .safetensors artifact (qrec export)")
     e.add_argument("--stage", choices=["valid", "test"], default="test")
     e.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
     e.add_argument("--last", action="store_true", help="use the last epoch, not the best validation epoch")
