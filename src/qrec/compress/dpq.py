@@ -89,7 +89,16 @@ def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tens
     indexing's is a sort-based ``index_put``, several times slower on the CPU)."""
     D, K, s = centroids.shape
     flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
-    return centroids.reshape(D * K, s).index_select(0, flat).reshape(codes.shape[0], D * s)  # 0 rows too
+    return _select_rows(centroids.reshape(D * K, s), flat).reshape(codes.shape[0], D * s)  # 0 rows too
+
+
+def _select_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows[index]`` of a 2-D table. One-float rows (scalar subspaces, the paper's D = d) are selected from
+    the 1-D view: torch's CPU ``index_select`` of 1-wide rows takes a slow path, 6-9x slower for the
+    ~60K codes of a training step (same values, exactly)."""
+    if rows.shape[1] == 1:
+        return rows.reshape(-1).index_select(0, index).unsqueeze(1)
+    return rows.index_select(0, index)
 
 
 def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
@@ -111,7 +120,7 @@ class _VQLookup(torch.autograd.Function):
     def forward(ctx, query, centroids, x, rows, codes, counts, inverse, beta):
         D, K = centroids.shape[:2]
         flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
-        q = centroids.detach().reshape(D * K, -1).index_select(0, flat).reshape_as(x)
+        q = _select_rows(centroids.detach().reshape(D * K, -1), flat).reshape_as(x)
         diff = q - x  # x: the detached query rows
         weighted = diff * counts.unsqueeze(1).to(diff.dtype)
         aux = (1.0 + beta) * (diff * weighted).sum()
@@ -138,7 +147,12 @@ class _VQLookup(torch.autograd.Function):
 
 def _add_rows(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
     """``out[index[i]] += src[i]`` as a ``scatter_add_`` (on the CPU ``index_add_`` costs ~ms per call for
-    the 1-float rows of scalar subspaces; the scatter is what torch's own index_select backward uses)."""
+    the 1-float rows of scalar subspaces; the scatter is what torch's own index_select backward uses).
+    One-float rows scatter into the 1-D view: the same additions in the same order (bit-identical), 3-6x
+    faster than through the expanded 2-D index."""
+    if src.shape[1] == 1:
+        out.reshape(-1).scatter_add_(0, index, src.reshape(-1))
+        return out
     return out.scatter_add_(0, index.unsqueeze(1).expand(-1, src.shape[1]), src)
 
 
