@@ -179,7 +179,10 @@ def test_experiment_grid_resumes_and_reports(seq_file, tmp_path, monkeypatch, ca
     record["config"]["device"] = "cuda"
     record["history"][0]["seconds"] = 1e6
     path.write_text(json.dumps(record))
+    (tmp_path / "results" / "SUMMARY.md").write_text("## At a glance\nhand-written\n")
     assert main(["report"]) == 0
+    text = (tmp_path / "RESULTS.md").read_text()
+    assert text.index("## At a glance\nhand-written") < text.index("## tiny")  # the summary leads
     row = next(line for line in (tmp_path / "RESULTS.md").read_text().splitlines() if "| `full` |" in line)
     assert "| 2 (1 cuda) |" in row and "1000000.0" not in row
 

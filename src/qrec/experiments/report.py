@@ -1,7 +1,8 @@
 """RESULTS.md from the records under ``results/``: mean +/- std over seeds beside the paper's figure.
 
 Regenerate with ``qrec report`` (or ``make results``). Hand-written analysis for a preset lives in
-``results/<preset>/NOTES.md`` and is included verbatim under its table.
+``results/<preset>/NOTES.md`` and is included verbatim under its table; ``results/SUMMARY.md`` (each paper's
+claims against what qrec measured) goes verbatim before the first table.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ def write_results_md(results_dir: Path, output: Path) -> Path:
         by_preset[r.get("preset") or Path(r["_path"]).parent.name].append(r)
     order = [p for p in preset_names() if p in by_preset] + sorted(set(by_preset) - set(preset_names()))
     parts = [HEADER, f"_Regenerated {dt.date.today().isoformat()} from {len(records)} records._", ""]
+    summary = results_dir / "SUMMARY.md"
+    if summary.exists():
+        parts += [summary.read_text().strip(), ""]
     for name in order:
         parts.append(preset_table(name, by_preset[name]))
         notes = results_dir / name / "NOTES.md"
