@@ -6,12 +6,13 @@
 Rows, each producing the top-k items of every query (``--queries`` x ``--items``, d = ``--dim``):
 
 * float32 GEMM over the decoded table (what ``load_model`` held before codes were served; the table in RAM);
-* ``pq_scores(method="lut")``: lookup tables + a compiled scan of the codes (``qrec.retrieval.pqscan``);
-* ``pq_scores(method="decode")``: item blocks decoded to float32 and multiplied, never the whole table;
+* ``pq_topk(method="lut")``: lookup tables + a compiled scan of the codes (``qrec.retrieval.pqscan``);
+* ``pq_topk(method="decode")``: item blocks decoded to float32 and multiplied, never the whole table;
 * faiss ``IndexPQ`` (inner product) holding the same codebook and codes, when faiss is importable.
 
-Codes and codebooks are random (speed does not depend on the values); ours take ``torch.topk`` of each query
-block's scores, faiss its own search. Configurations are interleaved round by round; the time is the median of
+Codes and codebooks are random (speed does not depend on the values); the float table takes ``torch.topk`` of
+each query block's scores, the codes keep a running top-k as rows are scored (``pq_topk``, what a served
+table does), faiss its own search. Configurations are interleaved round by round; the time is the median of
 ``--repeats`` rounds; ratio = float GEMM time / method time (> 1: faster than the float table).
 """
 
@@ -33,7 +34,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
 
 from qrec.compress.dpq import gather_centroids  # noqa: E402
-from qrec.retrieval.pqscan import pq_scores  # noqa: E402
+from qrec.retrieval.pqscan import pq_scores, pq_topk  # noqa: E402
 
 
 
@@ -75,9 +76,13 @@ def main():
     queries = torch.randn(args.queries, args.dim, generator=g)
     K, n, k = args.centroids, args.items, args.topk
 
-    def blocks(fn):
+    def blocks(fn):  # the float table: scores, then torch.topk
         for start in range(0, args.queries, args.block):
             torch.topk(fn(queries[start:start + args.block]), k, dim=1)
+
+    def topk_blocks(fn):  # the codes: scored row block by row block into a running top-k (qrec's serving path)
+        for start in range(0, args.queries, args.block):
+            fn(queries[start:start + args.block])
 
     configs = []  # (D, name, item-side MB, callable)
     for D in args.subspaces:
@@ -88,9 +93,9 @@ def main():
         configs += [
             (D, "float32 GEMM over the decoded table", dense.numel() * 4 / 2**20, lambda dense=dense: blocks(lambda q: q @ dense.T)),
             (D, "codes: lookup tables + compiled scan (lut)", code_mb,
-             lambda c=codes, b=codebook: blocks(lambda q: pq_scores(q, c, b, "lut"))),
+             lambda c=codes, b=codebook: topk_blocks(lambda q: pq_topk(q, c, b, k, method="lut"))),
             (D, "codes: decode blocks + GEMM (decode)", code_mb,
-             lambda c=codes, b=codebook: blocks(lambda q: pq_scores(q, c, b, "decode"))),
+             lambda c=codes, b=codebook: topk_blocks(lambda q: pq_topk(q, c, b, k, method="decode"))),
         ]
         index = faiss_index(codes, codebook)
         if index is not None:  # the same codes in both: the same top-k (random scores have no ties)

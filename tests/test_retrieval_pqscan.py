@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qrec.compress.coded import narrow_codes
@@ -74,3 +74,38 @@ def test_narrow_codes_round_trip_the_packed_stream(bits, count, seed):
     assert narrow.element_size() == (1 if bits <= 8 else 2 if bits < 16 else 4)
     if bits == 8 and count:  # 8-bit codes are served in place: no copy of the artifact's bytes
         assert narrow.data_ptr() == packed.data_ptr()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(D=st.integers(1, 4), bits=st.integers(1, 4), s=st.sampled_from([1, 8]), n=st.integers(1, 60),
+       B=st.integers(1, 12), k=st.integers(1, 12), seed=st.integers(0, 2**16), masked=st.booleans(),
+       offset=st.sampled_from([0.0, 0.5]), method=st.sampled_from(["lut", "decode"]))
+def test_pq_topk_equals_ranking_the_masked_score_matrix(monkeypatch, D, bits, s, n, B, k, seed, masked, offset, method):
+    """Fused scoring + running top-k against ``masked_topk`` of the full matrix: same items in the same order,
+    ties (repeated codes) by the lower row, masked rows last; row blocks smaller than the table."""
+    import scipy.sparse as sp
+
+    from qrec.eval.ranking import masked_topk
+
+    monkeypatch.setattr(pqscan, "TOPK_ROWS", 7)  # the same value for every example: the fixture is not reset
+    g = torch.Generator().manual_seed(seed)
+    k = min(k, n)
+    K = 1 << bits
+    codebook = torch.randn(D, K, s, generator=g)
+    codes = torch.randint(0, K, (n, D), generator=g).to(torch.uint8)  # few codes: many exactly tied rows
+    queries = torch.randn(B, D * s, generator=g)
+    exclude = sp.random(B, n, density=0.5, format="csr", random_state=seed) if masked else None
+    top, val = pqscan.pq_topk(queries, codes, codebook, k, exclude, method, offset)
+    scores = pq_scores(queries, codes, codebook, method) + offset
+    ref_top, ref_val = masked_topk(scores.clone(), k, exclude)
+    if method == "lut":  # each score is the same sum in every block: the very same ranking
+        assert torch.equal(top, ref_top) and torch.equal(val, ref_val)
+    else:  # BLAS may round a row differently in another block shape: a top-k up to that rounding
+        torch.testing.assert_close(val, ref_val)
+        finite = torch.isfinite(val)
+        torch.testing.assert_close(scores.gather(1, top)[finite], val[finite])
+
+
+def test_pq_topk_refuses_a_k_beyond_the_rows():
+    with pytest.raises(ValueError, match="k must be"):
+        pqscan.pq_topk(torch.randn(2, 4), torch.zeros(3, 2, dtype=torch.uint8), torch.randn(2, 4, 2), 4)

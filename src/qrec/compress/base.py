@@ -58,6 +58,13 @@ class EmbeddingTable(nn.Module, ABC):
         by. Served DPQ / MGQE tables compute them from their codes (``qrec.compress.coded``)."""
         return queries @ self.all().T
 
+    def topk(self, queries: torch.Tensor, k: int, exclude=None, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each query's ``k`` best rows by ``scores(queries) + offset``, ``exclude`` (a scipy sparse matrix, one
+        row per query) masked: ``(indices, values)`` as ``qrec.eval.ranking.masked_topk``."""
+        from qrec.eval.ranking import masked_topk
+
+        return masked_topk(self.scores(queries) + offset, k, exclude)
+
     def aux_loss(self) -> torch.Tensor:
         """Extra training loss of this training step (e.g. DPQ's centroid loss, averaged over every forward
         call since it was last read: BPR looks a table up more than once per step); 0 by default."""

@@ -5,9 +5,9 @@ and ``scores(queries)`` (what GMF's and SASRec's ``score_all`` call) computes th
 row from the codes (``qrec.retrieval.pqscan``). Memory is the artifact's: 8-bit codes are used in place
 (the packed bytes *are* the codes), other widths are widened to the next integer type once.
 
-A table is a list of ``CodedPart``s, one per codebook and row set: DPQ is one part over all rows; MGQE one
-part per frequency group (its rows, their codes, and the group's codebook: the first ``K_i`` centroids of
-the shared codebook, or the group's own). The source class (``DPQEmbedding``, ``MGQEEmbedding``) says how
+A table is a list of ``CodedPart``s, one per codebook and row set: DPQ and shared-centroid MGQE are one part
+over all rows (a tail row's codes index the first ``K_2`` centroids of the one codebook); the unshared MGQE
+variants one part per frequency group (its rows, their codes and the group's own codebook). The source class (``DPQEmbedding``, ``MGQEEmbedding``) says how
 its export splits into parts (``coded_parts``) and decodes through the same parts, so the float table a
 trained model evaluates and the codes a server scores cannot disagree.
 """
@@ -104,6 +104,16 @@ class CodedEmbedding(EmbeddingTable):
         for part in self.parts:
             out[:, part.rows] = pq_scores(queries, part.codes, part.codebook, self.method)
         return out
+
+    def topk(self, queries: torch.Tensor, k: int, exclude=None, offset: float = 0.0):
+        """One part over all rows (DPQ, shared-centroid MGQE): scored block by block into a running top-k
+        (``pq_topk``), never the whole score matrix; several parts: score, then rank."""
+        if self.parts[0].rows is not None:
+            return super().topk(queries, k, exclude, offset)
+        from qrec.retrieval.pqscan import pq_topk
+
+        part = self.parts[0]
+        return pq_topk(queries.detach().float().cpu(), part.codes, part.codebook, k, exclude, self.method, offset)
 
     def export(self) -> dict[str, torch.Tensor]:
         return self.tensors

@@ -239,7 +239,8 @@ class MGQEEmbedding(EmbeddingTable):
 
     @classmethod
     def coded_parts(cls, tensors, num_embeddings, dim, spec) -> list[CodedPart]:
-        """The export as one ``CodedPart`` per group: its rows, their codes and the group's centroids."""
+        """The export as ``CodedPart``s: one over all rows for shared centroids (every group's codes index
+        the one codebook), else one per group (its rows, their codes and the group's codebook)."""
         config = MGQEConfig.parse(spec)
         groups = unpack_bits(tensors["groups"], config.group_bits, num_embeddings)
         parts = []
@@ -248,7 +249,13 @@ class MGQEEmbedding(EmbeddingTable):
             codes = narrow_codes(tensors[f"codes{i}"], code_bits(dim, D, K), rows.numel() * D).reshape(-1, D)
             book = tensors["centroids"] if config.variant == "shared" else tensors[f"centroids{i}"]
             parts.append(CodedPart(rows, codes, book.float()[:, :K]))
-        return parts
+        if config.variant != "shared":
+            return parts
+        D, K = config.tiers[0]  # the head's K is the codebook's
+        codes = torch.empty(num_embeddings, D, dtype=torch.uint8 if K <= 256 else torch.int32)
+        for part in parts:
+            codes[part.rows] = part.codes.to(codes.dtype)
+        return [CodedPart(None, codes, tensors["centroids"].float())]
 
     @classmethod
     def decode_export(cls, tensors, num_embeddings, dim, spec):

@@ -33,6 +33,16 @@ DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
 # --------------------------------------------------------------------------------------------
 
 
+def masked_topk(scores: Tensor, k: int, exclude: sp.spmatrix | None = None) -> tuple[Tensor, Tensor]:
+    """``topk_deterministic`` of ``scores (B, n)`` with ``exclude``'s entries (a ``(B, n)`` scipy sparse matrix,
+    e.g. the seen items) set to ``-inf`` first; ``scores`` is modified in place."""
+    if exclude is not None:
+        coo = exclude.tocoo()
+        rows, cols = (torch.from_numpy(v).long().to(scores.device) for v in (coo.row, coo.col))
+        scores[rows, cols] = -torch.inf
+    return topk_deterministic(scores, k)
+
+
 def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
     """The ``k`` best items of every row, ties broken by the lower item index.
 

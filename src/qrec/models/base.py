@@ -31,13 +31,9 @@ class Recommender(nn.Module):
         """``(items, scores)``, ``(B, k)``: each user's ``k`` best items, ``exclude`` (a ``(B, n_items)`` scipy
         sparse matrix, e.g. the seen items) masked, ordered by score then item index. Code scorers override
         this with a fused kernel that never holds the score matrix."""
-        from qrec.eval.ranking import topk_deterministic
+        from qrec.eval.ranking import masked_topk
 
-        scores = self.score_all(users).clone()
-        if exclude is not None:
-            coo = exclude.tocoo()
-            scores[torch.from_numpy(coo.row).long(), torch.from_numpy(coo.col).long()] = -torch.inf
-        return topk_deterministic(scores, k)
+        return masked_topk(self.score_all(users).clone(), k, exclude)
 
     def embedding_tables(self) -> dict[str, EmbeddingTable]:
         return {name: m for name, m in self.named_modules() if isinstance(m, EmbeddingTable)}

@@ -32,9 +32,16 @@ class GMF(Recommender):
         return self.output(self.user_table(users) * self.item_table(items)).squeeze(-1)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.item_table.scores(self._queries(users)) + self.output.bias
+
+    @torch.no_grad()
+    def topk(self, users: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranked by the item table itself: a served DPQ / MGQE table keeps a running top-k over its codes."""
+        return self.item_table.topk(self._queries(users), k, exclude, offset=float(self.output.bias))
+
+    def _queries(self, users: torch.Tensor) -> torch.Tensor:
         # h . (p_u * q_i) = (p_u * h) . q_i: one (B x d) @ (d x n) product scores every item.
-        weighted = self.user_table(users) * self.output.weight[0]
-        return self.item_table.scores(weighted) + self.output.bias
+        return self.user_table(users) * self.output.weight[0]
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return pointwise_bce(self, batch)

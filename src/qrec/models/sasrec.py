@@ -91,8 +91,15 @@ class SASRec(Recommender):
     # -- Recommender
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        last = self.encode(self.history(users))[:, -1]  # the window's last slot: the most recent item
-        return self.item_table.scores(last)
+        return self.item_table.scores(self._queries(users))
+
+    @torch.no_grad()
+    def topk(self, users: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Ranked by the item table itself: a served DPQ / MGQE table keeps a running top-k over its codes."""
+        return self.item_table.topk(self._queries(users), k, exclude)
+
+    def _queries(self, users: torch.Tensor) -> torch.Tensor:
+        return self.encode(self.history(users))[:, -1]  # the window's last slot: the most recent item
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Scores of the (broadcast) pairs ``(users, items)``: each distinct user's window is encoded once."""

@@ -432,14 +432,9 @@ class BinaryCodes:
         if self.dim != items.dim:
             raise ValueError("user and item codes have different d")
         if self.bits.device.type != "cpu":
-            from qrec.eval.ranking import topk_deterministic
+            from qrec.eval.ranking import masked_topk
 
-            scores = self.score(items)
-            if exclude is not None:
-                coo = exclude.tocoo()
-                rows, cols = (torch.from_numpy(v).long().to(scores.device) for v in (coo.row, coo.col))
-                scores[rows, cols] = -torch.inf
-            return topk_deterministic(scores, k)
+            return masked_topk(self.score(items), k, exclude)
         return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude)
 
     def bits_held(self) -> int:

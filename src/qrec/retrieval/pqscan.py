@@ -13,9 +13,12 @@ score a block of queries ``Q (B, d)`` against all ``n`` rows:
   never held whole. ``d`` multiply-adds per pair, at GEMM speed.
 
 ``"auto"`` picks ``lut`` when each code stands for ``s >= LUT_MIN_WIDTH`` dimensions on the CPU (it then does
-``s`` times fewer operations than the GEMM, 1.3x faster end to end at ``s = 8``; at ``s = 4`` BLAS's GEMM still
-wins) and ``decode`` otherwise, which costs about what the float table does (0.9-1.0x) at a quarter to a
-thirty-second of its memory; BENCHMARKS.md, "Serving DPQ / MGQE from codes".
+``s`` times fewer operations than the GEMM) and ``decode`` otherwise (BLAS wins when codes are narrow:
+``lut`` is 0.5x the float table at ``s = 1``); BENCHMARKS.md, "Serving DPQ / MGQE from codes".
+
+``pq_topk`` scores ``TOPK_ROWS`` rows at a time and keeps a running top-k per query (compiled, queries in
+parallel), so recommending from codes never holds the ``(B, n)`` score matrix; with it, serving 1M items from
+codes is 1.4-1.6x faster than the float table scored then ranked by ``torch.topk``.
 Both equal the float64 reference up to float32 rounding (tests).
 """
 
@@ -26,9 +29,10 @@ import functools
 import numpy as np
 import torch
 
-__all__ = ["pq_scores", "lookup_tables", "lut_queries", "DECODE_ROWS", "LUT_BYTES", "LUT_MIN_WIDTH"]
+__all__ = ["pq_scores", "pq_topk", "lookup_tables", "lut_queries", "DECODE_ROWS", "TOPK_ROWS", "LUT_BYTES", "LUT_MIN_WIDTH"]
 
 DECODE_ROWS = 1 << 15  # rows decoded per GEMM: 8 MiB of float32 at d = 64
+TOPK_ROWS = 1 << 15    # rows scored per block of pq_topk: 32 MiB of scores for 256 queries
 LUT_BYTES = 1 << 22    # lookup tables per query block: 4 MiB (64 queries at D = 64, K = 256; 256 at D <= 16)
 LUT_MIN_WIDTH = 8      # "auto": the table scan from 8 dimensions per code (BENCHMARKS.md)
 
@@ -56,6 +60,34 @@ def pq_scores(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor
     if method == "decode":
         return _decode_gemm(queries, codes.to(queries.device), codebook)
     raise ValueError(f"unknown pq scoring method {method!r}; expected 'auto', 'lut' or 'decode'")
+
+
+def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, k: int, exclude=None,
+            method: str = "auto", offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each query's ``k`` best rows by ``pq_scores + offset``, without the ``(B, n)`` score matrix (CPU).
+
+    Rows are scored ``TOPK_ROWS`` at a time (either method) and merged into a running top-``k`` per query by a
+    compiled loop (queries in parallel). ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the
+    seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
+    ``qrec.eval.ranking.masked_topk`` orders the masked score matrix (score descending, then row index; masked
+    rows fill a query's tail only when fewer than ``k`` remain). Off the CPU: score, then ``masked_topk``."""
+    from qrec.eval.ranking import masked_topk
+    from qrec.retrieval.hamming import _sorted_csr
+
+    n, B = codes.shape[0], queries.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] rows, got {k}")
+    if queries.device.type != "cpu":
+        return masked_topk(pq_scores(queries, codes, codebook, method) + offset, k, exclude)
+    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else _sorted_csr(exclude, B)
+    top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
+    filled, cursor = np.zeros(B, np.int64), indptr[:-1].copy()
+    for lo in range(0, n, TOPK_ROWS):
+        block = pq_scores(queries, codes[lo:lo + TOPK_ROWS], codebook, method)
+        if offset:
+            block.add_(offset)  # in float32, as ``scores + bias`` is
+        _numba_merge()(block.numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
+    return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 
 def _decode_gemm(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
@@ -90,6 +122,42 @@ def lut_queries(D: int, K: int) -> int:
     """Queries per lookup-table block: as many as keep the block's ``D K b`` floats within ``LUT_BYTES`` (each
     code read then serves more queries), from 8 to 256 (measured: BENCHMARKS.md)."""
     return int(min(256, max(8, LUT_BYTES // (4 * D * K))))
+
+
+@functools.cache
+def _numba_merge():
+    """Compile the running top-k of ``pq_topk``: each query's best ``k`` so far, sorted by (score desc, index
+    asc), updated with a block of scores for rows ``lo ..``; rows arrive in index order, so a score equal to
+    the k-th kept one ranks after it and is skipped."""
+    import numba
+
+    @numba.njit(parallel=True, cache=True, nogil=True)
+    def merge(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
+        B, c = block.shape
+        k = top_i.shape[1]
+        for q in numba.prange(B):
+            vi, vv, row = top_i[q], top_v[q], block[q]
+            f, e, e_end = filled[q], cursor[q], indptr[q + 1]
+            for i in range(c):
+                s, item = row[i], lo + i
+                while e < e_end and excluded[e] < item:
+                    e += 1
+                if e < e_end and excluded[e] == item:
+                    s = -np.inf
+                if f == k and not s > vv[k - 1]:
+                    continue
+                p = f if f < k else k - 1
+                while p > 0 and vv[p - 1] < s:
+                    vv[p] = vv[p - 1]
+                    vi[p] = vi[p - 1]
+                    p -= 1
+                vv[p] = s
+                vi[p] = item
+                if f < k:
+                    f += 1
+            filled[q], cursor[q] = f, e
+
+    return merge
 
 
 @functools.cache
