@@ -28,7 +28,6 @@ All four give identical integer dot products; ``tests/test_retrieval_hamming.py`
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -206,13 +205,14 @@ def _score_numpy(bu, su, bi, si, d, n_threads=None, block=4):
 
 
 def _score_numba(bu, su, bi, si, d, n_threads=None, block=64):
-    """The compiled loop (``_numba_kernels``' ``score``); float32 operations in the numpy backend's order, so the
-    two agree bit for bit."""
+    """The compiled loop (``qrec.retrieval.kernels.popcount_scores``); float32 operations in the numpy
+    backend's order, so the two agree bit for bit."""
+    from qrec.retrieval.kernels import popcount_scores as kernel
+
     a, sa, b_rows, sb = _numpy_inputs(bu, su, bi, si)
     b = np.ascontiguousarray(b_rows.transpose(1, 2, 0))  # (L, W, N): contiguous item words, as numpy's
     sbT = np.ascontiguousarray(sb.T)                       # (L, N)
     out = np.empty((a.shape[0], b.shape[2]), dtype=np.float32)
-    kernel = _numba_kernels()[0]
     _user_blocks(a.shape[0], block, n_threads, lambda span: kernel(a, sa, b, sbT, d, span[0], span[1], out))
     return torch.from_numpy(out)
 
@@ -226,6 +226,8 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     ``qrec.eval.ranking.topk_deterministic`` orders the masked score matrix (score descending, then item
     index ascending; masked items score ``-inf`` and fill a row's tail only when fewer than ``k`` remain).
     """
+    from qrec.retrieval.kernels import popcount_topk as kernel
+
     _check_layered(bu, su, bi, si)
     a, sa, b_rows, sb = _numpy_inputs(bu, su, bi, si)
     B, N = a.shape[0], b_rows.shape[0]
@@ -239,7 +241,6 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
         indptr, excluded = _sorted_csr(exclude, B)
     top_i = np.empty((B, k), np.int64)
     top_v = np.empty((B, k), np.float32)
-    kernel = _numba_kernels()[1]
     _user_blocks(B, block, n_threads, lambda span: kernel(a, sa, b, sbT, d, k, indptr, excluded, span[0], span[1],
                                                           top_i, top_v, min(chunk, N)))
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
@@ -252,94 +253,6 @@ def _sorted_csr(exclude, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"exclude has {m.shape[0]} rows for {n_rows} users")
     m.sort_indices()
     return m.indptr.astype(np.int64), m.indices.astype(np.int64)
-
-
-@functools.cache
-def _numba_kernels():
-    """Compile (once per process, cached on disk) the popcount loops: ``score`` writes full score rows,
-    ``topk`` keeps each user's best ``k`` items while it scores them in cache-sized chunks (no score
-    matrix). For each user and layer the inner loops run over the items' contiguous words, so LLVM
-    vectorises them (SIMD popcount of the XOR, then the float32 scaling). ``popcnt`` is LLVM's ``ctpop``,
-    which numba does not expose."""
-    import numba
-    from numba import types
-    from numba.extending import intrinsic
-
-    @intrinsic
-    def popcnt(typingctx, x):
-        def codegen(context, builder, signature, args):
-            return builder.ctpop(args[0])
-        return types.uint64(types.uint64), codegen
-
-    @numba.njit(nogil=True, cache=True)
-    def score_row(a, sa, b, sbT, d, u, lo, hi, cnt, o):
-        """``o[:hi-lo]`` = scores of user ``u`` against items ``lo..hi-1`` (numpy backend's float32 order)."""
-        L, W = b.shape[0], b.shape[1]
-        fd = np.float32(d)
-        m2 = np.float32(-2.0)
-        n = hi - lo
-        for l in range(L):
-            x = a[u, l, 0]
-            bw = b[l, 0]
-            for i in range(n):
-                cnt[i] = popcnt(x ^ bw[lo + i])
-            for w in range(1, W):
-                x = a[u, l, w]
-                bw = b[l, w]
-                for i in range(n):
-                    cnt[i] += popcnt(x ^ bw[lo + i])
-            ul = sa[u, l]
-            c2, cd = m2 * ul, fd * ul
-            sl = sbT[l]
-            if l == 0:
-                for i in range(n):
-                    o[i] = (np.float32(cnt[i]) * c2 + cd) * sl[lo + i]
-            else:
-                for i in range(n):
-                    o[i] += (np.float32(cnt[i]) * c2 + cd) * sl[lo + i]
-
-    @numba.njit(nogil=True, cache=True)
-    def score(a, sa, b, sbT, d, start, end, out):  # a (B,L,W) u64, sa (B,L) f32, b (L,W,N), sbT (L,N), out (B,N)
-        N = b.shape[2]
-        cnt = np.empty(N, np.uint64)
-        for u in range(start, end):
-            score_row(a, sa, b, sbT, d, u, 0, N, cnt, out[u])
-        return 0
-
-    @numba.njit(nogil=True, cache=True)
-    def topk(a, sa, b, sbT, d, k, indptr, excluded, start, end, top_i, top_v, chunk):
-        """Rows ``start..end-1`` of ``(top_i, top_v)``: best ``k`` items by (score desc, index asc), the
-        items ``excluded[indptr[u]:indptr[u+1]]`` (sorted) scored ``-inf``, as ``topk_deterministic``."""
-        N = b.shape[2]
-        cnt = np.empty(chunk, np.uint64)
-        buf = np.empty(chunk, np.float32)
-        for u in range(start, end):
-            vi, vv = top_i[u], top_v[u]
-            filled = 0
-            e, e_end = indptr[u], indptr[u + 1]
-            for lo in range(0, N, chunk):
-                hi = min(N, lo + chunk)
-                score_row(a, sa, b, sbT, d, u, lo, hi, cnt, buf)
-                while e < e_end and excluded[e] < hi:
-                    if excluded[e] >= lo:
-                        buf[excluded[e] - lo] = -np.inf
-                    e += 1
-                for i in range(hi - lo):
-                    s = buf[i]
-                    if filled == k and not s > vv[k - 1]:
-                        continue  # items come in index order: an equal score ranks after the kept ones
-                    p = filled if filled < k else k - 1
-                    while p > 0 and vv[p - 1] < s:
-                        vv[p] = vv[p - 1]
-                        vi[p] = vi[p - 1]
-                        p -= 1
-                    vv[p] = s
-                    vi[p] = lo + i
-                    if filled < k:
-                        filled += 1
-        return 0
-
-    return score, topk
 
 
 def _score_torch(bu, su, bi, si, d, block=256):

@@ -24,7 +24,6 @@ Both equal the float64 reference up to float32 rounding (tests).
 
 from __future__ import annotations
 
-import functools
 
 import numpy as np
 import torch
@@ -73,6 +72,7 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
     rows fill a query's tail only when fewer than ``k`` remain). Off the CPU: score, then ``masked_topk``."""
     from qrec.eval.ranking import masked_topk
     from qrec.retrieval.hamming import _sorted_csr
+    from qrec.retrieval.kernels import merge_topk
 
     n, B = codes.shape[0], queries.shape[0]
     if not 1 <= k <= n:
@@ -86,7 +86,7 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
         block = pq_scores(queries, codes[lo:lo + TOPK_ROWS], codebook, method)
         if offset:
             block.add_(offset)  # in float32, as ``scores + bias`` is
-        _numba_merge()(block.numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
+        merge_topk(block.numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 
@@ -109,12 +109,14 @@ def _scan_lut(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor
         rows = max(1, (1 << 24) // (len(queries) * D))
         return torch.cat([tables[:, (block.to(queries.device).long() + offsets).reshape(-1)]
                           .reshape(len(queries), -1, D).sum(-1) for block in codes.split(rows)], dim=1)
+    from qrec.retrieval.kernels import lut_scan
+
     codes_np = codes.contiguous().numpy()
     out = np.empty((queries.shape[0], codes.shape[0]), dtype=np.float32)
     step = lut_queries(D, K)
     for start in range(0, queries.shape[0], step):
         tables = lookup_tables(queries[start:start + step], codebook).permute(1, 2, 0).contiguous()  # (D, K, b)
-        _numba_scan()(tables.numpy(), codes_np, out, start)
+        lut_scan(tables.numpy(), codes_np, out, start)
     return torch.from_numpy(out)
 
 
@@ -122,65 +124,3 @@ def lut_queries(D: int, K: int) -> int:
     """Queries per lookup-table block: as many as keep the block's ``D K b`` floats within ``LUT_BYTES`` (each
     code read then serves more queries), from 8 to 256 (measured: BENCHMARKS.md)."""
     return int(min(256, max(8, LUT_BYTES // (4 * D * K))))
-
-
-@functools.cache
-def _numba_merge():
-    """Compile the running top-k of ``pq_topk``: each query's best ``k`` so far, sorted by (score desc, index
-    asc), updated with a block of scores for rows ``lo ..``; rows arrive in index order, so a score equal to
-    the k-th kept one ranks after it and is skipped."""
-    import numba
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def merge(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
-        B, c = block.shape
-        k = top_i.shape[1]
-        for q in numba.prange(B):
-            vi, vv, row = top_i[q], top_v[q], block[q]
-            f, e, e_end = filled[q], cursor[q], indptr[q + 1]
-            for i in range(c):
-                s, item = row[i], lo + i
-                while e < e_end and excluded[e] < item:
-                    e += 1
-                if e < e_end and excluded[e] == item:
-                    s = -np.inf
-                if f == k and not s > vv[k - 1]:
-                    continue
-                p = f if f < k else k - 1
-                while p > 0 and vv[p - 1] < s:
-                    vv[p] = vv[p - 1]
-                    vi[p] = vi[p - 1]
-                    p -= 1
-                vv[p] = s
-                vi[p] = item
-                if f < k:
-                    f += 1
-            filled[q], cursor[q] = f, e
-
-    return merge
-
-
-@functools.cache
-def _numba_scan():
-    """Compile (once per process; numba caches the machine code on disk) the CPU loop of the table scan."""
-    import numba
-
-    @numba.njit(parallel=True, cache=True, nogil=True)
-    def scan(tables: np.ndarray, codes: np.ndarray, out: np.ndarray, start: int) -> None:
-        # tables (D, K, b) float32: the adds over a block's b queries are contiguous and vectorise;
-        # codes (n, D); out (B, n) float32, rows start .. start + b written
-        n, D = codes.shape
-        b = tables.shape[2]
-        chunk = 256  # rows per parallel task: one accumulator each, not one allocation per row
-        for c in numba.prange((n + chunk - 1) // chunk):
-            acc = np.empty(b, np.float32)
-            for i in range(c * chunk, min(n, (c + 1) * chunk)):
-                acc[:] = 0.0
-                for j in range(D):
-                    row = tables[j, codes[i, j]]
-                    for q in range(b):
-                        acc[q] += row[q]
-                for q in range(b):
-                    out[start + q, i] = acc[q]
-
-    return scan

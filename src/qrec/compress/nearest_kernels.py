@@ -1,0 +1,116 @@
+"""The compiled CPU loops of the nearest-centroid search (``qrec.compress.nearest``; numba, imported on first
+use). Module-level functions calling module-level functions, so numba's on-disk cache serves every process
+(a loop calling a function captured from an enclosing scope is recompiled each time and adds a cache file).
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+# ------------------------------------------------------------------------------ scalar subspaces
+
+@numba.njit(cache=True, nogil=True)
+def nearest_scalar(xt: np.ndarray, books: np.ndarray, orders: np.ndarray) -> np.ndarray:
+    """The loop of ``nearest_sorted``. ``xt (D, B)``, ``books (D, K)`` float32; ``orders (D, K)`` int64, sorted
+    in place. Per subspace: an insertion sort of the K centroids by (value, index), starting from ``order``
+    (nearly sorted: last step's order, or a fresh stable argsort), the lowest original index of each run of
+    equal values, the midpoints padded with +inf to a power of two ``P``, then a branchless lower bound for
+    all values at once with the ``log2 P`` halving steps as the outer loop: the values are independent, so
+    the CPU overlaps their loads (5x faster than one binary search per value, whose steps wait on each
+    other)."""
+    D, B = xt.shape
+    K = books.shape[1]
+    P = 1
+    while P < K:
+        P *= 2
+    codes = np.empty((B, D), np.int64)
+    values = np.empty(K, np.float64)
+    lowest = np.empty(K, np.int64)
+    mids = np.full(P, np.inf)
+    below = np.empty(B, np.int64)
+    for j in range(D):
+        order, book = orders[j], books[j]
+        for p in range(1, K):  # by (value, index): a run of equal values starts at its lowest index
+            cur = order[p]
+            v = book[cur]
+            q = p - 1
+            while q >= 0 and (book[order[q]] > v or (book[order[q]] == v and order[q] > cur)):
+                order[q + 1] = order[q]
+                q -= 1
+            order[q + 1] = cur
+        first = 0
+        for p in range(K):
+            values[p] = books[j, order[p]]
+            if p > 0 and values[p] != values[p - 1]:
+                first = p
+            lowest[p] = order[first]
+        for p in range(K - 1):
+            mids[p] = (values[p] + values[p + 1]) * 0.5
+        x = xt[j]
+        below[:] = 0  # number of midpoints < x: at most K - 1, the +inf padding is never below
+        step = P >> 1
+        while step >= 1:
+            for b in range(B):
+                p = below[b]
+                below[b] = p + step * (mids[p + step - 1] < np.float64(x[b]))
+            step >>= 1
+        for b in range(B):
+            p = below[b]
+            code = lowest[p]
+            if p < K - 1 and mids[p] == np.float64(x[b]):  # on a midpoint: positions p and p + 1 tie
+                code = min(code, lowest[p + 1])
+            codes[b, j] = code
+    return codes
+
+
+# ------------------------------------------------------------------------------ vector subspaces
+
+
+@numba.njit(inline="always")
+def smallest(bits: np.ndarray) -> int:
+    m = bits[0]
+    for k in range(bits.shape[0]):
+        v = bits[k]
+        m = v if v < m else m
+    return m
+
+
+@numba.njit(inline="always")
+def first_index_of(bits: np.ndarray, m: int) -> int:
+    K = bits.shape[0]
+    best = K
+    for k in range(K):
+        best = min(best, k if bits[k] == m else K)
+    return best
+
+
+@numba.njit(cache=True, nogil=True)
+def nearest_exhaustive(x: np.ndarray, books: np.ndarray) -> np.ndarray:
+    """The loop of ``qrec.compress.nearest.nearest_exhaustive``, float64 ``x (B, D, s)``, ``books (D, s, K)``:
+    per (row, subspace), three branch-free passes over the K centroids, which the compiler vectorises: the
+    distances, their minimum, the lowest index holding it (one scan keeping the best so far branches on the
+    data at every centroid: 1.3-1.4x slower here, BENCHMARKS.md).
+
+    The minimum is taken over the distances' IEEE-754 bit patterns read as int64: the distances are sums of
+    squares, so >= +0.0 (never -0.0), and non-negative doubles order exactly like their bit patterns (+inf,
+    and a NaN from a NaN query, sort above every finite value). numba vectorises an int64 minimum but not a
+    float one (it keeps the scalar compare that Python's NaN semantics need), 2.5x slower per centroid."""
+    B, D, s = x.shape
+    K = books.shape[2]
+    codes = np.empty((B, D), np.int64)
+    dist = np.empty(K, np.float64)
+    bits = dist.view(np.int64)
+    for b in range(B):
+        for j in range(D):
+            v, row = x[b, j, 0], books[j, 0]
+            for k in range(K):
+                diff = v - row[k]
+                dist[k] = diff * diff
+            for t in range(1, s):
+                v, row = x[b, j, t], books[j, t]
+                for k in range(K):
+                    diff = v - row[k]
+                    dist[k] += diff * diff
+            codes[b, j] = first_index_of(bits, smallest(bits))
+    return codes
