@@ -12,6 +12,8 @@ score a block of queries ``Q (B, d)`` against all ``n`` rows:
 * ``"decode"``: decode ``DECODE_ROWS`` rows at a time to float32 and multiply (BLAS), so the float table is
   never held whole. ``d`` multiply-adds per pair, at GEMM speed.
 
+Both equal the float64 reference up to float32 rounding (tests).
+
 ``"auto"`` picks ``lut`` when each code stands for ``s >= LUT_MIN_WIDTH`` dimensions on the CPU (it then does
 ``s`` times fewer operations than the GEMM) and ``decode`` otherwise (BLAS wins when codes are narrow:
 ``lut`` is 0.5x the float table at ``s = 1``); BENCHMARKS.md, "Serving DPQ / MGQE from codes".
@@ -19,11 +21,9 @@ score a block of queries ``Q (B, d)`` against all ``n`` rows:
 ``pq_topk`` scores ``TOPK_ROWS`` rows at a time and keeps a running top-k per query (compiled, queries in
 parallel), so recommending from codes never holds the ``(B, n)`` score matrix; with it, serving 1M items from
 codes is 1.4-1.6x faster than the float table scored then ranked by ``torch.topk``.
-Both equal the float64 reference up to float32 rounding (tests).
 """
 
 from __future__ import annotations
-
 
 import numpy as np
 import torch
