@@ -2,14 +2,15 @@
 
 ``load_model`` serves DPQ and MGQE tables with ``CodedEmbedding``: lookups decode only the rows asked for,
 and ``scores(queries)`` (what GMF's and SASRec's ``score_all`` call) computes the inner products with every
-row from the codes (``qrec.retrieval.pqscan``). Memory is the artifact's: 8-bit codes are used in place
-(the packed bytes *are* the codes), other widths are widened to the next integer type once.
+row from the codes (``qrec.retrieval.pqscan``). Codes are held one integer each: DPQ's 8-bit codes are the
+artifact's packed bytes used in place; narrower codes (MGQE's 6-bit tail) are widened to a byte once at load.
 
 A table is a list of ``CodedPart``s, one per codebook and row set: DPQ and shared-centroid MGQE are one part
 over all rows (a tail row's codes index the first ``K_2`` centroids of the one codebook); the unshared MGQE
-variants one part per frequency group (its rows, their codes and the group's own codebook). The source class (``DPQEmbedding``, ``MGQEEmbedding``) says how
-its export splits into parts (``coded_parts``) and decodes through the same parts, so the float table a
-trained model evaluates and the codes a server scores cannot disagree.
+variants one part per frequency group (its rows, their codes and the group's own codebook). The source class
+(``DPQEmbedding``, ``MGQEEmbedding``) says how its export splits into parts (``coded_parts``) and decodes
+through the same parts, so the float table a trained model evaluates and the codes a server scores cannot
+disagree.
 """
 
 from __future__ import annotations
@@ -50,10 +51,10 @@ def narrow_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
 
 def decode_parts(parts: list[CodedPart], num_embeddings: int, dim: int) -> torch.Tensor:
     """The ``(n, dim)`` float table the parts stand for."""
+    if parts[0].rows is None:  # one part over all rows
+        return parts[0].decode()
     table = torch.empty(num_embeddings, dim, dtype=torch.float32)
     for part in parts:
-        if part.rows is None:
-            return part.decode()
         table[part.rows] = part.decode()
     return table
 
