@@ -211,6 +211,20 @@ def test_kernels_agree_on_exact_ties_and_duplicate_centroids():
     assert torch.equal(nearest_exhaustive(x, centroids), expected)
 
 
+def test_sorted_kernel_on_signed_zeros_and_nan():
+    """The compiled search reads ``mid < x`` off the sign bit of ``mid - x``: -0.0 and +0.0 (in centroids,
+    midpoints and queries) must still compare equal, and a NaN query gets the code of "below every midpoint"
+    (the lowest index of the smallest centroid) as the comparison form gave it."""
+    centroids = torch.tensor([[0.0, -0.0, -0.0, 1.0, -1.0, 0.0, -0.0]]).reshape(1, 7, 1)
+    x = torch.tensor([0.0, -0.0, 0.5, -0.5, 1e-30, -1e-30, 2.0, -2.0]).reshape(-1, 1, 1)
+    expected = _brute_force(x, centroids)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=True), expected)
+    assert torch.equal(nearest_sorted(x, centroids, compiled=False), expected)
+    nan = torch.full((3, 1, 1), float("nan"))
+    nan[1] = -nan[1]  # either sign bit
+    assert nearest_sorted(nan, centroids, compiled=True).flatten().tolist() == [4, 4, 4]
+
+
 @settings(max_examples=60, deadline=None)
 @given(K=st.integers(1, 40), D=st.integers(1, 5), B=st.integers(1, 30), grid=st.sampled_from([2, 4, 1 << 20]),
        seed=st.integers(0, 2**31 - 1))
