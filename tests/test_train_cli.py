@@ -170,6 +170,10 @@ def test_experiment_grid_resumes_and_reports(seq_file, tmp_path, monkeypatch, ca
                          extra='[paper]\n"gmf|full" = { "hr@10" = 7.79, "ndcg@10" = 3.88, size = 100.0 }\n')
     assert main(["experiment", str(preset), "--max-runs", "3", "--threads", "1"]) == 0
     assert len(list((tmp_path / "results" / "tiny").glob("*.json"))) == 3
+    capsys.readouterr()
+    assert main(["experiment", str(preset), "--dry-run"]) == 0  # the one left, estimated from its finished seed
+    name, progress, estimate = capsys.readouterr().out.strip().split("\t")
+    assert name == "sequences-gmf-sq2-d8-s1" and progress == "not started" and "(median of 1 finished seed(s))" in estimate
     assert main(["experiment", str(preset), "--threads", "1"]) == 0
     assert len(list((tmp_path / "results" / "tiny").glob("*.json"))) == 4
     capsys.readouterr()

@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from qrec.experiments.presets import load_preset, preset_path
 from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
@@ -57,8 +59,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
     todo = [c for c in configs if not record_path(results_dir, preset.name, c.run_name()).exists()]
     print(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run", file=sys.stderr)
     if dry_run:
-        for c in todo:
-            print(c.run_name())
+        _print_plan(todo, preset.name, results_dir)
         return 0
     # neither threads nor device is in a run's name; device is in its record
     todo = [c.replace(threads=threads, device=device) for c in (todo[:max_runs] if max_runs else todo)]
@@ -134,6 +135,44 @@ def _in_processes(todo, jobs: int, results_dir: Path, extra: dict):
         for future in as_completed(futures):
             error = future.exception()
             yield futures[future], error if error is not None else future.result()
+
+
+def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
+    """``--dry-run``: one line per run to do (its name first, so the list stays scriptable), with how far its
+    checkpoint got and how long it should take: the median training time of the finished seeds of the same
+    config (any preset), scaled to the epochs left. The total goes to stderr."""
+    seconds: dict[str, list[float]] = {}
+    for r in read_records(results_dir) if results_dir.exists() else []:
+        if r["config"].get("device", "cpu") == "cpu" and "shared_from" not in r and r.get("history"):
+            seconds.setdefault(_seedless_key(r["config"]), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
+    total, unknown = 0.0, 0
+    for c in todo:
+        done = _checkpoint_epoch(Path("runs") / preset_name / c.run_name() / CHECKPOINT)
+        per_epoch = seconds.get(_seedless_key(c.to_dict()))
+        line = [c.run_name(), f"epoch {done}/{c.epochs} checkpointed" if done else "not started"]
+        if per_epoch:
+            left = float(np.median(per_epoch)) * (c.epochs - done)
+            total += left
+            line.append(f"~{left / 60:.0f} min of training (median of {len(per_epoch)} finished seed(s))")
+        else:
+            unknown += 1
+        print("\t".join(line))
+    if todo:
+        print(f"estimated {total / 3600:.1f} h of training, one run at a time at the finished runs' speed"
+              + (f", plus {unknown} run(s) with no finished seed to estimate from" if unknown else ""), file=sys.stderr)
+
+
+def _seedless_key(config: dict) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in ("threads", "seed", "device")}, sort_keys=True)
+
+
+def _checkpoint_epoch(path: Path) -> int:
+    """Epochs a run's checkpoint holds (0 without one)."""
+    if not path.exists():
+        return 0
+    import torch
+
+    return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["epoch"])
 
 
 def _log(line: str) -> None:
