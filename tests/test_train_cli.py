@@ -50,6 +50,17 @@ def test_a_finished_run_extends_to_more_epochs_exactly(seq_file, tmp_path):
         fit(_cfg(seq_file, epochs=3, lr=0.5), tmp_path / "b", progress=False, log=lambda s: None)
 
 
+def test_a_damaged_checkpoint_stops_the_run_naming_it_and_is_kept(seq_file, tmp_path):
+    from qrec.errors import QrecError
+
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    ckpt.parent.mkdir()
+    ckpt.write_bytes(b"not a checkpoint")
+    with pytest.raises(QrecError, match=f"{ckpt}: not a readable qrec checkpoint"):
+        fit(_cfg(seq_file, epochs=1), ckpt.parent, progress=False, log=lambda s: None)
+    assert ckpt.read_bytes() == b"not a checkpoint"
+
+
 def test_same_seed_same_numbers_other_seed_differs(seq_file, tmp_path):
     a = fit(_cfg(seq_file, epochs=2), None, progress=False, log=lambda s: None)
     b = fit(_cfg(seq_file, epochs=2), None, progress=False, log=lambda s: None)

@@ -147,9 +147,12 @@ def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
             seconds.setdefault(_seedless_key(r["config"]), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
     total, unknown = 0.0, 0
     for c in todo:
-        done = _checkpoint_epoch(Path("runs") / preset_name / c.run_name() / CHECKPOINT)
+        ckpt = Path("runs") / preset_name / c.run_name() / CHECKPOINT
+        done = _checkpoint_epoch(ckpt)
         per_epoch = seconds.get(_seedless_key(c.to_dict()))
-        line = [c.run_name(), f"epoch {done}/{c.epochs} checkpointed" if done else "not started"]
+        line = [c.run_name(), "not started" if done == 0 else f"epoch {done}/{c.epochs} checkpointed" if done > 0
+                else f"{ckpt} is unreadable: the run will stop on it"]
+        done = max(done, 0)
         if per_epoch:
             left = float(np.median(per_epoch)) * (c.epochs - done)
             total += left
@@ -167,12 +170,15 @@ def _seedless_key(config: dict) -> str:
 
 
 def _checkpoint_epoch(path: Path) -> int:
-    """Epochs a run's checkpoint holds (0 without one)."""
+    """Epochs a run's checkpoint holds (0 without one, -1 if it cannot be read)."""
     if not path.exists():
         return 0
     import torch
 
-    return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["epoch"])
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["epoch"])
+    except Exception:  # a dry run reports the file; the real run raises on it with the loader's message
+        return -1
 
 
 def _log(line: str) -> None:

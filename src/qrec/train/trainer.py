@@ -133,7 +133,11 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
 
     ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
-        saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        try:
+            saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
+        except Exception as e:  # saves are atomic, so this is a damaged or foreign file: never overwrite it silently
+            raise QrecError(f"{ckpt}: not a readable qrec checkpoint ({type(e).__name__}: {e}); "
+                            "move or delete it to start this run over") from e
         if _resumable_key(saved["config"]) != _resumable_key(cfg.to_dict()):
             raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
         if saved["state"]["epoch"] > cfg.epochs:
