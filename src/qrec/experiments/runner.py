@@ -25,7 +25,8 @@ def record_path(results_dir: Path, preset: str, run_name: str) -> Path:
 
 
 def _config_key(config: dict) -> str:
-    """Identity of a run's numbers: the config without knobs that do not change them (threads)."""
+    """Identity of a run: the config without ``threads``, which changes only float rounding (BLAS splits
+    its reductions by thread), so a run finished with other threads is the same experiment, shared."""
     return json.dumps({k: v for k, v in config.items() if k != "threads"}, sort_keys=True)
 
 

@@ -35,7 +35,9 @@ class RunConfig:
     select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch
     ks: tuple[int, ...] = (10,)
     recall_denominator: str = "test"
-    threads: int | None = None             # torch intra-op threads; None keeps torch's default
+    threads: int | None = None             # torch intra-op threads; None keeps torch's default. Not in a run's
+                                           # name, but it is in its numbers' rounding: BLAS splits reductions
+                                           # by thread (ML-100K GMF: epoch-1 loss differs in the 6th digit)
     device: str = "cpu"
     model_options: dict = field(default_factory=dict)  # backbone-specific (e.g. n_layers for LightGCN)
 

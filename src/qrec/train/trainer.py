@@ -106,7 +106,8 @@ def _save(path: Path, state: dict) -> None:
 
 
 def _resumable_key(config: dict) -> dict:
-    """What must match to resume a checkpoint: everything but ``threads`` (speed only) and ``epochs``
+    """What must match to resume a checkpoint: everything but ``threads`` (speed, and float rounding: the
+    replay is bit for bit with the same threads) and ``epochs``
     (epoch e's batches depend on ``(seed, e)`` alone and nothing is scheduled on the total, so a run can
     be extended: 20 epochs then 40 replays the first 20 of a 40-epoch run exactly)."""
     return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
