@@ -27,7 +27,11 @@ def record_path(results_dir: Path, preset: str, run_name: str) -> Path:
 def _config_key(config: dict) -> str:
     """Identity of a run: the config without ``threads``, which changes only float rounding (BLAS splits
     its reductions by thread), so a run finished with other threads is the same experiment, shared."""
-    return json.dumps({k: v for k, v in config.items() if k != "threads"}, sort_keys=True)
+    return _key_without(config, "threads")
+
+
+def _key_without(config: dict, *dropped: str) -> str:
+    return json.dumps({k: v for k, v in config.items() if k not in dropped}, sort_keys=True)
 
 
 def finished_runs(results_dir: Path) -> dict[str, dict]:
@@ -145,12 +149,12 @@ def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
     seconds: dict[str, list[float]] = {}
     for r in read_records(results_dir) if results_dir.exists() else []:
         if r["config"].get("device", "cpu") == "cpu" and "shared_from" not in r and r.get("history"):
-            seconds.setdefault(_seedless_key(r["config"]), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
+            seconds.setdefault(_key_without(r["config"], "threads", "seed", "device"), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
     total, unknown = 0.0, 0
     for c in todo:
         ckpt = Path("runs") / preset_name / c.run_name() / CHECKPOINT
         done = _checkpoint_epoch(ckpt)
-        per_epoch = seconds.get(_seedless_key(c.to_dict()))
+        per_epoch = seconds.get(_key_without(c.to_dict(), "threads", "seed", "device"))
         line = [c.run_name(), "not started" if done == 0 else f"epoch {done}/{c.epochs} checkpointed" if done > 0
                 else f"{ckpt} is unreadable: the run will stop on it"]
         done = max(done, 0)
@@ -164,10 +168,6 @@ def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
     if todo:
         print(f"estimated {total / 3600:.1f} h of training, one run at a time at the finished runs' speed"
               + (f", plus {unknown} run(s) with no finished seed to estimate from" if unknown else ""), file=sys.stderr)
-
-
-def _seedless_key(config: dict) -> str:
-    return json.dumps({k: v for k, v in config.items() if k not in ("threads", "seed", "device")}, sort_keys=True)
 
 
 def _checkpoint_epoch(path: Path) -> int:
