@@ -85,7 +85,7 @@ def test_pq_topk_equals_ranking_the_masked_score_matrix(monkeypatch, D, bits, s,
     ties (repeated codes) by the lower row, masked rows last; row blocks smaller than the table."""
     import scipy.sparse as sp
 
-    from qrec.eval.ranking import masked_topk
+    from qrec.retrieval.topk import masked_topk
 
     monkeypatch.setattr(pqscan, "TOPK_ROWS", 7)  # the same value for every example: the fixture is not reset
     g = torch.Generator().manual_seed(seed)

@@ -94,7 +94,7 @@ def summary_line(rec: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from qrec.eval.evaluate import evaluate_model
+    from qrec.models.evaluate import evaluate_model
 
     artifact = Path(args.checkpoint).suffix == ".safetensors"
     if artifact and args.last:

@@ -78,6 +78,7 @@ def _register_builtin() -> None:
     from qrec.compress.lowrank import LowRankEmbedding, lowrank_bits
     from qrec.compress.mgqe import SPEC_PATTERN as MGQE_PATTERN
     from qrec.compress.mgqe import MGQEConfig, MGQEEmbedding, mgqe_bits
+    from qrec.compress.scalar import SPEC_PATTERN as SQ_PATTERN
     from qrec.compress.scalar import ScalarQuantized, scalar_bits
 
     def _positive(m: re.Match, group: str) -> int:
@@ -105,7 +106,7 @@ def _register_builtin() -> None:
         lambda m, w, f, seed: LowRankEmbedding.from_float(w, _positive(m, "r")),
     )
     register(
-        r"sq(?P<b>\d+)(?P<ptq>-ptq)?",
+        SQ_PATTERN.pattern,
         lambda m, n, d, frequencies=None, **o: ScalarQuantized(n, d, _sq_bits(m), ptq=bool(m["ptq"]), **o),
         lambda m, n, d: scalar_bits(n, d, _sq_bits(m)),
         lambda m, w, f, seed: ScalarQuantized.from_float(w, _sq_bits(m)),

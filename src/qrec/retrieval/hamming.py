@@ -36,6 +36,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qrec.retrieval.topk import masked_topk, sorted_csr
+
 __all__ = [
     "n_words",
     "pack_signs",
@@ -223,7 +225,7 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     compiled loop scores ``chunk`` items at a time and keeps a sorted top-``k`` (CPU).
 
     ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.eval.ranking.topk_deterministic`` orders the masked score matrix (score descending, then item
+    ``qrec.retrieval.topk.topk_deterministic`` orders the masked score matrix (score descending, then item
     index ascending; masked items score ``-inf`` and fill a row's tail only when fewer than ``k`` remain).
     """
     from qrec.retrieval.kernels import popcount_topk as kernel
@@ -238,21 +240,12 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     if exclude is None:
         indptr, excluded = np.zeros(B + 1, np.int64), np.zeros(0, np.int64)
     else:
-        indptr, excluded = _sorted_csr(exclude, B)
+        indptr, excluded = sorted_csr(exclude, B)
     top_i = np.empty((B, k), np.int64)
     top_v = np.empty((B, k), np.float32)
     _user_blocks(B, block, n_threads, lambda span: kernel(a, sa, b, sbT, d, k, indptr, excluded, span[0], span[1],
                                                           top_i, top_v, min(chunk, N)))
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
-
-
-def _sorted_csr(exclude, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` int64 of a scipy sparse matrix, each row's indices sorted."""
-    m = exclude.tocsr(copy=True)
-    if m.shape[0] != n_rows:
-        raise ValueError(f"exclude has {m.shape[0]} rows for {n_rows} users")
-    m.sort_indices()
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
 
 
 def _score_torch(bu, su, bi, si, d, block=256):
@@ -345,8 +338,6 @@ class BinaryCodes:
         if self.dim != items.dim:
             raise ValueError("user and item codes have different d")
         if self.bits.device.type != "cpu":
-            from qrec.eval.ranking import masked_topk
-
             return masked_topk(self.score(items), k, exclude)
         return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude)
 
