@@ -56,7 +56,7 @@ def _config(args):
 
 def _parse_options(items: list[str]) -> dict:
     """``["bits=2", "estimator=ewgs"]`` -> ``{"bits": 2, "estimator": "ewgs"}`` (numbers and booleans as TOML)."""
-    import tomllib
+    from qrec import toml as tomllib
 
     out = {}
     for item in items:
