@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qrec.compress.coded import narrow_codes
-from qrec.compress.packing import pack_bits
+from qrec.quant.packing import pack_bits
 from qrec.retrieval import pqscan
 from qrec.retrieval.pqscan import lookup_tables, pq_scores
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.packing import unpack_bits
+from qrec.quant.packing import unpack_bits
 from qrec.retrieval.pqscan import gather_centroids, pq_scores, pq_topk
 
 __all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes"]

@@ -49,8 +49,8 @@ from torch import nn
 from qrec.compress.base import EmbeddingTable
 from qrec.compress.coded import CodedPart, decode_parts, narrow_codes
 from qrec.compress.nearest import carried_order, nearest_codes, rows_per_chunk
-from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
-from qrec.compress.ste import straight_through, zero_with_grad_of
+from qrec.quant.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.ste import straight_through, zero_with_grad_of
 from qrec.retrieval.pqscan import gather_centroids, select_rows
 from qrec.errors import SpecError
 

@@ -31,8 +31,8 @@ import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
-from qrec.compress.ste import straight_through
+from qrec.quant.packing import pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.ste import straight_through
 
 # The spec family this module owns (``qrec.compress.spec`` registers it): b bits per dim, optionally post-training.
 SPEC_PATTERN = re.compile(r"sq(?P<b>\d+)(?P<ptq>-ptq)?")

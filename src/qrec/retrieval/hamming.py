@@ -36,6 +36,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qrec.quant.packing import pack_rows
 from qrec.retrieval.topk import masked_topk, sorted_csr
 
 __all__ = [
@@ -65,21 +66,10 @@ def n_words(d: int) -> int:
     return (int(d) + 63) // 64
 
 
-def _bit_weights(device) -> torch.Tensor:
-    w = [1 << j for j in range(63)] + [-(1 << 63)]  # bit 63 as the int64 sign bit
-    return torch.tensor(w, dtype=torch.int64, device=device)
-
-
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
-    """Bits ``x >= 0`` of the last axis packed into int64 words: ``(..., d) -> (..., ceil(d/64))``."""
-    d = x.shape[-1]
-    W = n_words(d)
-    bits = (x >= 0).to(torch.int64)
-    pad = W * 64 - d
-    if pad:
-        bits = torch.nn.functional.pad(bits, (0, pad))  # pad bits are 0 in every code
-    bits = bits.reshape(*x.shape[:-1], W, 64)
-    return (bits * _bit_weights(x.device)).sum(dim=-1)  # distinct powers of two: sum == bitwise or
+    """Bits ``x >= 0`` of the last axis packed into int64 words: ``(..., d) -> (..., ceil(d/64))`` (the rows of
+    ``qrec.quant.packing.pack_rows`` at 1 bit, aligned to 8 bytes, read as little-endian words)."""
+    return pack_rows(x >= 0, 1, align=8).view(torch.int64)
 
 
 _PM1_TABLE: dict = {}
