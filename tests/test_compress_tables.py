@@ -257,6 +257,22 @@ class TestMGQEUnsharedK(TableConformance):
     spec = "mgqe-uk8x16/4@0.25"
 
 
+class TestBinary(TableConformance):
+    spec = "bin"
+
+
+class TestBinaryGaussian(TableConformance):
+    spec = "bin-gaussian"
+
+
+class TestUniform2(TableConformance):
+    spec = "q2"
+
+
+class TestUniform8(TableConformance):
+    spec = "q8"
+
+
 class TestMGQEUnsharedD(TableConformance):
     spec = "mgqe-ud8/4x16@0.25"
 
