@@ -60,7 +60,7 @@ def _folder(root, name, files: dict):
 
 def test_registry_lists_every_dataset_with_a_description():
     described = list_datasets()
-    assert list(described) == ALL_NAMES + GENERIC_FORMATS
+    assert list(described) == ALL_NAMES + GENERIC_FORMATS + ["synthetic-powerlaw"]  # generated last
     assert all(isinstance(text, str) and text and "\n" not in text for text in described.values())
     assert all(DATASETS[name].remote for name in ALL_NAMES if name != "ml-1m-seq")
     for spec in DATASETS.values():  # a download must produce the files of one layout

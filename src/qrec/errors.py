@@ -22,4 +22,4 @@ class DatasetNotFoundError(QrecError, FileNotFoundError):
 
 
 class SpecError(QrecError, ValueError):
-    """An embedding spec string (e.g. 'dpq64x256') could not be parsed."""
+    """A spec string could not be parsed: an embedding spec (e.g. 'dpq64x256') or a generated dataset's options."""

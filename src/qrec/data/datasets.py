@@ -37,6 +37,7 @@ from urllib.parse import urlparse
 from tqdm.auto import tqdm
 
 from qrec.data.interactions import Interactions, Split
+from qrec.data import powerlaw
 from qrec.data.loaders import (
     read_lastfm,
     read_lightgcn_split,
@@ -273,9 +274,31 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+# Generated datasets: no files; the name (``base[:key=value,...]``) carries the generator's parameters.
+GENERATED: dict[str, tuple[str, Callable[[str], Interactions]]] = {
+    powerlaw.NAME: (
+        "SYNTHETIC power-law log of any size with planted communities, for scale tests "
+        "(synthetic-powerlaw:users=1e6,items=1e5,n=1e7,zipf=1.1,seed=0; see qrec.data.powerlaw)",
+        powerlaw.powerlaw_interactions,
+    ),
+}
+
+
 def list_datasets() -> dict[str, str]:
     """Every registered dataset name with a one-line description."""
-    return {name: spec.description for name, spec in DATASETS.items()}
+    return {name: spec.description for name, spec in DATASETS.items()} | {k: v[0] for k, v in GENERATED.items()}
+
+
+def _generator(name: str) -> Callable[[str], Interactions] | None:
+    entry = GENERATED.get(name.partition(":")[0])
+    return None if entry is None else entry[1]
+
+
+@functools.lru_cache(maxsize=4)
+def _generate(name: str) -> Interactions:
+    data = _generator(name)(name)
+    data.meta.update(dataset=name, source="generated")
+    return data
 
 
 def cache_dir() -> Path:
@@ -291,7 +314,7 @@ def cache_dir() -> Path:
 @dataclass(frozen=True)
 class Source:
     """Where a dataset was (or would be) read from: ``kind`` is one of ``"path"``,
-    ``"QREC_DATA_DIR"``, ``"cache"``, ``"recbole"``, ``"download"``."""
+    ``"QREC_DATA_DIR"``, ``"cache"``, ``"recbole"``, ``"download"``, ``"generated"`` (no files)."""
 
     name: str
     kind: str
@@ -311,7 +334,7 @@ def _spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        known = ", ".join(DATASETS)
+        known = ", ".join([*DATASETS, *GENERATED])
         raise DatasetNotFoundError(
             f"unknown dataset {name!r}; known datasets: {known}. "
             "Files in another format can be read with qrec.data.loaders.read_table."
@@ -397,6 +420,8 @@ def resolved_source(name: str, path=None) -> Source:
     do; nothing is downloaded here)."""
     if path is None and name in _LAST_SOURCE:
         return _LAST_SOURCE[name]
+    if _generator(name) is not None:
+        return Source(name, "generated", ())
     spec = _spec(name)
     if path is not None:
         return _explicit(spec, Path(path))
@@ -419,8 +444,13 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
 
     Returns :class:`Interactions` for raw logs, :class:`Split` (protocol ``"given"``) for
     pre-split ones. Loading the same files twice in one process returns the cached object: treat
-    it as read-only. Raises :class:`DatasetNotFoundError` listing every place looked at.
+    it as read-only. Raises :class:`DatasetNotFoundError` listing every place looked at. A generated dataset's
+    name (``synthetic-powerlaw:...``) makes its data; ``path`` must then be None.
     """
+    if _generator(name) is not None:
+        if path is not None:
+            raise DatasetNotFoundError(f"{name} is generated from its name; it reads no --path ({path})")
+        return _generate(name)
     spec = _spec(name)
     if path is not None:
         source = _explicit(spec, Path(path))
