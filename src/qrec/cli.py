@@ -25,6 +25,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int)
     g.add_argument("--batch-size", type=int)
     g.add_argument("--lr", type=float)
+    g.add_argument("--optimizer", choices=["adam", "rowwise-adagrad"],
+                   help="adam (default) or rowwise-adagrad: one state float per table row, touched rows only")
     g.add_argument("--n-neg", type=int)
     g.add_argument("--seed", type=int)
     g.add_argument("--patience", type=int, help="stop after this many epochs without validation gain (0: never)")
@@ -41,7 +43,7 @@ def _config(args):
     from qrec.train.config import RunConfig
 
     keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
+            "batch_size", "lr", "optimizer", "n_neg", "seed", "patience", "threads", "device"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)

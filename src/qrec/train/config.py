@@ -9,6 +9,10 @@ from pathlib import Path
 
 
 DEFAULT_DIM = 64
+OPTIMIZERS = ("adam", "rowwise-adagrad")
+# Keys added after runs were recorded: left out of to_dict() at their default, so the records, checkpoints and
+# shared twins of earlier runs keep their identity.
+_LATER_DEFAULTS = {"optimizer": "adam"}
 
 
 @dataclass(frozen=True)
@@ -27,6 +31,7 @@ class RunConfig:
     epochs: int = 20
     batch_size: int = 1024
     lr: float = 1e-3
+    optimizer: str = "adam"                # adam | rowwise-adagrad (tables: one state float per row; qrec.train.optim)
     weight_decay: float = 0.0
     n_neg: int = 4                         # pointwise models: sampled negatives per positive
     seed: int = 0
@@ -52,7 +57,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
-        return d
+        return {k: v for k, v in d.items() if k not in _LATER_DEFAULTS or v != _LATER_DEFAULTS[k]}
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
@@ -85,6 +90,8 @@ class RunConfig:
         spec = self.embedding if self.user_embedding is None else f"u{self.user_embedding}-i{self.embedding}"
         if self.dim != DEFAULT_DIM:
             spec += f"-d{self.dim}"
+        if self.optimizer != "adam":
+            spec += f"-{self.optimizer}"
         # a path-valued option (a teacher run) is named by its last component
         tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(self.model_options.items()))
         safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")

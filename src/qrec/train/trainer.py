@@ -22,7 +22,8 @@ from qrec.errors import QrecError, SpecError
 from qrec.models.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
-from qrec.train.config import RunConfig
+from qrec.train.config import OPTIMIZERS, RunConfig
+from qrec.train.optim import OptimizerChain, rowwise_adagrad
 from qrec.train.pipeline import load_split
 
 CHECKPOINT = "checkpoint.pt"
@@ -64,10 +65,15 @@ def _load_teacher(run: str, split: Split) -> Recommender:
     return teacher
 
 
-def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
-    """Adam (with the backbone's own betas where its reference code sets them, e.g. SASRec's 0.98). The fused
+def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer | OptimizerChain:
+    """``cfg.optimizer``: ``"rowwise-adagrad"`` (qrec.train.optim), or Adam (with the backbone's own betas where its
+    reference code sets them, e.g. SASRec's 0.98). The fused
     kernel is the same update in one pass over all parameters: 4-5x faster per step on the CPU than the
     per-tensor loop, which dominated a GMF step on ML-1M."""
+    if cfg.optimizer == "rowwise-adagrad":
+        return rowwise_adagrad(model, cfg.lr, cfg.weight_decay)
+    if cfg.optimizer != "adam":
+        raise QrecError(f"unknown optimizer {cfg.optimizer!r}; use one of {OPTIMIZERS}")
     args = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=model.adam_betas)
     try:
         return torch.optim.Adam(model.parameters(), fused=True, **args)
