@@ -35,6 +35,9 @@ class EmbeddingTable(nn.Module, ABC):
 
     #: short family name used in spec strings, e.g. "full", "dpq"
     family: str = ""
+    #: lookups give the per-row parameters a sparse gradient over the looked-up rows instead of a dense ``n x d``
+    #: one (set by a row-wise optimizer, qrec.train.optim; tables whose lookup is not a row gather ignore it)
+    sparse_grad: bool = False
 
     def __init__(self, num_embeddings: int, dim: int):
         super().__init__()

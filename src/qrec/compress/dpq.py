@@ -99,7 +99,7 @@ class _VQLookup(torch.autograd.Function):
     MGQE step is dominated by such small ops, not by arithmetic."""
 
     @staticmethod
-    def forward(ctx, query, centroids, x, rows, codes, counts, inverse, beta):
+    def forward(ctx, query, centroids, x, rows, codes, counts, inverse, beta, sparse):
         D, K = centroids.shape[:2]
         flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
         q = select_rows(centroids.detach().reshape(D * K, -1), flat).reshape_as(x)
@@ -107,7 +107,7 @@ class _VQLookup(torch.autograd.Function):
         weighted = diff * counts.unsqueeze(1).to(diff.dtype)
         aux = (1.0 + beta) * (diff * weighted).sum()
         ctx.save_for_backward(weighted, rows, flat, inverse)
-        ctx.shapes, ctx.beta = (query.shape, centroids.shape), beta
+        ctx.shapes, ctx.beta, ctx.sparse = (query.shape, centroids.shape), beta, sparse
         return (q if inverse is None else q.index_select(0, inverse)), aux
 
     @staticmethod
@@ -119,12 +119,15 @@ class _VQLookup(torch.autograd.Function):
             g_rows = grad_out if inverse is None else _add_rows(torch.zeros_like(weighted), inverse, grad_out)
             if beta:
                 g_rows = g_rows - (2.0 * beta) * grad_aux * weighted
-            grad_query = grad_out.new_zeros(query_shape).index_copy_(0, rows, g_rows)  # rows are distinct
+            if ctx.sparse:
+                grad_query = torch.sparse_coo_tensor(rows.unsqueeze(0), g_rows, query_shape, check_invariants=False)
+            else:
+                grad_query = grad_out.new_zeros(query_shape).index_copy_(0, rows, g_rows)  # rows are distinct
         if ctx.needs_input_grad[1]:  # centroid loss: d/dc sum counts ||c - sg(x)||^2 = 2 counts (c - x)
             book = weighted.new_zeros(book_shape[0] * book_shape[1], book_shape[2])
             sub = (2.0 * grad_aux) * weighted.reshape(flat.numel(), book_shape[2])
             grad_book = _add_rows(book, flat, sub).reshape(book_shape)
-        return grad_query, grad_book, None, None, None, None, None, None
+        return grad_query, grad_book, None, None, None, None, None, None, None
 
 
 def _add_rows(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
@@ -140,7 +143,7 @@ def _add_rows(out: torch.Tensor, index: torch.Tensor, src: torch.Tensor) -> torc
 
 def vq_lookup(query: torch.Tensor, centroids: torch.Tensor, rows: torch.Tensor, codes: torch.Tensor,
               counts: torch.Tensor, inverse: torch.Tensor | None = None, beta: float = 0.0,
-              x: torch.Tensor | None = None):
+              x: torch.Tensor | None = None, sparse: bool = False):
     """VQ-quantized rows with the straight-through gradient, and their centroid loss, in one autograd node.
 
     For distinct ``rows`` of ``query`` with nearest-centroid ``codes (U, D)`` into ``centroids (D, K, s)``,
@@ -148,10 +151,11 @@ def vq_lookup(query: torch.Tensor, centroids: torch.Tensor, rows: torch.Tensor, 
     ``inverse`` is None), ``q`` the rows' centroids exactly, and ``aux = sum_u counts_u (||q_u - sg(x_u)||^2
     + beta ||x_u - sg(q_u)||^2)``. Gradients equal those of the composed reference
     ``straight_through(x, q)[inverse]`` and ``vq_aux_terms(x, q, beta, counts)`` (tested). ``x``: the
-    detached ``query[rows]`` when the caller already gathered it for the code search."""
+    detached ``query[rows]`` when the caller already gathered it for the code search. ``sparse``: the query's
+    gradient as a sparse tensor over ``rows`` (for row-wise optimizers) instead of a dense one."""
     if x is None:
         x = query.detach().index_select(0, rows)
-    return _VQLookup.apply(query, centroids, x, rows, codes, counts, inverse, float(beta))
+    return _VQLookup.apply(query, centroids, x, rows, codes, counts, inverse, float(beta), sparse)
 
 
 # ------------------------------------------------------------------------------------- the aux loss
@@ -274,7 +278,8 @@ class DPQEmbedding(EmbeddingTable):
             x = self.query.detach().index_select(0, rows)
             order = carried_order(self._orders, 0, self.centroids)
             codes = nearest_codes(split(x, self.num_subspaces), self.centroids, self.kernel, order)
-            out, aux = vq_lookup(self.query, self.centroids, rows, codes, counts, inverse, self.beta, x=x)
+            out, aux = vq_lookup(self.query, self.centroids, rows, codes, counts, inverse, self.beta, x=x,
+                                 sparse=self.sparse_grad)
             self._aux.add(aux, ids.numel() * self.dim)
             return out.reshape(*ids.shape, self.dim)
         x = self.query[ids.reshape(-1)]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from qrec.compress.base import EmbeddingTable
 
@@ -31,6 +32,8 @@ class FullEmbedding(EmbeddingTable):
         return "full"
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.sparse_grad:
+            return F.embedding(ids, self.weight, sparse=True)
         return self.weight[ids]
 
     def all(self) -> torch.Tensor:

@@ -197,10 +197,11 @@ class MGQEEmbedding(EmbeddingTable):
         x = self.query.detach().index_select(0, rows)
         codes = [self._nearest(i, part, carry=True) for i, part in enumerate(x.split(sizes))]
         if self.config.variant == "shared":  # group i's codes index the first K_i centroids of the one codebook
-            out, aux = vq_lookup(self.query, self.codebooks[0], rows, torch.cat(codes), counts, batch, self.beta, x=x)
+            out, aux = vq_lookup(self.query, self.codebooks[0], rows, torch.cat(codes), counts, batch, self.beta, x=x,
+                                 sparse=self.sparse_grad)
         else:
             per_group = zip(rows.split(sizes), codes, counts.split(sizes), x.split(sizes))
-            parts = [vq_lookup(self.query, self._codebook(i), r, c, n, None, self.beta, x=xi)
+            parts = [vq_lookup(self.query, self._codebook(i), r, c, n, None, self.beta, x=xi, sparse=self.sparse_grad)
                      for i, (r, c, n, xi) in enumerate(per_group)]
             out = torch.cat([q for q, _ in parts]).index_select(0, batch)
             aux = torch.stack([a for _, a in parts]).sum()

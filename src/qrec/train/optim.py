@@ -8,8 +8,8 @@ step touched::
     s_r = s_r + mean(g^2)
     w_r = w_r - lr * g / (sqrt(s_r) + eps)
 
-A row is touched when it has a gradient: the indices of a sparse gradient (duplicates summed), or the non-zero
-rows of a dense one (a looked-up row whose gradient is exactly zero gets a zero step and a zero state increment
+A row is touched when it has a gradient: the indices of a sparse gradient (duplicates summed; what the tables give
+once this optimizer switched them to sparse gradients), or the non-zero rows of a dense one (a looked-up row whose gradient is exactly zero gets a zero step and a zero state increment
 either way, but no weight decay: decay, too, reaches touched rows only, as in FBGEMM).
 
 ``rowwise_adagrad(model, lr)`` applies it to every table's row parameters (2-D, one row per id) and plain AdaGrad,
@@ -107,7 +107,11 @@ def table_row_parameters(model: Recommender) -> list[torch.nn.Parameter]:
 
 
 def rowwise_adagrad(model: Recommender, lr: float, weight_decay: float = 0.0) -> OptimizerChain:
-    """Row-wise AdaGrad on the tables' rows, AdaGrad on the other parameters, both at ``lr``."""
+    """Row-wise AdaGrad on the tables' rows, AdaGrad on the other parameters, both at ``lr``. The tables are switched
+    to sparse gradients (``EmbeddingTable.sparse_grad``): a step then costs the rows it touches, not the table size
+    (a dense gradient is an ``n x d`` zero-fill and scan per step)."""
+    for table in model.embedding_tables().values():
+        table.sparse_grad = True
     rows = table_row_parameters(model)
     taken = {id(p) for p in rows}
     dense = [p for p in model.parameters() if id(p) not in taken and p.requires_grad]
