@@ -58,3 +58,11 @@ def test_device_of_a_model_without_parameters_is_the_cpu():
             return torch.zeros(len(users), self.n_items)
 
     assert Empty(2, 3).device == torch.device("cpu")
+
+
+def test_eval_batch_bounds_the_score_matrix_and_keeps_1024_below_131072_items():
+    from qrec.models.evaluate import eval_batch_size
+
+    assert eval_batch_size(91_599) == eval_batch_size(131_072) == 1024  # every published dataset: as before
+    assert eval_batch_size(10**6) == 134 and eval_batch_size(10**7) == 13 and eval_batch_size(10**9) == 1
+    assert eval_batch_size(10**6) * 10**6 * 4 <= 2**29  # at most 512 MiB of float32 scores

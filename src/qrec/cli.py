@@ -74,12 +74,16 @@ def _parse_options(items: list[str]) -> dict:
 
 def cmd_train(args) -> int:
     from qrec.records import build_record, write_record
+    from qrec.train.distributed import finish, is_worker
     from qrec.train.trainer import fit
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())
     print(f"qrec train: {cfg.run_name()} -> {out}", file=sys.stderr)
     result = fit(cfg, out, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
+    finish()  # a torchrun rank leaves its process group; rank 0 alone writes the record
+    if is_worker():
+        return 0
     record = build_record(result)
     write_record(out / "record.json", record)
     if args.record:

@@ -9,9 +9,18 @@ from qrec.eval.evaluate import evaluate_split
 from qrec.models.base import Recommender
 
 
+# Users scored per batch: 1024, fewer when the (batch x items) float32 score matrix would pass 512 MiB (10^6 items:
+# 128 users). Below 131,072 items (every published dataset) the batch is 1024, as it always was.
+_SCORE_BUDGET = 2**27
+
+
+def eval_batch_size(n_items: int, largest: int = 1024) -> int:
+    return max(1, min(largest, _SCORE_BUDGET // max(1, n_items)))
+
+
 @torch.no_grad()
 def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10,), recall_denominator: str = "test",
-                   batch_size: int = 1024, progress: bool = False, mask: str = "seen") -> dict:
+                   batch_size: int | None = None, progress: bool = False, mask: str = "seen") -> dict:
     """Full-ranking metrics of ``model`` at ``stage`` (``mask``: see ``qrec.eval.evaluate.ranking_problem``).
 
     The model scores in eval mode from fresh caches, reading the history ``stage`` allows (a sequential model
@@ -22,6 +31,7 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
     model.refresh()
     model.set_stage(stage)
     try:
+        batch_size = batch_size or eval_batch_size(split.n_items)
         return evaluate_split(model.score_all, split, stage, ks, recall_denominator, batch_size, progress, mask,
                               device=model.device)
     finally:

@@ -23,6 +23,7 @@ from qrec.models.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
 from qrec.train.config import OPTIMIZERS, RunConfig
+from qrec.train.distributed import from_env
 from qrec.train.optim import OptimizerChain, rowwise_adagrad
 from qrec.train.pipeline import load_split
 
@@ -140,8 +141,13 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg)
+    parallel = from_env(cfg)  # under torchrun: this rank of a data-parallel run, else None
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
+    if parallel is not None:
+        parallel.broadcast_parameters(model)
+        optimizer = parallel.wrap(optimizer)
+        log = log if parallel.writes else (lambda _: None)
     sampler = NegativeSampler(split.train, seed=cfg.seed)
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
@@ -166,7 +172,10 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
-        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, split, sampler, cfg, epoch), cfg, epoch, progress)
+        batches = _epoch_batches(model, split, sampler, cfg, epoch)
+        if parallel is not None:
+            batches = parallel.shard(batches, epoch)
+        loss, seen = _train_epoch(model, optimizer, batches, cfg, epoch, progress and (parallel is None or parallel.writes))
         seconds = time.perf_counter() - t0
         state["train_seconds"] += seconds
         state["seen"] += seen
@@ -184,7 +193,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
             row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
         state["history"].append(row)
         state["epoch"] = epoch + 1
-        if ckpt:
+        if ckpt and (parallel is None or parallel.writes):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
         log(_epoch_line(row, cfg.select_metric))

@@ -1,0 +1,138 @@
+"""The scale curve: GMF with full / DPQ / MGQE tables as the catalogue grows, on synthetic-powerlaw logs.
+
+Per (items, table, optimizer), one subprocess (so its peak RSS is its own) generates
+``synthetic-powerlaw:users=U,items=I,n=N`` (leave-one-out), builds GMF, trains ``--batches`` batches per round
+(median of ``--rounds`` rounds after a warm-up round; the epoch's negatives are sampled before the clock starts),
+writes the served artifact (qrec.export, no id vocabularies) and times full-ranking evaluation (all items, seen
+items masked) of a ``--eval-users`` sample of the test users. Columns: generation + split seconds, training rows per
+second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact bytes, evaluation seconds.
+
+    python benchmarks/bench_scale.py --items 1e5 1e6 --users 1e5 --interactions 1e6 --rounds 3
+
+The row-wise optimizer (``--optimizers adam rowwise-adagrad``) is the point of the comparison: Adam updates every
+row of every table each step (its cost grows with the catalogue), row-wise AdaGrad with sparse table gradients only
+the rows a batch touches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mdtable import table
+
+
+def _name(users: int, items: int, n: int, seed: int) -> str:
+    return f"synthetic-powerlaw:users={users},items={items},n={n},zipf=1.1,seed={seed}"
+
+
+def _sample_test(split, users: int, seed: int):
+    """The split with its test part cut to ``users`` random test users (training and validation kept: masks)."""
+    from dataclasses import replace
+
+    test_users = np.unique(split.test.users)
+    keep = np.random.default_rng(seed).choice(test_users, size=min(users, test_users.size), replace=False)
+    return replace(split, test=split.test.subset(np.isin(split.test.users, keep)))
+
+
+def _train_rounds(cfg, split, model, optimizer, batches: int, rounds: int) -> tuple[float, int]:
+    from qrec.data.sampling import NegativeSampler
+    from qrec.train.trainer import _epoch_batches, _train_epoch
+
+    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    seconds, rows = [], 0
+    for r in range(rounds + 1):  # round 0 warms up
+        stream = _epoch_batches(model, split, sampler, cfg, r)
+        first = next(stream)  # sampling the epoch happens here, before the clock
+        t0 = time.perf_counter()
+        _, rows = _train_epoch(model, optimizer, itertools.islice(itertools.chain([first], stream), batches), cfg, r,
+                               progress=False)
+        if r:
+            seconds.append(time.perf_counter() - t0)
+    return statistics.median(seconds), rows
+
+
+def measure(a, items: int, spec: str, optimizer: str) -> dict:
+    from qrec.export.artifact import export_model
+    from qrec.models.evaluate import evaluate_model
+    from qrec.train.config import RunConfig
+    from qrec.train.pipeline import load_split
+    from qrec.train.trainer import build, make_optimizer
+
+    cfg = RunConfig(dataset=_name(a.users, items, a.interactions, a.seed), model="gmf", embedding=spec, dim=a.dim,
+                    batch_size=a.batch_size, optimizer=optimizer, lr=a.lr.get(optimizer, 1e-3), epochs=1)
+    t0 = time.perf_counter()
+    split = load_split(cfg)
+    generate_s = time.perf_counter() - t0
+    model = build(cfg, split)
+    train_s, rows = _train_rounds(cfg, split, model, make_optimizer(model, cfg), a.batches, a.rounds)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        export_model(model, cfg.to_dict(), path)
+        artifact = path.stat().st_size
+    sample = _sample_test(split, a.eval_users, a.seed)
+    t0 = time.perf_counter()
+    metrics = evaluate_model(model, sample, "test", (10,))
+    eval_s = time.perf_counter() - t0
+    return {"generate_s": generate_s, "rows_per_s": rows / train_s, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "artifact_bytes": artifact, "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--items", nargs="+", type=float, default=[1e5, 1e6])
+    ap.add_argument("--users", type=float, default=1e5)
+    ap.add_argument("--interactions", type=float, default=1e6)
+    ap.add_argument("--specs", nargs="+", default=["full", "dpq64x256", "mgqe64x256/64@0.1"])
+    ap.add_argument("--optimizers", nargs="+", default=["adam", "rowwise-adagrad"])
+    ap.add_argument("--lr-adam", type=float, default=1e-3)
+    ap.add_argument("--lr-rowwise", type=float, default=0.05)
+    ap.add_argument("--dim", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=1024)
+    ap.add_argument("--batches", type=int, default=100, help="training batches per timed round")
+    ap.add_argument("--rounds", type=int, default=3, help="timed rounds (median), after one warm-up round")
+    ap.add_argument("--eval-users", type=int, default=10_000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one", nargs=3, metavar=("ITEMS", "SPEC", "OPTIMIZER"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    a.users, a.interactions = int(a.users), int(a.interactions)
+    a.lr = {"adam": a.lr_adam, "rowwise-adagrad": a.lr_rowwise}
+    torch.set_num_threads(a.threads)
+    if a.one:
+        print(json.dumps(measure(a, int(float(a.one[0])), a.one[1], a.one[2])))
+        return
+    print(f"\nGMF d = {a.dim} on {_name(a.users, 0, a.interactions, a.seed).replace('items=0,', 'items=I,')} "
+          f"(leave-one-out), batch {a.batch_size}, {a.threads} thread(s), {a.batches} batches x {a.rounds} rounds "
+          f"(median), eval: {a.eval_users} test users x all items; torch {torch.__version__}\n", flush=True)
+    rows = []
+    passthrough = [arg for arg in sys.argv[1:]]
+    for items, spec, opt in itertools.product(a.items, a.specs, a.optimizers):
+        cmd = [sys.executable, __file__, *passthrough, "--one", str(items), spec, opt]
+        out = subprocess.run(cmd, capture_output=True, text=True)
+        if out.returncode:
+            print(out.stderr[-2000:], file=sys.stderr)
+            rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", "", "", "", "", ""])
+            continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        rows.append([f"{int(items):,}", f"`{spec}`", opt, f"{r['generate_s']:.1f}", f"{r['rows_per_s']:,.0f}",
+                     f"{r['peak_mib']:,.0f}", f"{r['artifact_bytes'] / 2**20:,.1f}", f"{r['eval_s']:.1f}",
+                     f"{r['hr@10']:.3f}"])
+        print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
+    table(rows, ["items", "item table", "optimizer", "generate+split s", "train rows/s", "peak RSS MiB",
+                 "artifact MiB", f"eval s ({a.eval_users} users)", "HR@10 after the timed batches"])
+
+
+if __name__ == "__main__":
+    main()
