@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -115,11 +116,11 @@ def main() -> None:
         return
     print(f"\nGMF d = {a.dim} on {_name(a.users, 0, a.interactions, a.seed).replace('items=0,', 'items=I,')} "
           f"(leave-one-out), batch {a.batch_size}, {a.threads} thread(s), {a.batches} batches x {a.rounds} rounds "
-          f"(median), eval: {a.eval_users} test users x all items; torch {torch.__version__}\n", flush=True)
+          f"(median), eval: {a.eval_users} test users x all items; torch {torch.__version__}; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n", flush=True)
     rows = []
-    passthrough = [arg for arg in sys.argv[1:]]
     for items, spec, opt in itertools.product(a.items, a.specs, a.optimizers):
-        cmd = [sys.executable, __file__, *passthrough, "--one", str(items), spec, opt]
+        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(items), spec, opt]
         out = subprocess.run(cmd, capture_output=True, text=True)
         if out.returncode:
             print(out.stderr[-2000:], file=sys.stderr)
