@@ -34,6 +34,7 @@ def test_slices_cover_each_global_batch_once_with_shares_summing_to_one(n, world
     assert sum(shares) == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # two fresh interpreters importing torch: ~20 s idle
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
 def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     from qrec.train.trainer import fit

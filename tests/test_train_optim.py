@@ -168,6 +168,7 @@ _MEMORY_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # a subprocess building 10^6-row structures: ~10 s idle
 def test_a_million_row_mgqe_table_and_a_million_node_graph_fit_a_memory_cap():
     """No O(n^2) or O(users x items) allocation: a 10^6-row MGQE table (query 64 MB, its dense gradient as much)
     trained one row-wise AdaGrad step, and LightGCN's normalised adjacency over 10^6 nodes and 3 x 10^6 edges
