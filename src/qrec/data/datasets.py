@@ -323,6 +323,8 @@ class Source:
     url: str | None = None  # for "download": the first URL fetched
 
     def __str__(self) -> str:
+        if self.kind == "generated":
+            return f"{self.name} (generated from its name)"
         where = self.url if self.kind == "download" and self.url else ", ".join(str(f) for f in self.files)
         return f"{self.name} from {self.kind}: {where}"
 
