@@ -412,3 +412,20 @@ def test_repeated_ids_are_quantized_once_with_the_batch_loss_unchanged(spec):
     torch.testing.assert_close(aux_rows, aux)
     (rows.sum() + aux_rows).backward()
     torch.testing.assert_close(table.query.grad, grad)
+
+
+@pytest.mark.parametrize("spec", ["mgqe4x16/8@0.3", "mgqe-uk4x16/8@0.3", "mgqe-ud4/2x16@0.3"])
+def test_chunked_decode_and_export_equal_the_whole_table_at_once(spec, monkeypatch):
+    """all() in eval mode and MGQE's export work a chunk of rows at a time (memory); the results are the same."""
+    from qrec.compress import build_table
+    from qrec.compress.base import EmbeddingTable
+
+    torch.manual_seed(0)
+    table = build_table(spec, 100, 16, frequencies=np.arange(100)).eval()
+    with torch.no_grad():
+        whole, exported = table.all(), table.export()
+        monkeypatch.setattr(EmbeddingTable, "ALL_CHUNK", 24)  # a multiple of 8: whole bytes per chunk
+        assert torch.equal(table.all(), whole)
+        chunked = table.export()
+    assert chunked.keys() == exported.keys()
+    assert all(torch.equal(chunked[k], exported[k]) for k in exported)

@@ -62,10 +62,18 @@ class EmbeddingTable(nn.Module, ABC):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """Vectors for ``ids`` (any shape), shape ``ids.shape + (dim,)``; what the model sees."""
 
+    #: rows per lookup when ``all()`` decodes an eval-mode table without gradient: a lookup's temporaries (sorted
+    #: ids, gathered query rows, codes) then scale with the chunk, not the table (a 10^7-row MGQE table needed 5x
+    #: its size at once). A multiple of 8: MGQE packs its codes by such chunks into one stream
+    ALL_CHUNK = 1 << 18
+
     def all(self) -> torch.Tensor:
-        """The whole table as the model sees it (dequantized for compressed tables), ``(n, dim)``."""
+        """The whole table as the model sees it (dequantized for compressed tables), ``(n, dim)``. In eval mode
+        without gradient, looked up in chunks of rows (an eval-mode row does not depend on the others)."""
         ids = torch.arange(self.num_embeddings, device=self._device())
-        return self.forward(ids)
+        if torch.is_grad_enabled() or self.training or self.num_embeddings <= self.ALL_CHUNK:
+            return self.forward(ids)
+        return torch.cat([self.forward(chunk) for chunk in ids.split(self.ALL_CHUNK)])
 
     def scores(self, queries: torch.Tensor) -> torch.Tensor:
         """Inner products of ``queries (B, dim)`` with every row, ``(B, n)``: what dot-product backbones rank

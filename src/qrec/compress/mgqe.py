@@ -231,10 +231,19 @@ class MGQEEmbedding(EmbeddingTable):
             out[self.group_rows(i)] = self.group_codes(i).long()
         return out
 
+    @torch.no_grad()
+    def _packed_group_codes(self, i: int, bits: int) -> torch.Tensor:
+        """``pack_bits(group_codes(i), bits)`` a chunk of rows at a time: the int64 codes of a whole group are 2x
+        the float table. A chunk of a multiple of 8 rows packs to whole bytes, so the chunks' streams concatenate
+        into the one stream."""
+        rows = self.group_rows(i)
+        parts = [pack_bits(self._nearest(i, self.query[r]), bits).cpu() for r in rows.split(self.ALL_CHUNK)]
+        return torch.cat(parts) if parts else pack_bits(self.group_codes(i), bits).cpu()
+
     def export(self) -> dict[str, torch.Tensor]:
         out = {"groups": pack_bits(self.group, self.config.group_bits).cpu()}
         for i, (D, K) in enumerate(self.config.tiers):
-            out[f"codes{i}"] = pack_bits(self.group_codes(i), code_bits(self.dim, D, K)).cpu()
+            out[f"codes{i}"] = self._packed_group_codes(i, code_bits(self.dim, D, K))
         for name, book in self._codebook_names():
             out[name] = book.detach().to("cpu", torch.float32).contiguous()
         return out
