@@ -58,3 +58,29 @@ class Recommender(nn.Module):
     def full_bits(self) -> int:
         """Bits of the same model with full float32 embedding tables (the 100% of MGQE's Table 3)."""
         return sum(t.full_bits() for t in self.embedding_tables().values()) + self.dense_bits()
+
+
+class RowBiases(nn.Module):
+    """One learned float32 bias per user row and per item row (biased MF's ``b_u + b_i``), zero-initialised.
+
+    Used by the regression task: an absolute score needs per-row offsets that a ranking of one user's items
+    ignores. They are dense parameters (served as float32, 32 bits per row, counted in the model size)."""
+
+    def __init__(self, n_users: int, n_items: int):
+        super().__init__()
+        self.user = nn.Parameter(torch.zeros(n_users))
+        self.item = nn.Parameter(torch.zeros(n_items))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b_u + b_i, b_u^2 + b_i^2)`` of each pair: the offset and its squared L2 norm."""
+        bu, bi = self.user[users], self.item[items]
+        return bu + bi, bu * bu + bi * bi
+
+    def all_items(self, users: torch.Tensor) -> torch.Tensor:
+        """``(B, n_items)`` offsets of every item for each user."""
+        return self.user[users][:, None] + self.item[None, :]
+
+
+def squared_norms(*rows: torch.Tensor) -> torch.Tensor:
+    """Sum over the given ``(B, d)`` tensors of each pair's squared L2 norm, ``(B,)``."""
+    return sum((r * r).sum(-1) for r in rows)

@@ -17,13 +17,13 @@ import torch
 from tqdm.auto import tqdm
 
 from qrec.data import Split
-from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
 from qrec.errors import QrecError
-from qrec.eval.evaluate import evaluate_model
+from qrec.eval.regression import improved
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
 from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
+from qrec.train.tasks import make_task
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -50,6 +50,8 @@ def build(cfg: RunConfig, split: Split) -> Recommender:
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
+    if cfg.task == "regression":  # absolute scores need per-user / per-item offsets (biased MF)
+        opts.setdefault("row_bias", True)
     seed_everything(cfg.seed)
     return build_model(cfg.model, split, cfg.user_spec, cfg.item_spec, cfg.dim, **opts).to(cfg.device)
 
@@ -65,18 +67,14 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(model.parameters(), **args)
 
 
-def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
+def _epoch_batches(model: Recommender, task, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-    kind = getattr(model, "loss_kind", "pointwise")
-    if kind == "bpr":
-        return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
-    if kind == "sequence":
-        return sequence_epoch(split.train, sampler, model.maxlen, cfg.batch_size, rng)
-    return pointwise_epoch(split.train, sampler, cfg.n_neg, cfg.batch_size, rng)
+    return task.batches(model, rng)
 
 
-def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool) -> tuple[float, int]:
+def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool, loss_fn=None) -> tuple[float, int]:
+    """One pass over ``batches``; ``loss_fn(model, batch)`` is the task's loss (default: the model's own)."""
     model.train()
     if hasattr(model, "on_epoch_start"):
         model.on_epoch_start()
@@ -85,7 +83,7 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     start = time.perf_counter()
     for batch in bar:
         batch = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
-        loss = model.training_loss(batch)
+        loss = loss_fn(model, batch) if loss_fn else model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -113,10 +111,6 @@ def _resumable_key(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
 
 
-def _improved(metrics: dict, best: dict, key: str) -> bool:
-    return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
-
-
 def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
@@ -128,7 +122,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     split = load_split(cfg)
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
-    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    task = make_task(cfg, split)  # batches, loss and metrics: top-k ranking or score regression
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
 
@@ -152,14 +146,14 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
-        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, split, sampler, cfg, epoch), cfg, epoch, progress)
+        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, task, cfg, epoch), cfg, epoch, progress, task.loss)
         seconds = time.perf_counter() - t0
         state["train_seconds"] += seconds
         state["seen"] += seen
         row = {"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 3), "rows_per_second": round(seen / seconds)}
         if has_valid and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            row["valid"] = evaluate_model(model, split, "valid", cfg.ks, cfg.recall_denominator)
-            if _improved(row["valid"], state["best"], cfg.select_metric):
+            row["valid"] = task.evaluate(model, "valid")
+            if improved(row["valid"], state["best"], task.select_metric):
                 state.update(best=row["valid"], best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict()))
                 stale = 0
             else:
@@ -167,22 +161,22 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         elif not has_valid and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             # Pre-split files have no validation part: record the test curve for plots only; nothing is
             # selected on it, the reported epoch is the last one.
-            row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+            row["test_curve"] = task.evaluate(model, "test")
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
-        log(_epoch_line(row, cfg.select_metric))
+        log(_epoch_line(row, task.select_metric))
         if cfg.patience and stale >= cfg.patience:
-            log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
+            log(f"early stop: no {task.select_metric} gain for {stale} epochs")
             break
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     else:
         state["best_epoch"] = state["epoch"]
-    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+    test = task.evaluate(model, "test")
     return FitResult(
         config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
