@@ -17,7 +17,8 @@ from pathlib import Path
 
 from qrec.train.config import RunConfig
 
-GRID_AXES = ("model", "embedding", "user_embedding", "dim", "lr", "batch_size", "epochs", "eval_every", "model_options")
+GRID_AXES = ("dataset", "protocol", "model", "embedding", "user_embedding", "dim", "lr", "l2", "batch_size", "epochs", "eval_every",
+             "model_options")
 
 
 @dataclass
