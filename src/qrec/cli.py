@@ -16,7 +16,11 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
     g.add_argument("--dataset", help="registered name (qrec data list) e.g. ml-1m-seq, gowalla")
     g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
-    g.add_argument("--protocol", choices=["loo", "ratio", "given"], help="split: leave-one-out by time, random ratio, pre-split files")
+    g.add_argument("--protocol", help="split: loo (leave-one-out by time), ratio, given (pre-split files); for the "
+                                      "regression task holdout (random 90/10 of the pairs) or kfold-5 (fold = seed mod 5)")
+    g.add_argument("--task", choices=["ranking", "regression"], help="ranking (top-k, default) or regression (squared "
+                                                                    "loss on the ratings / scores, RMSE and MAE)")
+    g.add_argument("--l2", type=float, help="regression: L2 on each training pair's looked-up rows and biases")
     g.add_argument("--min-count", type=int, help="one-pass k-core filter (5 reproduces SASRec's ML-1M)")
     g.add_argument("--model", help="backbone: gmf, neumf, lightgcn, ...")
     g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, mgqe64x256/64@0.1")
@@ -40,8 +44,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from qrec.train.config import RunConfig
 
-    keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
+    keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
+            "batch_size", "lr", "l2", "n_neg", "seed", "patience", "threads", "device"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
@@ -49,7 +53,7 @@ def _config(args):
     options = _parse_options(getattr(args, "option", []))
     if options:
         cfg = cfg.replace(model_options=cfg.model_options | options)
-    if cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # select on the first requested cut-off
+    if cfg.task == "ranking" and cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # the first requested cut-off
         cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
     return cfg
 
@@ -88,7 +92,8 @@ def cmd_train(args) -> int:
 
 def summary_line(rec: dict) -> str:
     t = rec["metrics"]["test"]
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall"))
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in t.items()
+                      if k in ("rmse", "mae") or ("@" in k and k.split("@")[0] in ("hr", "ndcg", "recall")))
     return (f"{rec['run']}: test {shown}  size {rec['size']['relative']:.1%} of full "
             f"({rec['size']['serving_bits'] / 8 / 2**20:.2f} MiB)  best epoch {rec['best_epoch']}  {rec['train_seconds']:.0f}s")
 
@@ -100,7 +105,12 @@ def cmd_evaluate(args) -> int:
     if artifact and args.last:
         raise QrecError("--last applies to a run's checkpoint; an artifact holds one model")
     model, cfg, split = _load_artifact(args.checkpoint) if artifact else _load_checkpoint_model(args.checkpoint, last=args.last)
-    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
+    if cfg.task == "regression":  # RMSE / MAE of the held-out scores; nothing is ranked or masked
+        from qrec.train.tasks import make_task
+
+        metrics = make_task(cfg, split).evaluate(model, args.stage)
+    else:
+        metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
     print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
                       "metrics": metrics, "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
     return 0

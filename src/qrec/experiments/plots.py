@@ -1,5 +1,5 @@
-"""``qrec plot``: figures from records. Fig. 6: HR@10 / NDCG@10 against model size; Fig. 7: training loss;
-GCN presets: test curves per epoch."""
+"""``qrec plot``: figures from records. Fig. 6: HR@10 / NDCG@10 (or, for Table 5's regression, RMSE / MAE)
+against model size; Fig. 7: training loss; GCN presets: test curves per epoch."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ matplotlib.use("Agg")  # files only; no display on servers or CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from qrec.eval.regression import LOWER_IS_BETTER  # noqa: E402
 from qrec.records import read_records, relative_sizes  # noqa: E402
 from qrec.train.config import DEFAULT_DIM  # noqa: E402
 
@@ -21,25 +22,26 @@ def _family(spec: str) -> str:
     return re.match(r"[a-z]+(-[a-z]+)?", spec).group(0).replace("-ptq", "")
 
 
-def plot_size_tradeoff(records: list[dict], path: Path, title: str) -> Path:
+def plot_size_tradeoff(records: list[dict], path: Path, title: str, metrics=("hr@10", "ndcg@10")) -> Path:
     """One line per compressor family: mean metric over seeds against the served model's relative size; a
-    point with several seeds carries a +/- 1 sample-std bar."""
+    point with several seeds carries a +/- 1 sample-std bar. Ranking metrics in %, RMSE / MAE as they are."""
     points = defaultdict(lambda: defaultdict(list))
     for r, size in zip(records, relative_sizes(records, DEFAULT_DIM)):
         spec = r["embedding"]["item"]
         label = "full (d varies)" if spec == "full" else _family(spec)
         points[label][(size, r["config"]["dim"], spec)].append(r["metrics"]["test"])
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, metric in zip(axes, ("hr@10", "ndcg@10")):
+    for ax, metric in zip(axes, metrics):
+        scale = 1.0 if metric in LOWER_IS_BETTER else 100.0
         for label, by_size in sorted(points.items()):
             xs = sorted(by_size)
-            values = [100 * np.asarray([m[metric] for m in by_size[x]]) for x in xs]
+            values = [scale * np.asarray([m[metric] for m in by_size[x]]) for x in xs]
             std = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
             ax.errorbar([100 * x[0] for x in xs], [v.mean() for v in values], yerr=std, marker="o", capsize=3,
                         label=label)
         ax.set_xscale("log")
         ax.set_xlabel(f"model size (% of full at d = {DEFAULT_DIM}, log scale)")
-        ax.set_ylabel(f"{metric.upper()} (%)")
+        ax.set_ylabel(f"{metric.upper()}" + (" (lower is better)" if metric in LOWER_IS_BETTER else " (%)"))
         ax.grid(alpha=0.3)
     axes[0].legend()
     fig.suptitle(title)
@@ -106,8 +108,16 @@ def plot_test_curves(records: list[dict], path: Path, title: str) -> Path:
     return path
 
 
+def plot_regression_tradeoff(records: list[dict], path: Path, title: str, dataset: str = "ml-100k-i2i") -> Path:
+    """Fig. 6's panel for Table 5's task: GMF's test RMSE / MAE on ``dataset`` against model size."""
+    runs = [r for r in records if r["dataset"] == dataset and r["model"] == "gmf"]
+    return plot_size_tradeoff(runs, path, title, metrics=("rmse", "mae"))
+
+
 PLOTS = {
     "mgqe-fig6": (plot_size_tradeoff, "MGQE Fig. 6 on ML-1M (GMF): quality vs model size"),
+    "mgqe-table5": (plot_regression_tradeoff, "MGQE Fig. 6, regression panel: GMF item-item relevance on "
+                    "ml-100k-i2i, RMSE vs model size"),
     "mgqe-fig7": (plot_training_loss, "MGQE Fig. 7 on ML-1M: training loss, MGQE vs full"),
 }
 

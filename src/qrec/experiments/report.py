@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qrec.eval.regression import LOWER_IS_BETTER
 from qrec.experiments.presets import load_preset, preset_names
 from qrec.records import read_records, relative_sizes
 from qrec.train.config import DEFAULT_DIM, RunConfig
@@ -30,11 +31,16 @@ CPU run of the same seed in float rounding; "epoch s" is the median over the row
 """
 
 
-def _fmt(values: list[float], scale: float = 100.0) -> str:
+def _fmt(values: list[float], scale: float = 100.0, digits: int = 2) -> str:
     v = np.asarray(values, dtype=float) * scale
     if len(v) == 1:
-        return f"{v[0]:.2f}"
-    return f"{v.mean():.2f} ± {v.std(ddof=1):.2f}"
+        return f"{v[0]:.{digits}f}"
+    return f"{v.mean():.{digits}f} ± {v.std(ddof=1):.{digits}f}"
+
+
+def _fmt_metric(values: list[float], metric: str) -> str:
+    """Ranking metrics as percentages; RMSE / MAE on the data's own scale, three decimals (ratings' 0.9xx)."""
+    return _fmt(values, 1.0, 3) if metric in LOWER_IS_BETTER else _fmt(values)
 
 
 def _group(records: list[dict], base_dim: int) -> dict:
@@ -81,21 +87,59 @@ def preset_table(name: str, records: list[dict]) -> str:
     for (dataset, model, spec), recs in groups.items():
         recs = sorted(recs, key=lambda r: r["seed"])
         row = [dataset, model, f"`{spec}`", _count(recs)]
-        row += [_fmt([r["metrics"]["test"].get(m, np.nan) for r in recs]) for m in metrics]
+        row += [_fmt_metric([r["metrics"]["test"].get(m, np.nan) for r in recs], m) for m in metrics]
         row.append(f"{100 * np.mean([sizes[id(r)] for r in recs]):.1f}%")
         if reference:
             row.append(_relative(recs, groups.get((dataset, *reference.split("|", 1))), metrics[0]))
         row.append(_epoch_seconds(recs))
         if paper:
-            ref = paper.get(f"{model}|{spec}", {})
+            ref = paper.get(f"{dataset}|{model}|{spec}", paper.get(f"{model}|{spec}", {}))
             row += [f"{ref[m]:.2f}" if m in ref else "" for m in metrics]
             row.append(f"{ref['size']:.1f}%" if "size" in ref else "")
         lines.append("| " + " | ".join(row) + " |")
+    if preset and preset.claims:
+        lines += [""] + claims_lines(preset.claims, groups, sizes, metrics[0])
     head = [f"## {name}", ""]
     if preset:
         head += [preset.description.strip(), "", f"Protocol: {preset.protocol_note.strip()}", "",
                  f"Command: `{preset.command or f'qrec experiment {name}'}` (resumable), then `qrec report`.", ""]
     return "\n".join(head + lines)
+
+
+def claims_lines(claims: dict, groups: dict, sizes: dict, metric: str) -> list[str]:
+    """The paper's three claims on a regression table (MGQE section 5.6.3), answered yes / no from the rows of
+    ``claims["dataset"]`` (mean +/- sample std of ``metric``, lower is better, over each row's seeds):
+
+    (i) SQ slightly worse than full: SQ's mean above full's, by less than 2% of it;
+    (ii) DPQ and MGQE at or below full: each ``matched`` row's mean at most full's;
+    (iii) MGQE smallest at equal quality: of the rows whose mean is within one std of full's mean (or below),
+    the smallest model is a ``smallest``-family row (``mgqe...``)."""
+    dataset = claims["dataset"]
+    rows = {f"{model}|{spec}": recs for (d, model, spec), recs in groups.items() if d == dataset}
+    mean = lambda key: float(np.mean([r["metrics"]["test"][metric] for r in rows[key]]))  # noqa: E731
+    show = lambda key: f"`{key.split('|', 1)[1]}` {_fmt_metric([r['metrics']['test'][metric] for r in rows[key]], metric)} (n = {len(rows[key])})"  # noqa: E731
+    needed = [claims["full"], claims["sq"], *claims["matched"]]
+    missing = [k for k in needed if k not in rows]
+    if missing:
+        return [f"Claims on {dataset}: not answered yet, no records for {', '.join(missing)}."]
+    full = mean(claims["full"])
+    full_std = float(np.std([r["metrics"]["test"][metric] for r in rows[claims["full"]]], ddof=1)) if len(rows[claims["full"]]) > 1 else 0.0
+    sq = mean(claims["sq"])
+    answers = [("(i) SQ slightly worse than full", full < sq < 1.02 * full,
+                f"{show(claims['sq'])} vs {show(claims['full'])}: {100 * (sq / full - 1):+.2f}%")]
+    matched = [(k, mean(k)) for k in claims["matched"]]
+    answers.append(("(ii) DPQ and MGQE at or below full " + metric.upper(), all(m <= full for _, m in matched),
+                    "; ".join(f"{show(k)}: {100 * (m / full - 1):+.2f}%" for k, m in matched)))
+    size = lambda key: float(np.mean([sizes[id(r)] for r in rows[key]]))  # noqa: E731
+    equal = sorted((size(k), k) for k in rows if mean(k) <= full + full_std)
+    smallest = equal[0][1]
+    answers.append((f"(iii) {claims['smallest'].upper()} smallest at equal quality (mean within one std of full)",
+                    smallest.split("|", 1)[1].startswith(claims["smallest"]),
+                    "smallest such row " + f"{show(smallest)} at {100 * equal[0][0]:.1f}%; next: "
+                    + ", ".join(f"`{k.split('|', 1)[1]}` {100 * s:.1f}%" for s, k in equal[1:4])))
+    out = [f"Claims of MGQE's section 5.6.3 on {dataset} ({metric.upper()}, lower is better; mean ± std over seeds):", ""]
+    out += [f"- {claim}: **{'yes' if ok else 'no'}**. {why}." for claim, ok, why in answers]
+    return out
 
 
 def _device(record: dict) -> str:
