@@ -33,6 +33,7 @@ class Preset:
     reference: str = ""  # "model|embedding" row that RESULTS.md compares every row's first metric to
     command: str = ""    # how to run it, for RESULTS.md; default ``qrec experiment <name>``
     claims: dict = field(default_factory=dict)  # the paper's claims RESULTS.md answers yes / no (report.claims_lines)
+    anchors: dict = field(default_factory=dict)  # "dataset|method" -> published metrics of other libraries, shown as rows
 
     def configs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every run of the grid, cheapest seeds first so that partial grids cover all rows early."""
@@ -55,7 +56,7 @@ class Preset:
         tag = Path(path).stem if path else dataset
         command = f"qrec experiment {self.name} --dataset {dataset}" + (f" --path {path}" if path else "")
         return replace(self, name=f"{self.name}-{tag}", base=self.base | {"dataset": dataset, "data_path": path},
-                       paper={}, claims={}, command=command)
+                       paper={}, claims={}, anchors={}, command=command)
 
     def _expand(self, options: dict) -> dict:
         names = {"preset": self.name, "dataset": self.base.get("dataset", "")}
@@ -90,6 +91,7 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     parent = _read(parent_path, seen + (path.resolve(),))
     parent.pop("paper", None)  # the parent's figures (and claims) are for its own dataset
     parent.pop("claims", None)
+    parent.pop("anchors", None)
     parent.pop("name", None)
     return parent | raw | {"base": parent.get("base", {}) | raw.get("base", {})}
 
@@ -101,6 +103,6 @@ def load_preset(name: str) -> Preset:
         return Preset(name=raw.get("name", path.stem), description=raw.get("description", ""), base=raw.get("base", {}),
                       grids=raw["grid"], paper=raw.get("paper", {}), protocol_note=raw.get("protocol_note", ""),
                       metrics=raw.get("metrics", ["hr@10", "ndcg@10"]), reference=raw.get("reference", ""),
-                      claims=raw.get("claims", {}))
+                      claims=raw.get("claims", {}), anchors=raw.get("anchors", {}))
     except KeyError as e:
         raise ValueError(f"{path}: preset needs a [[grid]] table ({e})") from e

@@ -97,6 +97,11 @@ def preset_table(name: str, records: list[dict]) -> str:
             row += [f"{ref[m]:.2f}" if m in ref else "" for m in metrics]
             row.append(f"{ref['size']:.1f}%" if "size" in ref else "")
         lines.append("| " + " | ".join(row) + " |")
+    if preset and preset.anchors:  # published numbers of other libraries under the same protocol
+        for key, values in preset.anchors.items():
+            dataset, method = key.split("|", 1)
+            cells = [dataset, method, "(published)", ""] + [f"{values[m]:.3f}" if m in values else "" for m in metrics]
+            lines.append("| " + " | ".join(cells + [""] * (len(cols) + len(paper_cols) - len(cells))) + " |")
     if preset and preset.claims:
         lines += [""] + claims_lines(preset.claims, groups, sizes, metrics[0])
     head = [f"## {name}", ""]
