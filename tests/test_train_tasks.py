@@ -9,6 +9,7 @@ import torch
 
 from qrec.errors import QrecError, SpecError
 from qrec.eval.regression import rmse
+from qrec.models.base import Recommender
 from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
 from qrec.train.tasks import RankingTask, RegressionTask, make_task
@@ -43,9 +44,9 @@ def test_predictions_are_standardised_back_and_clipped(ratings_file):
     task = RegressionTask(cfg, split)
     assert task.mean == pytest.approx(split.train.ratings.mean()) and (task.low, task.high) == (1.0, 5.0)
 
-    class Constant(torch.nn.Module):
+    class Constant(Recommender):
         def __init__(self, value):
-            super().__init__()
+            super().__init__(split.n_users, split.n_items)
             self.value = value
             self.w = torch.nn.Parameter(torch.zeros(1))
 

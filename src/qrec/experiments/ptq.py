@@ -21,7 +21,7 @@ import torch
 from qrec.compress.full import FullEmbedding
 from qrec.compress.spec import compress_trained
 from qrec.errors import QrecError
-from qrec.eval.evaluate import evaluate_model
+from qrec.models.evaluate import evaluate_model
 from qrec.models.binary_gcn import BinaryGCN
 from qrec.models.gmf import GMF
 from qrec.models.lightgcn import LightGCN

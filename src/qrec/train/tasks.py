@@ -13,8 +13,8 @@ from torch.nn import functional as F
 from qrec.data import Split
 from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, regression_epoch, sequence_epoch
 from qrec.errors import QrecError
-from qrec.eval.evaluate import evaluate_model
 from qrec.eval.regression import REGRESSION_METRICS, evaluate_regression
+from qrec.models.evaluate import evaluate_model
 from qrec.train.config import TASKS, RunConfig
 
 
@@ -27,10 +27,9 @@ class RankingTask:
         self.select_metric = cfg.select_metric
 
     def batches(self, model, rng: np.random.Generator):
-        kind = getattr(model, "loss_kind", "pointwise")
-        if kind == "bpr":
+        if model.loss_kind == "bpr":
             return bpr_epoch(self.split.train, self.sampler, self.cfg.batch_size, rng)
-        if kind == "sequence":
+        if model.loss_kind == "sequence":
             return sequence_epoch(self.split.train, self.sampler, model.maxlen, self.cfg.batch_size, rng)
         return pointwise_epoch(self.split.train, self.sampler, self.cfg.n_neg, self.cfg.batch_size, rng)
 
@@ -64,7 +63,7 @@ class RegressionTask:
         return regression_epoch(self.split.train, self.cfg.batch_size, rng)
 
     def loss(self, model, batch: dict) -> torch.Tensor:
-        scores, norms = _score_and_norm(model, batch["users"], batch["items"])
+        scores, norms = model.score_and_norm(batch["users"], batch["items"])
         z = (batch["targets"] - self.mean) / self.std
         return F.mse_loss(scores, z) + self.cfg.l2 * norms.mean() + model.aux_loss()
 
@@ -79,21 +78,12 @@ class RegressionTask:
         part = self.split.valid if stage == "valid" else self.split.test
         was_training = model.training
         model.eval()
-        if hasattr(model, "refresh"):
-            model.refresh()
+        model.refresh()
         try:
-            device = next(iter(model.parameters())).device
             return evaluate_regression(lambda u, i: self.predict(model, u, i), part.users.astype(np.int64),
-                                       part.items.astype(np.int64), part.ratings, device=device)
+                                       part.items.astype(np.int64), part.ratings, device=model.device)
         finally:
             model.train(was_training)
-
-
-def _score_and_norm(model, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    if not hasattr(model, "score_and_norm"):
-        raise QrecError(f"{type(model).__name__} has no pair scores to regress (the regression task takes gmf or "
-                        "neumf)")
-    return model.score_and_norm(users, items)
 
 
 def make_task(cfg: RunConfig, split: Split) -> RankingTask | RegressionTask:
