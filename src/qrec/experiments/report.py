@@ -113,38 +113,55 @@ def preset_table(name: str, records: list[dict]) -> str:
 
 def claims_lines(claims: dict, groups: dict, sizes: dict, metric: str) -> list[str]:
     """The paper's three claims on a regression table (MGQE section 5.6.3), answered yes / no from the rows of
-    ``claims["dataset"]`` (mean +/- sample std of ``metric``, lower is better, over each row's seeds):
+    ``claims["dataset"]`` (``metric``, lower is better). A row is compared with full seed by seed (same seed:
+    same split and initial draws): the mean difference d over the common seeds, with its standard error se,
+    reads "worse" if d > 2 se, "better" if d < -2 se, else "equal within noise".
 
-    (i) SQ slightly worse than full: SQ's mean above full's, by less than 2% of it;
-    (ii) DPQ and MGQE at or below full: each ``matched`` row's mean at most full's;
-    (iii) MGQE smallest at equal quality: of the rows whose mean is within one std of full's mean (or below),
+    (i) SQ slightly worse than full: SQ worse, by less than 2% of full's mean;
+    (ii) DPQ and MGQE at or below full: each ``matched`` row equal within noise or better;
+    (iii) MGQE smallest at equal quality: of the rows equal within noise or better than full (any spec or d),
     the smallest model is a ``smallest``-family row (``mgqe...``)."""
     dataset = claims["dataset"]
     rows = {f"{model}|{spec}": recs for (d, model, spec), recs in groups.items() if d == dataset}
-    mean = lambda key: float(np.mean([r["metrics"]["test"][metric] for r in rows[key]]))  # noqa: E731
-    show = lambda key: f"`{key.split('|', 1)[1]}` {_fmt_metric([r['metrics']['test'][metric] for r in rows[key]], metric)} (n = {len(rows[key])})"  # noqa: E731
     needed = [claims["full"], claims["sq"], *claims["matched"]]
     missing = [k for k in needed if k not in rows]
     if missing:
         return [f"Claims on {dataset}: not answered yet, no records for {', '.join(missing)}."]
-    full = mean(claims["full"])
-    full_std = float(np.std([r["metrics"]["test"][metric] for r in rows[claims["full"]]], ddof=1)) if len(rows[claims["full"]]) > 1 else 0.0
-    sq = mean(claims["sq"])
-    answers = [("(i) SQ slightly worse than full", full < sq < 1.02 * full,
-                f"{show(claims['sq'])} vs {show(claims['full'])}: {100 * (sq / full - 1):+.2f}%")]
-    matched = [(k, mean(k)) for k in claims["matched"]]
-    answers.append(("(ii) DPQ and MGQE at or below full " + metric.upper(), all(m <= full for _, m in matched),
-                    "; ".join(f"{show(k)}: {100 * (m / full - 1):+.2f}%" for k, m in matched)))
+    full = rows[claims["full"]]
+    full_mean = float(np.mean([r["metrics"]["test"][metric] for r in full]))
+    verdict = {k: _paired(recs, full, metric) for k, recs in rows.items()}
+    show = lambda key: (f"`{key.split('|', 1)[1]}` {_fmt_metric([r['metrics']['test'][metric] for r in rows[key]], metric)}"  # noqa: E731
+                        f" (n = {len(rows[key])}); seed by seed {verdict[key][1]}")
+    sq_word, sq_text = verdict[claims["sq"]]
+    sq_mean = float(np.mean([r["metrics"]["test"][metric] for r in rows[claims["sq"]]]))
+    answers = [("(i) SQ slightly worse than full", sq_word == "worse" and sq_mean < 1.02 * full_mean,
+                f"{show(claims['sq'])}, {100 * (sq_mean / full_mean - 1):+.3f}% of full's "
+                f"{_fmt_metric([r['metrics']['test'][metric] for r in full], metric)}")]
+    answers.append(("(ii) DPQ and MGQE at or below full " + metric.upper(),
+                    all(verdict[k][0] != "worse" for k in claims["matched"]),
+                    "; ".join(show(k) for k in claims["matched"])))
     size = lambda key: float(np.mean([sizes[id(r)] for r in rows[key]]))  # noqa: E731
-    equal = sorted((size(k), k) for k in rows if mean(k) <= full + full_std)
-    smallest = equal[0][1]
-    answers.append((f"(iii) {claims['smallest'].upper()} smallest at equal quality (mean within one std of full)",
-                    smallest.split("|", 1)[1].startswith(claims["smallest"]),
-                    "smallest such row " + f"{show(smallest)} at {100 * equal[0][0]:.1f}%; next: "
+    equal = sorted((size(k), k) for k in rows if k == claims["full"] or verdict[k][0] != "worse")
+    answers.append((f"(iii) {claims['smallest'].upper()} smallest at equal quality (not worse than full)",
+                    equal[0][1].split("|", 1)[1].startswith(claims["smallest"]),
+                    f"smallest such row `{equal[0][1].split('|', 1)[1]}` at {100 * equal[0][0]:.1f}%; next: "
                     + ", ".join(f"`{k.split('|', 1)[1]}` {100 * s:.1f}%" for s, k in equal[1:4])))
-    out = [f"Claims of MGQE's section 5.6.3 on {dataset} ({metric.upper()}, lower is better; mean ± std over seeds):", ""]
+    out = [f"Claims of MGQE's section 5.6.3 on {dataset} ({metric.upper()}, lower is better; mean ± std over seeds; "
+           "seed-by-seed difference to full: mean d ± its standard error, worse / better when |d| > 2 se):", ""]
     out += [f"- {claim}: **{'yes' if ok else 'no'}**. {why}." for claim, ok, why in answers]
     return out
+
+
+def _paired(recs: list[dict], ref: list[dict], metric: str) -> tuple[str, str]:
+    """``(verdict, text)``: the seed-by-seed difference of ``metric`` to the reference row over the seeds both
+    have, its mean d and standard error se; "worse" if d > 2 se, "better" if d < -2 se, else "equal"."""
+    by_seed = {r["seed"]: r["metrics"]["test"][metric] for r in ref}
+    diffs = np.asarray([r["metrics"]["test"][metric] - by_seed[r["seed"]] for r in recs if r["seed"] in by_seed])
+    if len(diffs) < 2:
+        return "equal", f"{len(diffs)} common seed(s), too few to compare"
+    d, se = float(diffs.mean()), float(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    word = "worse" if d > 2 * se else "better" if d < -2 * se else "equal"
+    return word, f"{d:+.4f} ± {se:.4f} ({word if word != 'equal' else 'equal within noise'})"
 
 
 def _device(record: dict) -> str:
