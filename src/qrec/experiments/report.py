@@ -25,9 +25,10 @@ each record holds its config, seed, git commit, command, machine and per-epoch h
 percentages (RMSE and MAE: on the data's own scale), mean +/- sample std over seeds (n = number of seeds).
 "size" is the bits of the whole served model (embedding codes + codebooks + scales + every float32 dense
 weight) relative to the same model with float32 embedding tables at the preset's d, as MGQE's Table 3 counts
-it (a row with another d says `d=` and is sized against that same reference). Runs are on CPU (2 cores) unless a record says otherwise: "n = 10 (4
-cuda)" means 4 of the 10 seeds trained on a GPU (`qrec experiment --device cuda`), whose numbers differ from a
-CPU run of the same seed in float rounding; "epoch s" is the median over the row's CPU runs.
+it (a row with another d says `d=` and is sized against that same reference). Runs are on CPU (2 cores) unless
+a record says otherwise: "n = 10 (4 cuda)" means 4 of the 10 seeds trained on a GPU (`qrec experiment --device
+cuda`), whose numbers differ from a CPU run of the same seed in float rounding; "epoch s" is the median over
+the row's CPU runs.
 """
 
 
