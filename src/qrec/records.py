@@ -12,6 +12,8 @@ from pathlib import Path
 
 import torch
 
+from qrec.errors import QrecError
+
 SCHEMA_VERSION = 1
 
 
@@ -95,6 +97,28 @@ def read_records(root: str | Path) -> list[dict]:
         rec["_path"] = str(p)
         out.append(rec)
     return out
+
+
+def records_or_explain(root: str | Path) -> list[dict]:
+    """``read_records(root)``, or a ``QrecError`` saying why there is nothing to read and what writes records."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QrecError(f"{root}: no such folder of records")
+    records = read_records(root)
+    if not records:
+        raise QrecError(f"{root}: no JSON records here (they are written by qrec experiment, qrec train --record FILE "
+                        "and qrec ptq --records FOLDER)")
+    return records
+
+
+def headline_metrics(records: list[dict]) -> list[str]:
+    """Two test metrics every record has, at the smallest shared cut-off: hr (or recall) and ndcg."""
+    shared = set.intersection(*(set(r["metrics"]["test"]) for r in records))
+    for k in sorted({int(m.split("@")[1]) for m in shared if "@" in m}):
+        chosen = [m for m in (f"hr@{k}", f"recall@{k}", f"ndcg@{k}") if m in shared]
+        if chosen:
+            return [chosen[0], chosen[-1]] if len(chosen) > 1 else chosen
+    return []
 
 
 def relative_sizes(records: list[dict], base_dim: int) -> list[float]:

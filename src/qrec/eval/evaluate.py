@@ -48,3 +48,20 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
         model.train(was_training)
         if hasattr(model, "set_stage"):
             model.set_stage("test")  # all known history: what serving reads
+
+
+def format_metrics(metrics: dict) -> str:
+    """Metrics as a table of percentages (two decimals), a row per metric and a column per cut-off, e.g.
+    ``{"hr@10": 0.4512, "ndcg@10": 0.2231}`` -> ``hr  45.12`` / ``ndcg  22.31`` under ``@10``."""
+    names, ks = [], []
+    for key in metrics:
+        if "@" in key:
+            name, k = key.split("@")
+            names += [name] * (name not in names)
+            ks += [int(k)] * (int(k) not in ks)
+    width = max(map(len, names), default=0)
+    lines = [" " * width + "".join(f"{f'@{k}':>9}" for k in ks)]
+    for name in names:
+        cells = [metrics.get(f"{name}@{k}") for k in ks]
+        lines.append(f"{name:<{width}}" + "".join(f"{100 * v:>8.2f}%" if v is not None else " " * 9 for v in cells))
+    return "\n".join(lines)
