@@ -22,12 +22,17 @@ _FILE_FORMAT = "%(asctime)s %(levelname)s %(message)s"
 _state = {"bars": True}
 
 
-class _TqdmHandler(logging.StreamHandler):
-    """Writes through ``tqdm.write`` so a log line never tears a live progress bar."""
+class _TqdmHandler(logging.Handler):
+    """Writes through ``tqdm.write`` so a log line never tears a live progress bar; to ``stream``, else to
+    whatever ``sys.stderr`` is at the time (a test's capture, a redirected stream)."""
+
+    def __init__(self, stream=None):
+        super().__init__()
+        self.stream = stream
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            tqdm.write(self.format(record), file=self.stream)
+            tqdm.write(self.format(record), file=self.stream or sys.stderr)
         except Exception:  # logging's contract: a failing handler reports, never raises
             self.handleError(record)
 
@@ -35,7 +40,6 @@ class _TqdmHandler(logging.StreamHandler):
 def setup_console(verbosity: int = 0, stream=None) -> None:
     """Route the ``qrec`` logger to stderr: warnings only at ``verbosity < 0`` (and no progress bars),
     INFO at 0, DEBUG above. Idempotent: a second call replaces the first's handler."""
-    stream = stream or sys.stderr
     for h in [h for h in LOGGER.handlers if isinstance(h, _TqdmHandler)]:
         LOGGER.removeHandler(h)
     handler = _TqdmHandler(stream)

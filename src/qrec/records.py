@@ -8,11 +8,13 @@ import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
 
 from qrec.errors import QrecError
+from qrec.train.config import DEFAULT_DIM
 
 SCHEMA_VERSION = 1
 
@@ -119,6 +121,12 @@ def headline_metrics(records: list[dict]) -> list[str]:
         if chosen:
             return [chosen[0], chosen[-1]] if len(chosen) > 1 else chosen
     return []
+
+
+def common_dim(records: list[dict], default: int = DEFAULT_DIM) -> int:
+    """The d of most full-table runs among ``records`` (what their sizes are measured against), else ``default``."""
+    dims = Counter(r["config"]["dim"] for r in records if "config" in r and r["embedding"]["item"] == "full")
+    return dims.most_common(1)[0][0] if dims else default
 
 
 def relative_sizes(records: list[dict], base_dim: int) -> list[float]:

@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
-from qrec.records import headline_metrics, records_or_explain, relative_sizes  # noqa: E402
+from qrec.records import common_dim, headline_metrics, records_or_explain, relative_sizes  # noqa: E402
 from qrec.train.config import DEFAULT_DIM  # noqa: E402
 
 
@@ -142,7 +142,7 @@ def plot_quality_vs_size(records: list[dict], path: Path, title: str) -> Path | 
     one panel row per (dataset, model) and a column per metric. A point is the mean over seeds with a
     +/- 1 sample-std bar; the Pareto frontier (nothing smaller is as good) is the dashed line, its points
     named."""
-    panels, base_dim = defaultdict(list), _base_dim(records)
+    panels, base_dim = defaultdict(list), common_dim(records)
     for r, size in zip(records, relative_sizes(records, base_dim)):
         panels[(r["dataset"], r["model"] if r.get("kind") != "ptq" else f"{r['model']}, post-training")].append((r, size))
     metrics = headline_metrics(records)
@@ -177,8 +177,12 @@ def _quality_panel(ax, groups: dict, metric: str, colors: dict) -> None:
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, zorder=0)
     for i in front:
         ax.scatter(*points[i], s=120, facecolors="none", edgecolors="black", zorder=3)
-        ax.annotate(labels[i], points[i], textcoords="offset points", xytext=(5, 4), fontsize=7)
+    for i, label in enumerate(labels):  # every point named while they fit; else the frontier's only
+        if i in front or len(labels) <= 12:
+            ax.annotate(label, points[i], textcoords="offset points", xytext=(6, 4), fontsize=7,
+                        color="black" if i in front else "dimgray")
     ax.set_xscale("log")
+    ax.margins(x=0.12, y=0.12)
     percent = FuncFormatter(lambda v, _: f"{v:g}%")
     ax.xaxis.set_major_formatter(percent)
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}%" if str(round(v, 6))[0] in "1235" else ""))
@@ -194,7 +198,7 @@ def plot_training_curves(records: list[dict], path: Path, title: str) -> Path | 
     runs = [r for r in records if r.get("history")]
     if not runs:
         return None
-    panels, base_dim = defaultdict(lambda: defaultdict(list)), _base_dim(runs)
+    panels, base_dim = defaultdict(lambda: defaultdict(list)), common_dim(runs)
     for r in runs:
         panels[(r["dataset"], r["model"])][_label(r, base_dim)].append(r["history"])
     valid = any("valid" in h for r in runs for h in r["history"])
@@ -221,15 +225,12 @@ def plot_training_curves(records: list[dict], path: Path, title: str) -> Path | 
 
 def _curve(ax, histories: list[list[dict]], value, color, label: str) -> None:
     n = min(len(h) for h in histories)
-    y = np.nanmean([[value(e) for e in h[:n]] for h in histories], axis=0)
-    x = [e["epoch"] for e in histories[0][:n]]
-    keep = ~np.isnan(y)
-    ax.plot(np.asarray(x)[keep], y[keep], marker=".", color=color, label=label)
-
-
-def _base_dim(records: list[dict]) -> int:
-    dims = Counter(r["config"]["dim"] for r in records if "config" in r and r["embedding"]["item"] == "full")
-    return dims.most_common(1)[0][0] if dims else DEFAULT_DIM
+    values = np.asarray([[value(e) for e in h[:n]] for h in histories], dtype=float)
+    counted = (~np.isnan(values)).sum(axis=0)  # epochs without a validation pass are skipped, not averaged
+    keep = counted > 0
+    y = np.nansum(values, axis=0)[keep] / counted[keep]
+    x = np.asarray([e["epoch"] for e in histories[0][:n]])[keep]
+    ax.plot(x, y, marker="." if len(x) <= 40 else None, color=color, label=label)
 
 
 def _save(fig, path: Path, title: str) -> Path:

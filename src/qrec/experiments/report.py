@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qrec.experiments.presets import load_preset, preset_names
-from qrec.records import headline_metrics, records_or_explain, relative_sizes
+from qrec.records import common_dim, headline_metrics, records_or_explain, relative_sizes
 from qrec.train.config import DEFAULT_DIM, RunConfig
 
 HEADER = """# qrec results
@@ -72,7 +72,7 @@ def preset_table(name: str, records: list[dict]) -> str:
     paper, metrics = (preset.paper, preset.metrics) if preset else ({}, headline_metrics(records))
     reference = preset.reference if preset else ""
     ref_cols = [f"{metrics[0]} vs {reference.replace('|', ' ')}"] if reference else []
-    base_dim = int(preset.base.get("dim", DEFAULT_DIM)) if preset else DEFAULT_DIM
+    base_dim = int(preset.base.get("dim", DEFAULT_DIM)) if preset else common_dim(records)
     groups = _group(records, base_dim)
     sizes = dict(zip(map(id, records), relative_sizes(records, base_dim)))
     cols = ["dataset", "model", "embedding", "n"] + metrics + ["size"] + ref_cols + ["epoch s"]
