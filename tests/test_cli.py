@@ -11,6 +11,7 @@ import pytest
 
 from qrec import __version__
 from qrec.cli import _all_parsers, main, parser
+from test_train_cli import _gmf_preset
 
 
 def _commands():
@@ -102,27 +103,15 @@ def test_evaluate_prints_percentages_and_json_for_machines(trained, capsys):
 
 def test_dry_run_estimates_unseen_configs_from_a_timed_probe(seq_file, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    preset = tmp_path / "p.toml"
-    preset.write_text(f"""
-name = "p"
-[base]
-dataset = "sequences"
-data_path = "{seq_file}"
-epochs = 30
-batch_size = 16
-dim = 8
-[[grid]]
-model = ["gmf"]
-embedding = ["full", "dpq2x4b"]
-""")
+    preset = _gmf_preset(tmp_path, "p", seq_file, epochs=30, embeddings=["full", "dpq2x4b"])
     assert main(["experiment", str(preset), "--dry-run", "--threads", "1"]) == 0
     captured = capsys.readouterr()
     lines = [line.split("\t") for line in captured.out.strip().splitlines()]
-    assert [name for name, *_ in lines] == ["sequences-gmf-full-d8-s0", "sequences-gmf-dpq2x4b-d8-s0"]
+    assert [name for name, *_ in lines] == [f"sequences-gmf-{spec}-d8-s{seed}" for seed in (0, 1) for spec in ("full", "dpq2x4b")]
     for _, state, estimate in lines:
         assert state == "not started" and "timed probe" in estimate
         assert re.match(r"~\d+ (s|min|h) of training", estimate)
-    assert "2 from a timed probe" in captured.err and "0.0 h" not in captured.err
+    assert "4 from a timed probe" in captured.err and "0.0 h" not in captured.err
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()  # a plan writes nothing
 
 
