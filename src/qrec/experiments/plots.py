@@ -177,10 +177,10 @@ def _quality_panel(ax, groups: dict, metric: str, colors: dict) -> None:
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, zorder=0)
     for i in front:
         ax.scatter(*points[i], s=120, facecolors="none", edgecolors="black", zorder=3)
-    for i, label in enumerate(labels):  # every point named while they fit; else the frontier's only
-        if i in front or len(labels) <= 12:
-            ax.annotate(label, points[i], textcoords="offset points", xytext=(6, 4), fontsize=7,
-                        color="black" if i in front else "dimgray")
+    named = [i for i in range(len(labels)) if i in front or len(labels) <= 12]  # all while they fit
+    for i, (dx, dy, align) in zip(named, _label_offsets([points[i] for i in named])):
+        ax.annotate(labels[i], points[i], textcoords="offset points", xytext=(dx, dy), fontsize=7, ha=align,
+                    color="black" if i in front else "dimgray")
     ax.set_xscale("log")
     ax.margins(x=0.12, y=0.12)
     percent = FuncFormatter(lambda v, _: f"{v:g}%")
@@ -190,6 +190,22 @@ def _quality_panel(ax, groups: dict, metric: str, colors: dict) -> None:
     ax.set_xlabel("served model size (% of the float32 model, log scale)")
     ax.set_ylabel(f"test {metric} (%)")
     ax.grid(alpha=0.3, which="both")
+
+
+def _label_offsets(points: list[tuple[float, float]], near: float = 0.05):
+    """Where each point's label goes, in points from it: left of points in the right third of the panel
+    (so no label runs into the legend), and stacked downwards where points nearly coincide."""
+    if not points:
+        return []
+    xs, ys = np.log10([p[0] for p in points]), np.asarray([p[1] for p in points])
+    span = lambda v: (v - v.min()) / (np.ptp(v) or 1.0)  # noqa: E731
+    u, v = span(xs), span(ys)
+    out = []
+    for i in range(len(points)):
+        crowd = sum(abs(u[j] - u[i]) < near and abs(v[j] - v[i]) < near for j in range(i))
+        right = u[i] > 0.67
+        out.append((-6 if right else 6, 4 - 9 * crowd, "right" if right else "left"))
+    return out
 
 
 def plot_training_curves(records: list[dict], path: Path, title: str) -> Path | None:

@@ -199,11 +199,12 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResul
     )
 
 
-def probe_epoch_seconds(cfg: RunConfig, steps: int = 5) -> float:
-    """Seconds one epoch of ``cfg`` should take here, from a short timed probe: the epoch's sampling, ``steps``
-    training steps (after an untimed warm-up step) scaled to the epoch's batch count, and the scoring of
-    one batch of users scaled to the validation users, once per ``eval_every`` epochs. An estimate for a
-    plan (``qrec experiment --dry-run``): it leaves out what changes over training (early stopping, caches)."""
+def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) -> float:
+    """Seconds one epoch of ``cfg`` should take here, from a short timed probe: the epoch's sampling, the
+    median of up to ``steps`` training steps (at least 3, for about ``budget`` seconds, after an untimed
+    warm-up step) scaled to the epoch's batch count, and the scoring of one batch of users scaled to the
+    validation users, once per ``eval_every`` epochs. An estimate for a plan (``qrec experiment
+    --dry-run``) on this machine as loaded now; it leaves out what changes over training (early stopping)."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg)
@@ -212,8 +213,10 @@ def probe_epoch_seconds(cfg: RunConfig, steps: int = 5) -> float:
     t0 = time.perf_counter()
     batches = _epoch_batches(model, split, NegativeSampler(split.train, seed=cfg.seed), cfg, 0)
     sampling = time.perf_counter() - t0
-    timed, it = [], iter(batches)
-    for _, batch in zip(range(steps + 1), it):
+    timed, start = [], time.perf_counter()
+    for _, batch in zip(range(steps + 1), batches):
+        if len(timed) > 3 and time.perf_counter() - start > budget:
+            break
         t0 = time.perf_counter()
         batch = {k: v.to(cfg.device) for k, v in batch.items()}
         loss = model.training_loss(batch)
