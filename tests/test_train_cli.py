@@ -319,7 +319,7 @@ model_options = [{{ bits = 2, estimator = "ste" }}, {{ bits = 2, estimator = "ew
 def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lowbit-gcn",
-            "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(out), "--quiet"]
     assert main(args + ["--option", "bits=4", "--option", "estimator=ste"]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["config"]["model_options"] == {"bits": 4, "estimator": "ste"}
@@ -421,7 +421,7 @@ model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-d16-s0" }}]
 def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     out = tmp_path / "lgcn"
     assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lightgcn",
-                 "--epochs", "2", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]) == 0
+                 "--epochs", "2", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["ptq", str(out), "--bits", "1", "2"]) == 0
     text = capsys.readouterr().out
@@ -433,7 +433,7 @@ def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     assert "| 9.4% |" in rows[1] and "| 9.4% |" in rows[2]  # (16 + 32) / (16 x 32) bits: 16 sign bits + a float32 step
     binary = tmp_path / "bgcn"
     assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "binary-gcn",
-                 "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
+                 "--epochs", "1", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
     assert main(["ptq", str(binary)]) == 2  # not a float lightgcn run: a clear error
     assert "lightgcn" in capsys.readouterr().err
 
