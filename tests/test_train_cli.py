@@ -515,8 +515,10 @@ def test_cli_codes_compares_genres_of_trained_runs(seq_file, tmp_path, capsys):
     assert main(["codes", str(runs[0]), str(runs[1]), "--per-set", "3", "--output", str(png)]) == 0
     out = capsys.readouterr().out
     assert out.count("separation") == 2 and "| Horror |" in out and png.stat().st_size > 0
-    assert main(["codes", str(runs[0]), "--genres", str(tmp_path / "movies.dat"), "--per-set", "3"]) == 0
+    one = tmp_path / "one" / "fig8.png"  # a single run's narrow panel: title wrapped, folder created
+    assert main(["codes", str(runs[0]), "--genres", str(tmp_path / "movies.dat"), "--per-set", "3", "--output", str(one)]) == 0
     assert capsys.readouterr().out.split("\n\n")[0] == out.split("\n\n")[0]  # the same first table
+    assert one.stat().st_size > 0
     assert main(["codes", str(runs[2])]) == 2
     assert "needs a model with an item table of codes" in capsys.readouterr().err
 

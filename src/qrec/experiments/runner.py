@@ -7,7 +7,7 @@ from its last epoch checkpoint under ``runs/<preset>/``.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
 from collections import Counter
 from pathlib import Path
@@ -19,6 +19,8 @@ from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
 from qrec.errors import QrecError, SpecError
 from qrec.train.trainer import CHECKPOINT, fit, probe_epoch_seconds
+
+LOG = logging.getLogger("qrec.experiment")
 
 
 def record_path(results_dir: Path, preset: str, run_name: str) -> Path:
@@ -68,7 +70,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         for c in configs:  # identical finished runs from other presets are shared, not retrained
             _share_twin(c, results_dir, preset.name, done)
     todo = [c for c in configs if not record_path(results_dir, preset.name, c.run_name()).exists()]
-    print(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run", file=sys.stderr)
+    LOG.info(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
     if dry_run:  # probes time the runs as they would run: same threads and device
         _print_plan([c.replace(threads=threads, device=device) for c in todo], preset.name, results_dir)
         return 0
@@ -85,12 +87,12 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
     for i, (cfg, rec) in enumerate(runs):
         if isinstance(rec, BaseException):
             failed += 1
-            print(f"[{i + 1}/{len(todo)}] {cfg.run_name()} FAILED: {rec!r} (log: {_log_path(cfg, preset.name)})", file=sys.stderr)
+            LOG.error(f"[{i + 1}/{len(todo)}] {cfg.run_name()} FAILED: {rec!r} (log: {_log_path(cfg, preset.name)})")
             continue
         t = rec["metrics"]["test"]
-        print(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {t[k]:.4f}" for k in preset.metrics if k in t)
-              + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({sum(h['seconds'] for h in rec['history']):.0f}s"
-              f" of training, {time.time() - t0:.0f}s into the grid)", file=sys.stderr)
+        LOG.info(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {100 * t[k]:.2f}%" for k in preset.metrics if k in t)
+                 + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({sum(h['seconds'] for h in rec['history']):.0f}s"
+                 f" of training, {time.time() - t0:.0f}s into the grid)")
         if report:
             write_results_md(results_dir, report)
     return failed
@@ -176,7 +178,7 @@ def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
         print("\t".join(line))
     if todo:
         sources = ", ".join(f"{n} {how}" for how, n in counts.items())
-        print(f"estimated {_duration(total)} of training, one run at a time ({sources})", file=sys.stderr)
+        LOG.info(f"estimated {_duration(total)} of training, one run at a time ({sources})")
 
 
 def _plan_key(config: dict) -> str:
@@ -220,7 +222,7 @@ def _ensure_teacher(cfg, preset_name: str, configs, threads: int | None) -> None
         return
     for c in configs:
         if Path("runs") / preset_name / c.run_name() == Path(teacher):
-            print(f"    training the teacher {c.run_name()} first (its checkpoint {teacher} is missing)", file=sys.stderr)
+            LOG.info(f"training the teacher {c.run_name()} first (its checkpoint {teacher} is missing)")
             fit(c.replace(threads=threads) if threads else c, Path(teacher), progress=False)
             return
     raise SpecError(f"{cfg.run_name()}: teacher checkpoint {teacher}/{CHECKPOINT} is missing and no run of preset "
