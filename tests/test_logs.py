@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import io
+import re
 import logging
 import os
 import shutil
@@ -29,8 +30,8 @@ def _env() -> dict:
 
 
 def _epoch_lines(text: str) -> list[str]:
-    return [line for line in text.splitlines() if line.lstrip("0123456789-:, ").startswith("INFO epoch")
-            or line.startswith("epoch ")]
+    """The per-epoch log lines (``epoch   3  loss ...``, after a time stamp in train.log), no bar frames."""
+    return [line for line in text.splitlines() if re.match(r"([\d:, -]+ INFO )?epoch +\d+  loss", line)]
 
 
 def test_piped_stderr_gets_one_line_per_epoch_and_no_bar_frames(seq_file, tmp_path):
@@ -40,6 +41,7 @@ def test_piped_stderr_gets_one_line_per_epoch_and_no_bar_frames(seq_file, tmp_pa
     assert done.returncode == 0, done.stderr
     assert "\r" not in done.stderr
     assert [line.split()[1] for line in _epoch_lines(done.stderr)] == ["1", "2", "3"]
+    assert not re.search(r"epoch \d+/\d+:", done.stderr)  # no bar at all
     assert len(done.stderr.splitlines()) == 4  # the run's header and its epochs, nothing else
     log = (out / "train.log").read_text()
     assert len(_epoch_lines(log)) == 3 and "\r" not in log
@@ -97,3 +99,40 @@ def test_run_log_sends_lines_to_a_given_console_and_the_file(tmp_path):
     assert seen == ["epoch   1  loss 0.5"]
     assert (tmp_path / "r" / "train.log").read_text().rstrip().endswith("INFO epoch   1  loss 0.5")
     assert not any(isinstance(h, logging.FileHandler) for h in logs.LOGGER.handlers)  # closed after the run
+
+
+def _run_on_a_terminal(argv: list[str]) -> str:
+    """``python -m qrec.cli argv`` with a 100-column pseudo-terminal as its stdin, stdout and stderr."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen([sys.executable, "-m", "qrec.cli", *argv], stdin=slave, stdout=slave, stderr=slave,
+                            env=_env(), close_fds=True)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 1 << 16)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        out += chunk
+    assert proc.wait(timeout=300) == 0, out.decode(errors="replace")
+    os.close(master)
+    return out.decode(errors="replace")
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="pseudo-terminals as Linux has them")
+def test_on_a_terminal_each_epoch_has_a_bar_with_total_and_eta(seq_file, tmp_path):
+    text = _run_on_a_terminal(_train_args(seq_file, tmp_path / "run", epochs=2))
+    frames = [f for f in text.replace("\r\n", "\n").replace("\r", "\n").splitlines() if f.startswith("epoch 1/2:")]
+    assert frames, text
+    totals = {int(t) for t in re.findall(r"\| *\d+/(\d+) \[", "\n".join(frames))}
+    assert len(totals) == 1 and totals.pop() > 1  # one total for the epoch's batches
+    assert re.search(r"\[\d\d:\d\d<(\d\d:\d\d|\?)", frames[-1])  # elapsed < remaining
+    assert len(_epoch_lines(text.replace("\r\n", "\n"))) == 2
