@@ -75,6 +75,19 @@ def test_plot_draws_quality_vs_size_and_curves_for_any_runs(records, capsys):
     assert capsys.readouterr().out.count("wrote ") == 3
 
 
+def test_other_json_in_a_folder_of_records_is_named_and_skipped(records, tmp_path, capsys):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "run.json").write_text((records / "results" / "adhoc" / "full-0.json").read_text())
+    (folder / "settings.json").write_text('{"theme": "dark"}')
+    assert main(["report", "--results", str(folder), "--output", str(tmp_path / "R.md")]) == 0
+    assert "settings.json: not a qrec record" in capsys.readouterr().err
+    assert "from 1 records" in (tmp_path / "R.md").read_text()
+    (folder / "list.json").write_text("[1, 2]")
+    assert main(["plot", "--results", str(folder), "--output", str(tmp_path / "figs")]) == 2
+    assert "list.json: not a record" in capsys.readouterr().err
+
+
 def test_report_of_any_folder_into_a_new_folder(records):
     out = records / "reports" / "deep" / "REPORT.md"
     assert main(["report", "--results", str(records / "results"), "--output", str(out)]) == 0

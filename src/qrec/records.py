@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -96,6 +97,8 @@ def read_records(root: str | Path) -> list[dict]:
             rec = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not a valid record ({e})") from e
+        if not isinstance(rec, dict):
+            raise ValueError(f"{p}: not a record (a JSON {type(rec).__name__}, not an object)")
         rec["_path"] = str(p)
         out.append(rec)
     return out
@@ -106,7 +109,11 @@ def records_or_explain(root: str | Path) -> list[dict]:
     root = Path(root)
     if not root.is_dir():
         raise QrecError(f"{root}: no such folder of records")
-    records = read_records(root)
+    records, others = [], []
+    for r in read_records(root):
+        (records if {"metrics", "embedding", "size"} <= set(r) else others).append(r)
+    for r in others:  # a folder of records may hold other JSON (configs, notes): named, then left out
+        logging.getLogger("qrec.records").warning(f"{r['_path']}: not a qrec record (no metrics / embedding / size); skipped")
     if not records:
         raise QrecError(f"{root}: no JSON records here (they are written by qrec experiment, qrec train --record FILE "
                         "and qrec ptq --records FOLDER)")

@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
+from qrec.errors import QrecError  # noqa: E402
 from qrec.records import common_dim, headline_metrics, records_or_explain, relative_sizes  # noqa: E402
 from qrec.train.config import DEFAULT_DIM  # noqa: E402
 
@@ -283,4 +284,7 @@ def plot_all(results_dir: Path, out_dir: Path) -> list[Path]:
         else:
             written.append(plot_quality_vs_size(recs, out_dir / f"{group}-size.png", f"{group}: quality vs model size"))
             written.append(plot_training_curves(recs, out_dir / f"{group}-curves.png", f"{group}: training curves"))
-    return [p for p in written if p is not None]
+    written = [p for p in written if p is not None]
+    if not written:
+        raise QrecError(f"{results_dir}: {len(records)} records, but none with a test metric or a training history to draw")
+    return written
