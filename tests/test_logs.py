@@ -66,6 +66,14 @@ def test_quiet_keeps_the_train_log_but_not_the_console(seq_file, tmp_path, capsy
     assert len(_epoch_lines((tmp_path / "run" / "train.log").read_text())) == 3
 
 
+def test_verbose_training_shows_the_config_and_data_provenance(seq_file, tmp_path, capsys):
+    assert main([*_train_args(seq_file, tmp_path / "run", epochs=1), "-v"]) == 0
+    err = capsys.readouterr().err
+    assert '"dim": 8' in err and f"data sequences from path ['{seq_file}']" in err
+    assert main([*_train_args(seq_file, tmp_path / "other", epochs=1)]) == 0
+    assert '"dim": 8' not in capsys.readouterr().err
+
+
 def test_verbosity_levels():
     stream = io.StringIO()
     log = logging.getLogger("qrec.test")

@@ -7,6 +7,8 @@ Resume is exact by construction: every epoch draws its negatives and shuffling f
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -27,6 +29,7 @@ from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
 
 CHECKPOINT = "checkpoint.pt"
+_DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
 
 
 @dataclass
@@ -166,6 +169,10 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResul
 
     log(f"{cfg.run_name()}: {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {len(split.train):,} training "
         f"interactions, {cfg.epochs} epochs, {cfg.device}" + (f", checkpoints in {out_dir}" if out_dir else ""))
+    _DEBUG.debug(f"config {json.dumps(cfg.to_dict(), default=str)}")
+    _DEBUG.debug(f"data {cfg.dataset} from {split.train.meta.get('source', '?')} {split.train.meta.get('files', '')}, "
+                 f"sha256 {split.train.meta.get('sha256', {})}; {split.n_users:,} users, {split.n_items:,} items; "
+                 f"{torch.get_num_threads()} torch threads")
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
