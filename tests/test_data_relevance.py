@@ -97,7 +97,7 @@ def test_registered_i2i_dataset_is_built_once_and_cached(ratings_file, tmp_path,
     assert np.array_equal(built.users, want.users) and np.array_equal(built.ratings, want.ratings)
     from qrec.data import datasets
 
-    datasets._DERIVED.clear()
+    datasets._COMPUTED.clear()
     again = load_dataset("ml-100k-i2i", path=ratings_file)
     assert again is not built and np.array_equal(again.items, built.items) and np.array_equal(again.ratings, built.ratings)
     assert again.meta["cache"] == str(cached[0])
@@ -112,7 +112,7 @@ def test_a_damaged_cache_is_named(ratings_file, tmp_path, monkeypatch):
     load_dataset("ml-100k-i2i", path=ratings_file)
     cache = next((tmp_path / "ml-100k-i2i").glob("*.npz"))
     cache.write_bytes(b"not an npz")
-    datasets._DERIVED.clear()
+    datasets._COMPUTED.clear()
     with pytest.raises(DataFormatError, match=str(cache.name)):
         load_dataset("ml-100k-i2i", path=ratings_file)
 

@@ -61,7 +61,7 @@ def test_predictions_are_standardised_back_and_clipped(ratings_file):
 
 
 @pytest.mark.parametrize("model, spec", [
-    ("gmf", "full"), ("gmf", "lr4"), ("gmf", "sq8-ptq"), ("gmf", "sq4"), ("gmf", "dpq4x16"),
+    ("gmf", "full"), ("gmf", "lr4"), ("gmf", "sq8-ptq"), ("gmf", "sq4"), ("gmf", "dpq4x16c"),
     ("gmf", "mgqe4x16/4@0.2"), ("gmf", "mgqe-uk4x16/4@0.2"), ("gmf", "mgqe-ud4/2x16@0.2"), ("neumf", "full"),
     ("neumf", "mgqe4x16/4@0.2"),
 ])
@@ -74,7 +74,7 @@ def test_every_table_spec_trains_with_the_regression_task(ratings_file, model, s
 
 
 def test_an_interrupted_regression_run_resumes_bit_for_bit(ratings_file, tmp_path):
-    cfg = _cfg(ratings_file, embedding="dpq4x16", epochs=3)
+    cfg = _cfg(ratings_file, embedding="dpq4x16c", epochs=3)
     straight = _quiet(cfg, tmp_path / "a")
     _quiet(cfg.replace(epochs=2), tmp_path / "b")
     resumed = _quiet(cfg, tmp_path / "b")

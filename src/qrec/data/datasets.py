@@ -16,7 +16,7 @@ load as :class:`Split` with protocol ``"given"``. Local files are hashed (sha256
 the published hash where one is known; a mismatch warns, because results on a modified copy are
 not comparable with published ones. Downloads must match, or they are deleted and an error raised.
 
-A *derived* dataset (``DatasetSpec.derived``, e.g. ``ml-100k-i2i``: item-item relevance from ML-100K's
+A *computed* dataset (``DatasetSpec.computed``, e.g. ``ml-100k-i2i``: item-item relevance from ML-100K's
 ratings) resolves its base dataset as above (``path`` is the base's file), computes its pairs once and
 caches them under ``$QREC_CACHE_DIR/<name>/``, keyed by the base files' sha256 and the recipe.
 """
@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+import numpy as np
 from tqdm.auto import tqdm
 
 import numpy as np
@@ -58,6 +59,8 @@ from qrec.errors import DataFormatError, DatasetNotFoundError
 __all__ = [
     "ModifiedDataWarning",
     "DatasetSpec",
+    "Computed",
+    "Derivation",
     "Layout",
     "Remote",
     "Source",
@@ -103,8 +106,21 @@ class Remote:
 
 
 @dataclass(frozen=True)
-class Derived:
-    """A dataset computed from another: ``build(base)`` with a fixed recipe, named by ``recipe`` (cache key)."""
+class Derivation:
+    """How a dataset is computed from another registered one (e.g. ``ml-1m-seq`` from the official
+    ``ml-1m`` archive): ``write(source_data, target_file)`` writes the canonical layout's one file;
+    ``side`` files found beside the source (e.g. ``movies.dat``) are copied beside the result."""
+
+    source: str
+    write: Callable[[Interactions, Path], None]
+    side: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A dataset that exists only as a recipe over another (e.g. item-item relevance from ratings): always
+    ``build(base)``, cached under the name ``recipe`` and the base files' sha256 (a ``Derivation`` instead writes
+    one canonical file when no copy of a dataset with files of its own is found)."""
 
     base: str
     build: Callable[[Interactions], Interactions]
@@ -122,7 +138,8 @@ class DatasetSpec:
     remote: tuple[Remote, ...] = ()
     bundled: Callable[[], Path | None] | None = None  # a folder shipped inside an installed package
     note: str = ""  # extra advice when the dataset cannot be found
-    derived: Derived | None = None  # computed from another dataset (no files of its own)
+    derived: Derivation | None = None  # computed from another dataset when no copy is found
+    computed: Computed | None = None  # a recipe over another dataset (no files of its own)
 
 
 def _github(repo: str, ref: str, path: str) -> str:
@@ -203,8 +220,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "MovieLens-1M as per-user chronological sequences, no timestamps (SASRec/DiffuRec ml-1m)",
             layouts=(Layout(("sequences.txt",), read_sequences),),
             sha256={"sequences.txt": "3b3803d72c034929ada18b2cbd114296261c012b7a3e10282543adeceba53fb1"},
-            note="sequences.txt is derived from DiffuRec's dataset.pkl and has no download URL; "
-            "the same ratings with real timestamps are the 'ml-1m' dataset.",
+            note="without a copy, sequences.txt is derived from the official ML-1M archive (the 'ml-1m' "
+            "dataset, md5-checked): each user's ratings sorted by timestamp, ties in file order.",
+            derived=Derivation("ml-1m", lambda data, target: write_sequences(data, target), side=("movies.dat",)),
         ),
         DatasetSpec(
             "ml-1m-lgcn",
@@ -301,7 +319,7 @@ def _i2i(base: str) -> DatasetSpec:
         f"item-item relevance from {base} ratings: 100 x Pearson r over >= {I2I_MIN_COMMON} co-raters, "
         "each item pair once, scores -100..100 (MGQE's AAR analogue; regression task)",
         layouts=(),
-        derived=Derived(base, functools.partial(pearson_pairs, min_common=I2I_MIN_COMMON, orient_seed=0, name=name),
+        computed=Computed(base, functools.partial(pearson_pairs, min_common=I2I_MIN_COMMON, orient_seed=0, name=name),
                         f"pearson-min{I2I_MIN_COMMON}-orient0-v1"),
         note=f"computed from {base}; its files are what is looked for.",
     )
@@ -339,6 +357,8 @@ class Source:
 
     def __str__(self) -> str:
         where = self.url if self.kind == "download" and self.url else ", ".join(str(f) for f in self.files)
+        if self.kind == "derived" and self.url:
+            where += f", derived from {self.url}"
         return f"{self.name} from {self.kind}: {where}"
 
 
@@ -407,6 +427,7 @@ def _local_sources(spec: DatasetSpec) -> tuple[Source | None, list[str]]:
             continue
         match = _match_folder(spec, folder)
         if match is not None:
+            kind = "derived" if kind == "cache" and (folder / DERIVED_NOTE).is_file() else kind
             return Source(spec.name, kind, match[1], match[0]), looked
         looked.append(f"{folder} ({kind}): no {_expected(spec)}")
     return None, looked
@@ -436,8 +457,8 @@ def resolved_source(name: str, path=None) -> Source:
     if path is None and name in _LAST_SOURCE:
         return _LAST_SOURCE[name]
     spec = _spec(name)
-    if spec.derived is not None:
-        return resolved_source(spec.derived.base, path)
+    if spec.computed is not None:
+        return resolved_source(spec.computed.base, path)
     if path is not None:
         return _explicit(spec, Path(path))
     source, looked = _local_sources(spec)
@@ -446,6 +467,12 @@ def resolved_source(name: str, path=None) -> Source:
     if spec.remote and not _offline():
         files = tuple(cache_dir() / spec.name / r.file for r in spec.remote)
         return Source(name, "download", files, 0, url=spec.remote[0].url)
+    if spec.derived is not None:
+        try:
+            origin = resolved_source(spec.derived.source)
+        except DatasetNotFoundError as err:
+            raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+        return Source(name, "derived", (cache_dir() / name / spec.layouts[0].files[0],), 0, url=str(origin))
     raise _not_found(spec, looked + (["download: offline (QREC_OFFLINE)"] if spec.remote else []))
 
 
@@ -462,10 +489,10 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
     it as read-only. Raises :class:`DatasetNotFoundError` listing every place looked at.
     """
     spec = _spec(name)
-    if spec.derived is not None:
-        base = load_dataset(spec.derived.base, path=path, download=download)
-        _LAST_SOURCE[name] = _LAST_SOURCE[spec.derived.base]
-        return _derived(spec, base)
+    if spec.computed is not None:
+        base = load_dataset(spec.computed.base, path=path, download=download)
+        _LAST_SOURCE[name] = _LAST_SOURCE[spec.computed.base]
+        return _computed(spec, base)
     if path is not None:
         source = _explicit(spec, Path(path))
     else:
@@ -477,25 +504,25 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
     return _load_files(name, source.layout, tuple(str(f) for f in source.files), stamps, source.kind)
 
 
-def _derived(spec: DatasetSpec, base: Interactions) -> Interactions:
+def _computed(spec: DatasetSpec, base: Interactions) -> Interactions:
     """``spec``'s data computed from ``base``, through a cache file keyed by the base files' sha256 and the
     recipe (``$QREC_CACHE_DIR/<name>/<recipe>-<key>.npz``, written atomically), and kept per process."""
     if not isinstance(base, Interactions):
-        raise DataFormatError(spec.derived.base, f"{spec.name} is computed from a raw log, not a pre-split dataset")
-    key = hashlib.sha256(repr((spec.derived.recipe, sorted(base.meta.get("sha256", {}).items()))).encode()).hexdigest()[:16]
-    path = cache_dir() / spec.name / f"{spec.derived.recipe}-{key}.npz"
-    if path not in _DERIVED:
-        data = _read_derived(path, spec.name) if path.exists() else _write_derived(path, spec.derived.build(base))
-        data.meta.update(dataset=spec.name, source=f"computed from {spec.derived.base}", recipe=spec.derived.recipe,
+        raise DataFormatError(spec.computed.base, f"{spec.name} is computed from a raw log, not a pre-split dataset")
+    key = hashlib.sha256(repr((spec.computed.recipe, sorted(base.meta.get("sha256", {}).items()))).encode()).hexdigest()[:16]
+    path = cache_dir() / spec.name / f"{spec.computed.recipe}-{key}.npz"
+    if path not in _COMPUTED:
+        data = _read_computed(path, spec.name) if path.exists() else _write_computed(path, spec.computed.build(base))
+        data.meta.update(dataset=spec.name, source=f"computed from {spec.computed.base}", recipe=spec.computed.recipe,
                          cache=str(path), base_sha256=base.meta.get("sha256", {}))
-        _DERIVED[path] = data
-    return _DERIVED[path]
+        _COMPUTED[path] = data
+    return _COMPUTED[path]
 
 
-_DERIVED: dict[Path, Interactions] = {}
+_COMPUTED: dict[Path, Interactions] = {}
 
 
-def _write_derived(path: Path, data: Interactions) -> Interactions:
+def _write_computed(path: Path, data: Interactions) -> Interactions:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
     try:
@@ -507,8 +534,8 @@ def _write_derived(path: Path, data: Interactions) -> Interactions:
     return data
 
 
-def _read_derived(path: Path, name: str) -> Interactions:
-    """A cached derived dataset; a damaged cache file is named in the error (delete it to rebuild)."""
+def _read_computed(path: Path, name: str) -> Interactions:
+    """A cached computed dataset; a damaged cache file is named in the error (delete it to rebuild)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             ids = z["item_ids"]
@@ -519,6 +546,8 @@ def _read_derived(path: Path, name: str) -> Interactions:
 
 
 def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    if spec.derived is not None and not spec.remote:
+        return _derived_source(spec, looked, allowed)
     if not spec.remote:
         raise _not_found(spec, looked + ["download: no public URL for this dataset"])
     if not allowed:
@@ -533,6 +562,68 @@ def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Sou
     return Source(spec.name, "download", files, layout, url=spec.remote[0].url)
 
 
+DERIVED_NOTE = "DERIVED.txt"  # beside a derived dataset in the cache: what it was computed from
+
+
+def _derived_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    """Derive ``spec`` into the cache from its source dataset, found or downloaded (checksummed) as
+    ``load_dataset`` finds any dataset; written through a temporary file, so a reader never sees half."""
+    derivation = spec.derived
+    try:
+        data = load_dataset(derivation.source, download=allowed)
+    except DatasetNotFoundError as err:
+        raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+    if not isinstance(data, Interactions):
+        raise DataFormatError(derivation.source, "a derivation needs raw interactions, not a pre-split dataset")
+    origin = _LAST_SOURCE[derivation.source]
+    folder = cache_dir() / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / spec.layouts[0].files[0]
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        derivation.write(data, Path(tmp_name))
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    for side in derivation.side:
+        beside = origin.files[0].parent / side
+        if beside.is_file() and not (folder / side).exists():
+            shutil.copyfile(beside, folder / side)
+    sources = "\n".join(f"- {f.name}: sha256 {_sha256(f)}" for f in origin.files)
+    (folder / DERIVED_NOTE).write_text(f"{spec.name} derived by qrec from {origin}\n{sources}\n"
+                                       f"{target.name}: sha256 {_sha256(target)}\n")
+    return Source(spec.name, "derived", (target,), 0, url=str(origin))
+
+
+def _derive_failed(spec: DatasetSpec, err: Exception) -> str:
+    source = DATASETS[spec.derived.source]
+    url = f" ({source.remote[0].url})" if source.remote else ""
+    looked = [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
+    return f"derive from {spec.derived.source}{url}: not possible, {spec.derived.source} " + (
+        f"{looked[-1]}" if looked else str(err).splitlines()[0])
+
+
+def write_sequences(data: Interactions, target: Path) -> None:
+    """``data`` as per-user chronological sequences, ``user item item ...`` with raw ids, oldest first:
+    each user's interactions sorted by timestamp, ties kept in file order; users in raw-id order."""
+    if data.timestamps is None:
+        raise DataFormatError(target, f"{data.name} has no timestamps to order the sequences by")
+    order = np.lexsort((np.arange(len(data)), data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    lines = {data.user_ids[users[a]]: items[a:b] for a, b in zip(starts, np.r_[starts[1:], len(users)])}
+    with target.open("w") as f:
+        for raw in sorted(lines, key=_raw_key):
+            f.write(" ".join(map(str, [raw, *data.item_ids[lines[raw]]])) + "\n")
+
+
+def _raw_key(raw):
+    """Raw ids sort as numbers where they are numbers (MovieLens), else as text."""
+    text = str(raw)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, kind: str) -> Interactions | Split:
     """Read and hash the files once per (files, sizes, mtimes); ``stamps`` invalidates on change."""
@@ -541,14 +632,16 @@ def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, k
     paths = tuple(Path(f) for f in files)
     data = spec.layouts[layout].read(*paths, name=name)
     hashes = {p.name: _sha256(p) for p in paths}
-    _warn_on_mismatch(spec, paths, hashes)
+    _warn_on_mismatch(spec, paths, hashes, kind)
     parts = (data.train, data.valid, data.test) if isinstance(data, Split) else (data,)
     for meta in {id(part.meta): part.meta for part in parts}.values():
         meta.update(dataset=name, source=kind, sha256=hashes)
     return data
 
 
-def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str]) -> None:
+def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str], kind: str) -> None:
+    if kind == "derived":  # checked through its source's checksum; its own hash is recorded, not compared
+        return
     for p in paths:
         expected = spec.sha256.get(p.name)
         if expected is not None and hashes[p.name] != expected:
