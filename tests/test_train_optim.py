@@ -182,7 +182,7 @@ def test_a_million_row_mgqe_table_and_a_million_node_graph_fit_a_memory_cap():
     assert stats["peak"] - stats["base"] < 1.5 * 2**30, stats
 
 
-@pytest.mark.parametrize("embedding", ["full", "dpq4x16", "mgqe4x16/8@0.25", "mgqe-uk4x16/8@0.25"])
+@pytest.mark.parametrize("embedding", ["full", "dpq4x16c", "mgqe4x16/8@0.25", "mgqe-uk4x16/8@0.25"])
 def test_sparse_table_gradients_train_exactly_as_dense_ones(embedding):
     """rowwise_adagrad switches the tables to sparse gradients; three steps land where dense gradients do."""
     batch = {"users": torch.tensor([0, 1, 1, 5]), "items": torch.tensor([2, 3, 2, 30]),

@@ -15,6 +15,10 @@ Raw logs load as :class:`Interactions`; datasets that ship already split (LightG
 load as :class:`Split` with protocol ``"given"``. Local files are hashed (sha256) and compared with
 the published hash where one is known; a mismatch warns, because results on a modified copy are
 not comparable with published ones. Downloads must match, or they are deleted and an error raised.
+
+A *computed* dataset (``DatasetSpec.computed``, e.g. ``ml-100k-i2i``: item-item relevance from ML-100K's
+ratings) resolves its base dataset as above (``path`` is the base's file), computes its pairs once and
+caches them under ``$QREC_CACHE_DIR/<name>/``, keyed by the base files' sha256 and the recipe.
 """
 
 from __future__ import annotations
@@ -34,7 +38,10 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+import numpy as np
 from tqdm.auto import tqdm
+
+import numpy as np
 
 from qrec.data.interactions import Interactions, Split
 from qrec.data import powerlaw
@@ -47,11 +54,14 @@ from qrec.data.loaders import (
     read_recbole_inter,
     read_sequences,
 )
+from qrec.data.relevance import pearson_pairs
 from qrec.errors import DataFormatError, DatasetNotFoundError
 
 __all__ = [
     "ModifiedDataWarning",
     "DatasetSpec",
+    "Computed",
+    "Derivation",
     "Layout",
     "Remote",
     "Source",
@@ -97,6 +107,28 @@ class Remote:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """How a dataset is computed from another registered one (e.g. ``ml-1m-seq`` from the official
+    ``ml-1m`` archive): ``write(source_data, target_file)`` writes the canonical layout's one file;
+    ``side`` files found beside the source (e.g. ``movies.dat``) are copied beside the result."""
+
+    source: str
+    write: Callable[[Interactions, Path], None]
+    side: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Computed:
+    """A dataset that exists only as a recipe over another (e.g. item-item relevance from ratings): always
+    ``build(base)``, cached under the name ``recipe`` and the base files' sha256 (a ``Derivation`` instead writes
+    one canonical file when no copy of a dataset with files of its own is found)."""
+
+    base: str
+    build: Callable[[Interactions], Interactions]
+    recipe: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A named dataset: its layouts (first = canonical), known hashes and download recipe."""
 
@@ -107,6 +139,8 @@ class DatasetSpec:
     remote: tuple[Remote, ...] = ()
     bundled: Callable[[], Path | None] | None = None  # a folder shipped inside an installed package
     note: str = ""  # extra advice when the dataset cannot be found
+    derived: Derivation | None = None  # computed from another dataset when no copy is found
+    computed: Computed | None = None  # a recipe over another dataset (no files of its own)
 
 
 def _github(repo: str, ref: str, path: str) -> str:
@@ -187,8 +221,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "MovieLens-1M as per-user chronological sequences, no timestamps (SASRec/DiffuRec ml-1m)",
             layouts=(Layout(("sequences.txt",), read_sequences),),
             sha256={"sequences.txt": "3b3803d72c034929ada18b2cbd114296261c012b7a3e10282543adeceba53fb1"},
-            note="sequences.txt is derived from DiffuRec's dataset.pkl and has no download URL; "
-            "the same ratings with real timestamps are the 'ml-1m' dataset.",
+            note="without a copy, sequences.txt is derived from the official ML-1M archive (the 'ml-1m' "
+            "dataset, md5-checked): each user's ratings sorted by timestamp, ties in file order.",
+            derived=Derivation("ml-1m", lambda data, target: write_sequences(data, target), side=("movies.dat",)),
         ),
         DatasetSpec(
             "ml-1m-lgcn",
@@ -274,6 +309,27 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+I2I_MIN_COMMON = 20  # co-raters a pair needs: Pearson's r over 20 pairs has a null-hypothesis std of ~0.22
+
+
+def _i2i(base: str) -> DatasetSpec:
+    """Item-item relevance from ``base``'s ratings (``qrec.data.relevance``): MGQE's AAR analogue."""
+    name = f"{base}-i2i"
+    return DatasetSpec(
+        name,
+        f"item-item relevance from {base} ratings: 100 x Pearson r over >= {I2I_MIN_COMMON} co-raters, "
+        "each item pair once, scores -100..100 (MGQE's AAR analogue; regression task)",
+        layouts=(),
+        computed=Computed(base, functools.partial(pearson_pairs, min_common=I2I_MIN_COMMON, orient_seed=0, name=name),
+                        f"pearson-min{I2I_MIN_COMMON}-orient0-v1"),
+        note=f"computed from {base}; its files are what is looked for.",
+    )
+
+
+for _spec_i2i in (_i2i("ml-100k"), _i2i("ml-1m")):
+    DATASETS[_spec_i2i.name] = _spec_i2i
+
+
 # Generated datasets: no files; the name (``base[:key=value,...]``) carries the generator's parameters.
 GENERATED: dict[str, tuple[str, Callable[[str], Interactions]]] = {
     powerlaw.NAME: (
@@ -326,6 +382,8 @@ class Source:
         if self.kind == "generated":
             return f"{self.name} (generated from its name)"
         where = self.url if self.kind == "download" and self.url else ", ".join(str(f) for f in self.files)
+        if self.kind == "derived" and self.url:
+            where += f", derived from {self.url}"
         return f"{self.name} from {self.kind}: {where}"
 
 
@@ -394,6 +452,7 @@ def _local_sources(spec: DatasetSpec) -> tuple[Source | None, list[str]]:
             continue
         match = _match_folder(spec, folder)
         if match is not None:
+            kind = "derived" if kind == "cache" and (folder / DERIVED_NOTE).is_file() else kind
             return Source(spec.name, kind, match[1], match[0]), looked
         looked.append(f"{folder} ({kind}): no {_expected(spec)}")
     return None, looked
@@ -425,6 +484,8 @@ def resolved_source(name: str, path=None) -> Source:
     if _generator(name) is not None:
         return Source(name, "generated", ())
     spec = _spec(name)
+    if spec.computed is not None:
+        return resolved_source(spec.computed.base, path)
     if path is not None:
         return _explicit(spec, Path(path))
     source, looked = _local_sources(spec)
@@ -433,6 +494,12 @@ def resolved_source(name: str, path=None) -> Source:
     if spec.remote and not _offline():
         files = tuple(cache_dir() / spec.name / r.file for r in spec.remote)
         return Source(name, "download", files, 0, url=spec.remote[0].url)
+    if spec.derived is not None:
+        try:
+            origin = resolved_source(spec.derived.source)
+        except DatasetNotFoundError as err:
+            raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+        return Source(name, "derived", (cache_dir() / name / spec.layouts[0].files[0],), 0, url=str(origin))
     raise _not_found(spec, looked + (["download: offline (QREC_OFFLINE)"] if spec.remote else []))
 
 
@@ -454,6 +521,10 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
             raise DatasetNotFoundError(f"{name} is generated from its name; it reads no --path ({path})")
         return _generate(name)
     spec = _spec(name)
+    if spec.computed is not None:
+        base = load_dataset(spec.computed.base, path=path, download=download)
+        _LAST_SOURCE[name] = _LAST_SOURCE[spec.computed.base]
+        return _computed(spec, base)
     if path is not None:
         source = _explicit(spec, Path(path))
     else:
@@ -465,7 +536,50 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
     return _load_files(name, source.layout, tuple(str(f) for f in source.files), stamps, source.kind)
 
 
+def _computed(spec: DatasetSpec, base: Interactions) -> Interactions:
+    """``spec``'s data computed from ``base``, through a cache file keyed by the base files' sha256 and the
+    recipe (``$QREC_CACHE_DIR/<name>/<recipe>-<key>.npz``, written atomically), and kept per process."""
+    if not isinstance(base, Interactions):
+        raise DataFormatError(spec.computed.base, f"{spec.name} is computed from a raw log, not a pre-split dataset")
+    key = hashlib.sha256(repr((spec.computed.recipe, sorted(base.meta.get("sha256", {}).items()))).encode()).hexdigest()[:16]
+    path = cache_dir() / spec.name / f"{spec.computed.recipe}-{key}.npz"
+    if path not in _COMPUTED:
+        data = _read_computed(path, spec.name) if path.exists() else _write_computed(path, spec.computed.build(base))
+        data.meta.update(dataset=spec.name, source=f"computed from {spec.computed.base}", recipe=spec.computed.recipe,
+                         cache=str(path), base_sha256=base.meta.get("sha256", {}))
+        _COMPUTED[path] = data
+    return _COMPUTED[path]
+
+
+_COMPUTED: dict[Path, Interactions] = {}
+
+
+def _write_computed(path: Path, data: Interactions) -> Interactions:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, users=data.users, items=data.items, ratings=data.ratings, item_ids=data.item_ids)
+        os.replace(tmp_name, path)  # atomic: a reader never sees a half-written cache
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return data
+
+
+def _read_computed(path: Path, name: str) -> Interactions:
+    """A cached computed dataset; a damaged cache file is named in the error (delete it to rebuild)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids = z["item_ids"]
+            return Interactions(users=z["users"], items=z["items"], n_users=len(ids), n_items=len(ids),
+                                user_ids=ids, item_ids=ids, ratings=z["ratings"], name=name)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataFormatError(path, f"unreadable cache of {name} ({err}); delete it to rebuild") from None
+
+
 def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    if spec.derived is not None and not spec.remote:
+        return _derived_source(spec, looked, allowed)
     if not spec.remote:
         raise _not_found(spec, looked + ["download: no public URL for this dataset"])
     if not allowed:
@@ -480,6 +594,68 @@ def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Sou
     return Source(spec.name, "download", files, layout, url=spec.remote[0].url)
 
 
+DERIVED_NOTE = "DERIVED.txt"  # beside a derived dataset in the cache: what it was computed from
+
+
+def _derived_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    """Derive ``spec`` into the cache from its source dataset, found or downloaded (checksummed) as
+    ``load_dataset`` finds any dataset; written through a temporary file, so a reader never sees half."""
+    derivation = spec.derived
+    try:
+        data = load_dataset(derivation.source, download=allowed)
+    except DatasetNotFoundError as err:
+        raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+    if not isinstance(data, Interactions):
+        raise DataFormatError(derivation.source, "a derivation needs raw interactions, not a pre-split dataset")
+    origin = _LAST_SOURCE[derivation.source]
+    folder = cache_dir() / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / spec.layouts[0].files[0]
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        derivation.write(data, Path(tmp_name))
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    for side in derivation.side:
+        beside = origin.files[0].parent / side
+        if beside.is_file() and not (folder / side).exists():
+            shutil.copyfile(beside, folder / side)
+    sources = "\n".join(f"- {f.name}: sha256 {_sha256(f)}" for f in origin.files)
+    (folder / DERIVED_NOTE).write_text(f"{spec.name} derived by qrec from {origin}\n{sources}\n"
+                                       f"{target.name}: sha256 {_sha256(target)}\n")
+    return Source(spec.name, "derived", (target,), 0, url=str(origin))
+
+
+def _derive_failed(spec: DatasetSpec, err: Exception) -> str:
+    source = DATASETS[spec.derived.source]
+    url = f" ({source.remote[0].url})" if source.remote else ""
+    looked = [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
+    return f"derive from {spec.derived.source}{url}: not possible, {spec.derived.source} " + (
+        f"{looked[-1]}" if looked else str(err).splitlines()[0])
+
+
+def write_sequences(data: Interactions, target: Path) -> None:
+    """``data`` as per-user chronological sequences, ``user item item ...`` with raw ids, oldest first:
+    each user's interactions sorted by timestamp, ties kept in file order; users in raw-id order."""
+    if data.timestamps is None:
+        raise DataFormatError(target, f"{data.name} has no timestamps to order the sequences by")
+    order = np.lexsort((np.arange(len(data)), data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    lines = {data.user_ids[users[a]]: items[a:b] for a, b in zip(starts, np.r_[starts[1:], len(users)])}
+    with target.open("w") as f:
+        for raw in sorted(lines, key=_raw_key):
+            f.write(" ".join(map(str, [raw, *data.item_ids[lines[raw]]])) + "\n")
+
+
+def _raw_key(raw):
+    """Raw ids sort as numbers where they are numbers (MovieLens), else as text."""
+    text = str(raw)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, kind: str) -> Interactions | Split:
     """Read and hash the files once per (files, sizes, mtimes); ``stamps`` invalidates on change."""
@@ -488,14 +664,16 @@ def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, k
     paths = tuple(Path(f) for f in files)
     data = spec.layouts[layout].read(*paths, name=name)
     hashes = {p.name: _sha256(p) for p in paths}
-    _warn_on_mismatch(spec, paths, hashes)
+    _warn_on_mismatch(spec, paths, hashes, kind)
     parts = (data.train, data.valid, data.test) if isinstance(data, Split) else (data,)
     for meta in {id(part.meta): part.meta for part in parts}.values():
         meta.update(dataset=name, source=kind, sha256=hashes)
     return data
 
 
-def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str]) -> None:
+def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str], kind: str) -> None:
+    if kind == "derived":  # checked through its source's checksum; its own hash is recorded, not compared
+        return
     for p in paths:
         expected = spec.sha256.get(p.name)
         if expected is not None and hashes[p.name] != expected:

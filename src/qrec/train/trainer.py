@@ -7,6 +7,8 @@ Resume is exact by construction: every epoch draws its negatives and shuffling f
 from __future__ import annotations
 
 import copy
+import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -14,20 +16,22 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from qrec.data import Split
-from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
 from qrec.errors import QrecError, SpecError
-from qrec.models.evaluate import evaluate_model
+from qrec.eval.regression import LOWER_IS_BETTER, improved
+from qrec.logs import bar as progress_bar
+from qrec.logs import run_log
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
 from qrec.train.config import OPTIMIZERS, RunConfig
 from qrec.train.distributed import from_env
 from qrec.train.optim import OptimizerChain, rowwise_adagrad
 from qrec.train.pipeline import load_split
+from qrec.train.tasks import make_task
 
 CHECKPOINT = "checkpoint.pt"
+_DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
 
 
 @dataclass
@@ -52,6 +56,8 @@ def build(cfg: RunConfig, split: Split) -> Recommender:
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
+    if cfg.task == "regression":  # absolute scores need per-user / per-item offsets (biased MF)
+        opts.setdefault("row_bias", True)
     seed_everything(cfg.seed)
     if opts.get("teacher"):  # loading it reseeds (the teacher's build): the student's init draws follow it, as ever
         opts["teacher"] = _load_teacher(opts["teacher"], split)
@@ -82,25 +88,22 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer 
         return torch.optim.Adam(model.parameters(), **args)
 
 
-def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
+def _epoch_batches(model: Recommender, task, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-    if model.loss_kind == "bpr":
-        return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
-    if model.loss_kind == "sequence":
-        return sequence_epoch(split.train, sampler, model.maxlen, cfg.batch_size, rng)
-    return pointwise_epoch(split.train, sampler, cfg.n_neg, cfg.batch_size, rng)
+    return task.batches(model, rng)
 
 
-def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool) -> tuple[float, int]:
+def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool, loss_fn=None) -> tuple[float, int]:
+    """One pass over ``batches``; ``loss_fn(model, batch)`` is the task's loss (default: the model's own)."""
     model.train()
     model.on_epoch_start()
     total, seen, n_batches = 0.0, 0, 0
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, unit="batch")
+    bar = progress_bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
     start = time.perf_counter()
     for batch in bar:
         batch = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
-        loss = model.training_loss(batch)
+        loss = loss_fn(model, batch) if loss_fn else model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -128,16 +131,18 @@ def _resumable_key(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
 
 
-def _improved(metrics: dict, best: dict, key: str) -> bool:
-    return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
-
-
-def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print) -> FitResult:
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
     With no validation part (pre-split train/test files) the last epoch is reported and nothing is
-    selected on the test set.
+    selected on the test set. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
+    without ``log`` to the ``qrec.train`` logger (``qrec.logs``).
     """
+    with run_log(out_dir, log) as emit:
+        return _fit(cfg, out_dir, progress, resume, emit)
+
+
+def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg)
@@ -148,7 +153,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         parallel.broadcast_parameters(model)
         optimizer = parallel.wrap(optimizer)
         log = log if parallel.writes else (lambda _: None)
-    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    task = make_task(cfg, split)  # batches, loss and metrics: top-k ranking or score regression
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
 
@@ -169,20 +174,27 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         state = saved["state"]
         log(f"resumed {ckpt} after epoch {state['epoch']}")
 
+    log(f"{cfg.run_name()}: {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {len(split.train):,} training "
+        f"interactions, {cfg.epochs} epochs, {cfg.device}" + (f", checkpoints in {out_dir}" if out_dir else ""))
+    _DEBUG.debug(f"config {json.dumps(cfg.to_dict(), default=str)}")
+    _DEBUG.debug(f"data {cfg.dataset} from {split.train.meta.get('source', '?')} {split.train.meta.get('files', '')}, "
+                 f"sha256 {split.train.meta.get('sha256', {})}; {split.n_users:,} users, {split.n_items:,} items; "
+                 f"{torch.get_num_threads()} torch threads")
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
-        batches = _epoch_batches(model, split, sampler, cfg, epoch)
+        batches = _epoch_batches(model, task, cfg, epoch)
         if parallel is not None:
             batches = parallel.shard(batches, epoch)
-        loss, seen = _train_epoch(model, optimizer, batches, cfg, epoch, progress and (parallel is None or parallel.writes))
+        writes = parallel is None or parallel.writes
+        loss, seen = _train_epoch(model, optimizer, batches, cfg, epoch, progress and writes, task.loss)
         seconds = time.perf_counter() - t0
         state["train_seconds"] += seconds
         state["seen"] += seen
         row = {"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 3), "rows_per_second": round(seen / seconds)}
         if has_valid and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            row["valid"] = evaluate_model(model, split, "valid", cfg.ks, cfg.recall_denominator)
-            if _improved(row["valid"], state["best"], cfg.select_metric):
+            row["valid"] = task.evaluate(model, "valid")
+            if improved(row["valid"], state["best"], task.select_metric):
                 state.update(best=row["valid"], best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict()))
                 stale = 0
             else:
@@ -190,27 +202,74 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         elif not has_valid and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             # Pre-split files have no validation part: record the test curve for plots only; nothing is
             # selected on it, the reported epoch is the last one.
-            row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+            row["test_curve"] = task.evaluate(model, "test")
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt and (parallel is None or parallel.writes):
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
-        log(_epoch_line(row, cfg.select_metric))
+        log(_epoch_line(row, task.select_metric))
         if cfg.patience and stale >= cfg.patience:
-            log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
+            log(f"early stop: no {task.select_metric} gain for {stale} epochs")
             break
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     else:
         state["best_epoch"] = state["epoch"]
-    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+    test = task.evaluate(model, "test")
     return FitResult(
         config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
         interactions_per_second=state["seen"] / max(state["train_seconds"], 1e-9),
     )
+
+
+def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) -> float:
+    """Seconds one epoch of ``cfg`` should take here, from a short timed probe: the epoch's sampling, the
+    median of up to ``steps`` training steps (at least 3, for about ``budget`` seconds, after an untimed
+    warm-up step) scaled to the epoch's batch count, and the scoring of one batch of users scaled to the
+    validation users, once per ``eval_every`` epochs. An estimate for a plan (``qrec experiment
+    --dry-run``) on this machine as loaded now; it leaves out what changes over training (early stopping)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split = load_split(cfg)
+    model = build(cfg, split)
+    optimizer = make_optimizer(model, cfg)
+    task = make_task(cfg, split)
+    t0 = time.perf_counter()
+    batches = _epoch_batches(model, task, cfg, 0)
+    sampling = time.perf_counter() - t0
+    timed, start = [], time.perf_counter()
+    for _, batch in zip(range(steps + 1), batches):
+        if len(timed) > 3 and time.perf_counter() - start > budget:
+            break
+        t0 = time.perf_counter()
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
+        loss = task.loss(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())  # waits for the step (an asynchronous device would otherwise time nothing)
+        timed.append(time.perf_counter() - t0)
+    per_step = float(np.median(timed[1:] or timed))
+    return sampling + per_step * len(batches) + _probe_eval_seconds(model, split, cfg, task) / max(1, cfg.eval_every)
+
+
+@torch.no_grad()
+def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, task, users: int = 256) -> float:
+    part = split.valid if len(split.valid) else split.test
+    if cfg.task == "regression":  # scoring the held-out pairs once is cheap: time it whole
+        t0 = time.perf_counter()
+        task.evaluate(model, "valid" if len(split.valid) else "test")
+        return time.perf_counter() - t0
+    n = int(np.count_nonzero(np.diff(part.to_csr().indptr)))
+    model.eval()
+    model.refresh()
+    batch = torch.arange(min(users, split.n_users), device=cfg.device)
+    t0 = time.perf_counter()
+    torch.topk(model.score_all(batch), min(max(cfg.ks), split.n_items)).indices.cpu()
+    return (time.perf_counter() - t0) * n / len(batch)
 
 
 def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunConfig, Split]:
@@ -233,6 +292,7 @@ def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunC
 
 def _epoch_line(row: dict, key: str) -> str:
     valid, curve = row.get("valid", {}), row.get("test_curve", {})
-    shown = f" valid {key} {valid[key]:.4f}" if key in valid else ""
-    shown += "".join(f" test {k} {v:.4f}" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
+    shown = "" if key not in valid else f" valid {key} {valid[key]:.4f}" if key in LOWER_IS_BETTER else \
+        f" valid {key} {100 * valid[key]:.2f}%"
+    shown += "".join(f" test {k} {100 * v:.2f}%" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
     return f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}{shown}  {row['seconds']:.1f}s  {row['rows_per_second']:,} rows/s"
