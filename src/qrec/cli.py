@@ -70,7 +70,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--dim", type=int, help=f"embedding size d (default: {d('dim')})")
     g.add_argument("--epochs", type=int, help=f"training epochs (default: {d('epochs')})")
     g.add_argument("--batch-size", type=int, help=f"training rows per step (default: {d('batch_size')})")
-    g.add_argument("--lr", type=float, help=f"learning rate (default: {d('lr')}; rowwise-adagrad wants more, e.g. 0.05)")
+    g.add_argument("--lr", type=float, help=f"learning rate; rowwise-adagrad wants more, e.g. 0.05 (default: {d('lr')})")
     g.add_argument("--optimizer", choices=["adam", "rowwise-adagrad"], help="adam, or rowwise-adagrad: one state float "
                    f"per table row, sparse gradients, touched rows only (qrec.train.optim) (default: {d('optimizer')})")
     g.add_argument("--n-neg", type=int, help=f"pointwise models: sampled negatives per positive (default: {d('n_neg')})")
