@@ -1,4 +1,4 @@
-"""qrec's command line: ``qrec train | evaluate | demo | experiment | report | plot | codes | data``."""
+"""qrec's command line: ``qrec train | evaluate | export | recommend | serve | demo | experiment | report | plot | codes | data``."""
 
 from __future__ import annotations
 
@@ -16,9 +16,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
     g.add_argument("--dataset", help="registered name (qrec data list) e.g. ml-1m-seq, gowalla")
     g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
-    g.add_argument("--protocol", choices=["loo", "ratio", "given"], help="split: leave-one-out by time, random ratio, pre-split files")
+    g.add_argument("--protocol", choices=["loo", "ratio", "given", "all"],
+                   help="split: leave-one-out by time, random ratio, pre-split files, or all (train on everything, to serve)")
     g.add_argument("--min-count", type=int, help="one-pass k-core filter (5 reproduces SASRec's ML-1M)")
-    g.add_argument("--model", help="backbone: gmf, neumf, lightgcn, ...")
+    g.add_argument("--model", help="backbone: gmf, neumf, sasrec, lightgcn, binary-gcn, lowbit-gcn, pop (popularity)")
     g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, mgqe64x256/64@0.1")
     g.add_argument("--user-embedding", help="separate spec for the user tables")
     g.add_argument("--dim", type=int)
@@ -107,14 +108,19 @@ def cmd_evaluate(args) -> int:
 
 
 def _load_artifact(path: str):
-    """The served model of an exported artifact (codes, not the training state) and its dataset's split."""
-    from qrec.export.artifact import load_model, read_manifest
+    """The served model of an artifact (its codes, not the training state) and its dataset's split, to
+    evaluate on: a sequential model reads each stage's history from the split, as the checkpoint did."""
+    from qrec.data.sequences import history_windows
+    from qrec.export.artifact import load_model
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
 
-    cfg = RunConfig.from_dict(read_manifest(path)["config"], source=path)
+    model, manifest = load_model(path)
+    cfg = RunConfig.from_dict(manifest["config"], source=path)
     split = load_split(cfg)
-    return load_model(path, split)[0], cfg, split
+    if hasattr(model, "set_windows"):
+        model.set_windows(history_windows(split.train, split.valid, model.maxlen))
+    return model, cfg, split
 
 
 def _load_checkpoint_model(run: str, last: bool = False):
@@ -124,32 +130,37 @@ def _load_checkpoint_model(run: str, last: bool = False):
 
 
 def cmd_export(args) -> int:
-    from qrec.export.artifact import export_model
+    from qrec.export.artifact import export_model, serving_data
 
     model, cfg, split = _load_checkpoint_model(args.run)
-    manifest = export_model(model, cfg.to_dict(), args.output, split.train.user_ids, split.train.item_ids)
+    manifest = export_model(model, cfg.to_dict(), args.output, serving_data(split, getattr(model, "maxlen", None)))
     size = Path(args.output).stat().st_size
-    print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {manifest['serving_bits'] / 8 / 2**20:.2f} MiB"
-          f" = {manifest['serving_bits'] / manifest['full_bits']:.1%} of the float32 model")
+    mib = lambda bits: f"{bits / 8 / 2**20:.2f} MiB"  # noqa: E731
+    print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {mib(manifest['serving_bits'])}"
+          f" = {manifest['serving_bits'] / manifest['full_bits']:.1%} of the float32 model; besides the model: "
+          f"id vocabularies {mib(manifest['vocab_bits'])}, seen items and histories {mib(manifest['history_bits'])}")
+    if args.faiss:
+        from qrec.export.faiss_index import write_faiss_index
+
+        print(write_faiss_index(model, args.faiss))
     return 0
 
 
 def cmd_recommend(args) -> int:
-    import numpy as np
-    import torch
+    from qrec.serving.model import Model
 
-    model, cfg, split = _load_artifact(args.artifact)
-    raw_users = np.asarray(split.train.user_ids)
-    index = {str(u): k for k, u in enumerate(raw_users)}
-    missing = [u for u in args.user if u not in index]
-    if missing:
-        raise QrecError(f"unknown user id(s) {missing} for dataset {cfg.dataset}")
-    users = torch.tensor([index[u] for u in args.user])
-    top, val = model.topk(users, args.k, exclude=split.train.to_csr()[users.numpy()])
-    items = np.asarray(split.train.item_ids)
-    for row, u in enumerate(args.user):
-        print(json.dumps({"user": u, "items": items[top[row].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row]]}))
+    model = Model.load(args.artifact)
+    items, scores = model.recommend(args.user, args.k, filter_seen=not args.keep_seen)
+    for user, row, val in zip(args.user, items, scores):
+        keep = val > -float("inf")
+        print(json.dumps({"user": user, "items": row[keep].tolist(), "scores": [round(float(v), 4) for v in val[keep]]}))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from qrec.serving.http import serve
+
+    return serve(args.artifact, host=args.host, port=args.port, max_batch=args.max_batch, access_log=args.access_log)
 
 
 def cmd_data(args) -> int:
@@ -295,11 +306,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("output", help="e.g. model.safetensors")
     ex.set_defaults(fn=cmd_export)
 
-    rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model (seen items filtered)")
-    rc.add_argument("artifact")
-    rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
-    rc.add_argument("-k", type=int, default=10)
-    rc.set_defaults(fn=cmd_recommend)
+    ex.add_argument("--faiss", metavar="OUT.index", help="also write a FAISS index of the item codes (1-bit sign "
+                    "codes: IndexBinaryFlat; DPQ / shared MGQE codes: IndexPQ with qrec's codebooks)")
+    _add_serving_parsers(sub)
 
     dt = sub.add_parser("data", help="datasets: list, info")
     dsub = dt.add_subparsers(dest="data_cmd", required=True)
@@ -309,6 +318,25 @@ def parser() -> argparse.ArgumentParser:
     di.add_argument("--path")
     dt.set_defaults(fn=cmd_data)
     return p
+
+
+def _add_serving_parsers(sub) -> None:
+    rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model alone (every "
+                                          "item in the user's history filtered)")
+    rc.add_argument("artifact")
+    rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
+    rc.add_argument("-k", type=int, default=10)
+    rc.add_argument("--keep-seen", action="store_true", help="do not filter the items the user has seen")
+    rc.set_defaults(fn=cmd_recommend)
+
+    sv = sub.add_parser("serve", help="HTTP service of an exported model (POST /recommend, GET /similar/{item}, "
+                                      "/health, /metadata); loopback by default")
+    sv.add_argument("artifact")
+    sv.add_argument("--host", default="127.0.0.1")
+    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--max-batch", type=int, default=256, help="most users scored in one call when requests queue up")
+    sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    sv.set_defaults(fn=cmd_serve)
 
 
 def main(argv=None) -> int:

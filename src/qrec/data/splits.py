@@ -14,7 +14,7 @@ import numpy as np
 
 from qrec.data.interactions import Interactions, Split
 
-__all__ = ["kcore_filter", "reindex", "leave_one_out", "ratio_split", "make_split"]
+__all__ = ["kcore_filter", "reindex", "leave_one_out", "ratio_split", "make_split", "everything"]
 
 log = logging.getLogger(__name__)
 
@@ -126,18 +126,26 @@ def ratio_split(data: Interactions, train: float = 0.8, valid: float = 0.1, seed
     )
 
 
+def everything(data: Interactions) -> Split:
+    """Every interaction in training, empty validation and test parts: a model fitted to serve, not to score."""
+    none = data.subset(np.zeros(len(data), dtype=bool))
+    return Split(train=data, valid=none, test=none, protocol="all")
+
+
 _RATIO = re.compile(r"ratio(?:[-:]([\d.]+)/([\d.]+)(?:/([\d.]+))?)?")
 
 
 def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed: int = 0) -> Split:
     """Split by protocol name: ``"loo"`` / ``"leave-one-out"``, or ``"ratio"`` (0.8/0.1/0.1) /
-    ``"ratio-0.7/0.1/0.2"``. A dataset that ships its own split (a ``Split``) is returned as is,
+    ``"ratio-0.7/0.1/0.2"``, or ``"all"`` (train on every interaction, to serve; nothing held out). A dataset that ships its own split (a ``Split``) is returned as is,
     protocol ``"given"``, whatever ``protocol`` asks: its published split is the benchmark."""
     if isinstance(data_or_split, Split):
         if protocol != "given":
             log.debug("%s ships its own split; protocol %r not applied", data_or_split.name, protocol)
         return data_or_split
     name = protocol.strip().lower()
+    if name == "all":
+        return everything(data_or_split)
     if name in ("loo", "leave-one-out"):
         return leave_one_out(data_or_split)
     match = _RATIO.fullmatch(name)

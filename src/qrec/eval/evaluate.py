@@ -6,6 +6,8 @@ leave-one-out protocol). ``mask`` names the other conventions met in papers, to 
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
@@ -38,7 +40,9 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
         model.refresh()
     if hasattr(model, "set_stage"):  # a sequential model reads the history this stage allows
         model.set_stage(stage)
-    device = next(iter(model.parameters())).device
+    # minimal fix (issue 17): served scorers and pop have no parameters; the lead's score-function rewrite replaces this
+    held = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = held.device if held is not None else torch.device("cpu")
     try:
         return evaluate_full_ranking(
             model.score_all, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,

@@ -115,6 +115,10 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
     """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name; ``options``:
     the run's model options updated by the artifact's ``served_meta``)."""
     bits = sum(t.numel() * t.element_size() * 8 for t in tensors.values())
+    if kind == "Popularity":
+        from qrec.models.pop import Popularity
+
+        return Popularity(int(options["n_users"]), tensors["item_counts"])
     if kind == "LightGCN":
         return FloatServed(tensors["user_emb"], tensors["item_emb"], bits)
     if kind == "BinaryGCN":

@@ -59,16 +59,19 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
     kernel is the same update in one pass over all parameters: 4-5x faster per step on the CPU than the
     per-tensor loop, which dominated a GMF step on ML-1M."""
     args = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=getattr(model, "adam_betas", (0.9, 0.999)))
+    params = list(model.parameters()) or [{"params": []}]  # nothing to learn (pop): an empty group, no steps
     try:
-        return torch.optim.Adam(model.parameters(), fused=True, **args)
+        return torch.optim.Adam(params, fused=True, **args)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), **args)
+        return torch.optim.Adam(params, **args)
 
 
 def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
     kind = getattr(model, "loss_kind", "pointwise")
+    if kind == "none":  # a model without training (pop)
+        return iter(())
     if kind == "bpr":
         return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
     if kind == "sequence":
@@ -117,15 +120,17 @@ def _improved(metrics: dict, best: dict, key: str) -> bool:
     return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
 
 
-def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print) -> FitResult:
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print,
+        split: Split | None = None) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
     With no validation part (pre-split train/test files) the last epoch is reported and nothing is
-    selected on the test set.
+    selected on the test set; with no test part either (protocol ``all``: train on everything, to serve)
+    nothing is evaluated. ``split``: the data, when it does not come from ``cfg`` (the Python API's frames).
     """
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    split = load_split(cfg)
+    split = load_split(cfg) if split is None else split
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
     sampler = NegativeSampler(split.train, seed=cfg.seed)
@@ -164,7 +169,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
                 stale = 0
             else:
                 stale += cfg.eval_every
-        elif not has_valid and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+        elif not has_valid and len(split.test) and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             # Pre-split files have no validation part: record the test curve for plots only; nothing is
             # selected on it, the reported epoch is the last one.
             row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
@@ -182,7 +187,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         model.load_state_dict(state["best_model"])
     else:
         state["best_epoch"] = state["epoch"]
-    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator) if len(split.test) else {}
     return FitResult(
         config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
