@@ -55,3 +55,28 @@ def graph_dir(tmp_path_factory):
     (folder / "train.txt").write_text("\n".join(train) + "\n")
     (folder / "test.txt").write_text("\n".join(test) + "\n")
     return folder
+
+
+@pytest.fixture(scope="session")
+def served_models(seq_file, graph_dir, tmp_path_factory):
+    """Small trained models and their artifacts (name -> (FitResult, artifact path)): GMF-MGQE and SASRec-DPQ on
+    ``seq_file``, the 1-bit GCN on ``graph_dir``; one epoch each (what is tested is serving, not quality)."""
+    from qrec.export.artifact import export_model, serving_data
+    from qrec.train.config import RunConfig
+    from qrec.train.trainer import fit
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    seq = dict(dataset="sequences", data_path=str(seq_file), dim=8, epochs=1, batch_size=64, threads=1)
+    configs = {
+        "gmf": RunConfig(model="gmf", embedding="mgqe4x16/4@0.25", **seq),
+        "sasrec": RunConfig(model="sasrec", embedding="dpq4x16", model_options={"maxlen": 8}, **seq),
+        "binary-gcn": RunConfig(dataset="lightgcn", data_path=str(graph_dir), protocol="given", model="binary-gcn",
+                                epochs=1, batch_size=64, dim=64, ks=(20,), select_metric="ndcg@20", threads=1),
+    }
+    out = {}
+    for name, cfg in configs.items():
+        res = fit(cfg, None, progress=False, log=lambda s: None)
+        path = folder / f"{name}.safetensors"
+        export_model(res.model, cfg.to_dict(), path, serving_data(res.split, getattr(res.model, "maxlen", None)))
+        out[name] = (res, path)
+    return out

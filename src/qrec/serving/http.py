@@ -8,7 +8,9 @@
 
 Answers equal ``Model.recommend`` / ``similar_items`` (ids raw, seen items filtered, ties to the lower item
 index); items a user cannot be recommended (fewer than ``k`` left) are left out rather than sent as -inf.
-Concurrent ``/recommend`` requests are scored together (``serving.batcher``). Bad input is a 4xx JSON
+Concurrent ``/recommend`` requests are scored together (``serving.batcher``); a request scored alone equals
+``Model.recommend`` of its users bit for bit, one batched with others may differ in the last float32 bit
+of its scores where the format scores by GEMM (BLAS rounds by batch shape; popcount and table scans do not). Bad input is a 4xx JSON
 ``{"error": ...}``: malformed JSON 400, a wrong field or type 422, ``k`` out of range 400, unknown users 404
 (listing them), a body over ``MAX_BODY`` bytes or more than ``MAX_USERS`` users 413. Unknown ids in
 ``exclude`` are ignored (the model cannot recommend them anyway).
