@@ -130,3 +130,11 @@ def test_loading_imports_neither_training_nor_experiments(served_models):
             "print(bad); sys.exit(1 if bad else 0)")
     done = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_a_loaded_graph_model_exports_to_the_same_bytes(served_models):
+    from qrec.export.artifact import artifact_bytes
+
+    _, path = served_models["binary-gcn"]
+    artifact = load_artifact(path)
+    assert artifact_bytes(artifact.model, artifact.manifest["config"], artifact.data)[0] == path.read_bytes()

@@ -95,7 +95,7 @@ def _model_tensors(model: Recommender) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, manifest = {}, {"tables": {}}
     if callable(getattr(model, "export", None)):  # graph models (and pop) serve their final representations
         tensors = {f"served/{key}": t for key, t in model.export().items()}
-        manifest["served"] = type(model).__name__
+        manifest["served"] = getattr(model, "served_kind", type(model).__name__)
         manifest["served_meta"] = model.serving_meta() if callable(getattr(model, "serving_meta", None)) else {}
         return tensors, manifest
     for name, table in model.embedding_tables().items():
