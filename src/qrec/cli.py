@@ -160,7 +160,8 @@ def cmd_recommend(args) -> int:
 def cmd_serve(args) -> int:
     from qrec.serving.http import serve
 
-    return serve(args.artifact, host=args.host, port=args.port, max_batch=args.max_batch, access_log=args.access_log)
+    return serve(args.artifact, host=args.host, port=args.port, max_batch=args.max_batch, access_log=args.access_log,
+                 threads=args.threads or None)
 
 
 def cmd_data(args) -> int:
@@ -336,6 +337,8 @@ def _add_serving_parsers(sub) -> None:
     sv.add_argument("--port", type=int, default=8000)
     sv.add_argument("--max-batch", type=int, default=256, help="most users scored in one call when requests queue up")
     sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    sv.add_argument("--threads", type=int, default=1, help="threads of the scoring kernels (default 1: best on a "
+                                                           "small or shared machine; 0: torch's and numba's default)")
     sv.set_defaults(fn=cmd_serve)
 
 

@@ -70,10 +70,11 @@ def artifact_bytes(model: Recommender, config: dict, data: ServingData) -> tuple
     tensors |= encode_ids("vocab/users", data.user_ids) | encode_ids("vocab/items", data.item_ids)
     seen = data.seen.tocsr()
     seen.sort_indices()
+    item_dtype = np.int16 if model.n_items < 2**15 else np.int32  # item indices in the fewest bytes that hold them
     tensors["seen/indptr"] = torch.from_numpy(seen.indptr.astype(np.int64))
-    tensors["seen/items"] = torch.from_numpy(seen.indices.astype(np.int32))
+    tensors["seen/items"] = torch.from_numpy(seen.indices.astype(item_dtype))
     if data.history is not None:
-        tensors["history/items"] = torch.from_numpy(np.asarray(data.history, dtype=np.int32))
+        tensors["history/items"] = torch.from_numpy(np.asarray(data.history).astype(item_dtype))
     bits = lambda *prefixes: tensor_bits({k: t for k, t in tensors.items() if k.startswith(prefixes)})  # noqa: E731
     manifest |= {"format": FORMAT, "version": VERSION, "config": config, "n_users": model.n_users,
                  "n_items": model.n_items, "serving_bits": bits(*MODEL_PREFIXES), "full_bits": model.full_bits(),

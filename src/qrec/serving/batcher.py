@@ -16,11 +16,12 @@ from concurrent.futures import ThreadPoolExecutor
 class MicroBatcher:
     """``await submit(job)`` -> ``run(jobs)[i]`` of the batch the job landed in; ``size(job)`` counts its users."""
 
-    def __init__(self, run: Callable[[Sequence], list], size: Callable[[object], int], max_batch: int = 256):
+    def __init__(self, run: Callable[[Sequence], list], size: Callable[[object], int], max_batch: int = 256,
+                 initializer: Callable[[], None] | None = None):
         self._run, self._size, self._max = run, size, max(1, int(max_batch))
         self._queue: asyncio.Queue | None = None
         self._task: asyncio.Task | None = None
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrec-score")
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qrec-score", initializer=initializer)
         self.batches = self.jobs = 0  # counters, for /metadata and tests
 
     async def start(self) -> None:

@@ -73,9 +73,13 @@ def error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message} | extra, status_code=status)
 
 
-def create_app(model: Model, max_batch: int = 256) -> FastAPI:
-    """The FastAPI app serving ``model``; its scoring runs on one worker thread (see ``MicroBatcher``)."""
-    batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch)
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> FastAPI:
+    """The FastAPI app serving ``model``; its scoring runs on one worker thread (see ``MicroBatcher``), whose
+    kernels use ``threads`` threads (None: torch's and numba's defaults). One by default: on a small or shared
+    machine a parallel kernel waits for its slowest thread at every barrier, and a descheduled one stalls
+    each request by milliseconds (BENCHMARKS.md, "Serving over HTTP"); the event loop needs a core too."""
+    batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
+                           initializer=None if threads is None else partial(_set_threads, threads))
     max_k = min(MAX_K, model.n_items)
 
     @asynccontextmanager
@@ -87,17 +91,11 @@ def create_app(model: Model, max_batch: int = 256) -> FastAPI:
     app = FastAPI(title="qrec", summary=repr(model), lifespan=lifespan)
     app.state.model, app.state.batcher = model, batcher
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > MAX_BODY):
-            return error(413, f"request body over {MAX_BODY} bytes")
-        if length is None and request.headers.get("transfer-encoding"):
-            return error(411, "send the body with a Content-Length")
-        try:
-            return await call_next(request)
-        except Exception as e:  # noqa: BLE001 - the server answers, whatever happened
-            return error(500, f"internal error: {type(e).__name__}")
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):  # the server answers, whatever happened
+        return error(500, f"internal error: {type(exc).__name__}")
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
@@ -156,12 +154,39 @@ def create_app(model: Model, max_batch: int = 256) -> FastAPI:
     return app
 
 
+class BodyLimit:
+    """Refuses a body over ``limit`` bytes by its Content-Length (413), and one without a length (411), before
+    reading it. Plain ASGI: FastAPI's ``@app.middleware`` runs every request through extra tasks and streams."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is None and headers.get(b"transfer-encoding"):
+                return await error(411, "send the body with a Content-Length")(scope, receive, send)
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _set_threads(n: int) -> None:
+    import numba
+    import torch
+
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # per calling thread: this worker's
+
+
 def _ranked(model: Model, head: dict, items: np.ndarray, scores: np.ndarray) -> dict:
     keep = np.isfinite(scores)
     return head | {"items": model.items.raw(items[keep]), "scores": scores[keep].tolist()}
 
 
-def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256, access_log: bool = False) -> int:
+def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256, access_log: bool = False,
+          threads: int | None = 1) -> int:
     """Load the artifact and serve it until interrupted (``qrec serve``)."""
     import sys
 
@@ -169,5 +194,6 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256,
 
     model = Model.load(path)
     print(f"qrec serve: {model} on http://{host}:{port}", file=sys.stderr)
-    uvicorn.run(create_app(model, max_batch), host=host, port=port, log_level="info", access_log=access_log)
+    app = create_app(model, max_batch, threads)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
     return 0
