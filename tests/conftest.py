@@ -61,7 +61,7 @@ def graph_dir(tmp_path_factory):
 def served_models(seq_file, graph_dir, tmp_path_factory):
     """Small trained models and their artifacts (name -> (FitResult, artifact path)): GMF-MGQE and SASRec-DPQ on
     ``seq_file``, the 1-bit GCN on ``graph_dir``; one epoch each (what is tested is serving, not quality)."""
-    from qrec.export.artifact import export_model, serving_data
+    from qrec.export.artifact import export_model, history_length, serving_data
     from qrec.train.config import RunConfig
     from qrec.train.trainer import fit
 
@@ -77,6 +77,6 @@ def served_models(seq_file, graph_dir, tmp_path_factory):
     for name, cfg in configs.items():
         res = fit(cfg, None, progress=False, log=lambda s: None)
         path = folder / f"{name}.safetensors"
-        export_model(res.model, cfg.to_dict(), path, serving_data(res.split, getattr(res.model, "maxlen", None)))
+        export_model(res.model, cfg.to_dict(), path, serving_data(res.split, history_length(res.model)))
         out[name] = (res, path)
     return out

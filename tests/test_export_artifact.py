@@ -15,7 +15,7 @@ from safetensors.torch import save
 
 from qrec.compress.base import tensor_bits
 from qrec.errors import DataFormatError
-from qrec.export.artifact import load_artifact, read_manifest, serving_data
+from qrec.export.artifact import history_length, load_artifact, read_manifest, serving_data
 from qrec.export.container import pack, unpack
 
 
@@ -30,7 +30,7 @@ def test_round_trip_serves_the_trained_model_from_the_file_alone(served_models, 
     assert manifest["history_bits"] == tensor_bits({k: t for k, t in tensors.items() if k.startswith(("seen/", "history/"))})
     assert list(artifact.data.user_ids) == list(split.train.user_ids)
     assert list(artifact.data.item_ids) == list(split.train.item_ids)
-    every = serving_data(split, getattr(res.model, "maxlen", None))
+    every = serving_data(split, history_length(res.model))
     assert (artifact.data.seen != every.seen).nnz == 0  # train, valid and test items: the whole history
     assert artifact.data.seen.sum() == len({(u, i) for p in (split.train, split.valid, split.test)
                                             for u, i in zip(p.users, p.items)})

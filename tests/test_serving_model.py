@@ -12,7 +12,7 @@ import torch
 import qrec
 from qrec.data.sequences import last_items, user_sequences
 from qrec.errors import QrecError
-from qrec.eval.ranking import masked_topk
+from qrec.retrieval.topk import masked_topk
 from qrec.export.vocab import UnknownIdError
 from qrec.serving.model import Model
 

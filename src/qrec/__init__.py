@@ -11,7 +11,7 @@ __all__ = ["fit", "load", "build_table", "Model", "__version__"]
 
 def __getattr__(name: str):
     if name in ("fit", "load", "build_table", "Model"):
-        from qrec import api
+        from qrec.serving import api
 
         return getattr(api, name)
     raise AttributeError(f"module 'qrec' has no attribute {name!r}")

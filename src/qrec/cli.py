@@ -57,7 +57,7 @@ def _config(args):
 
 def _parse_options(items: list[str]) -> dict:
     """``["bits=2", "estimator=ewgs"]`` -> ``{"bits": 2, "estimator": "ewgs"}`` (numbers and booleans as TOML)."""
-    import tomllib
+    from qrec import toml as tomllib
 
     out = {}
     for item in items:
@@ -95,7 +95,7 @@ def summary_line(rec: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from qrec.eval.evaluate import evaluate_model
+    from qrec.models.evaluate import evaluate_model
 
     artifact = Path(args.checkpoint).suffix == ".safetensors"
     if artifact and args.last:
@@ -118,7 +118,7 @@ def _load_artifact(path: str):
     model, manifest = load_model(path)
     cfg = RunConfig.from_dict(manifest["config"], source=path)
     split = load_split(cfg)
-    if hasattr(model, "set_windows"):
+    if model.loss_kind == "sequence":  # SASRec
         model.set_windows(history_windows(split.train, split.valid, model.maxlen))
     return model, cfg, split
 
@@ -130,10 +130,10 @@ def _load_checkpoint_model(run: str, last: bool = False):
 
 
 def cmd_export(args) -> int:
-    from qrec.export.artifact import export_model, serving_data
+    from qrec.export.artifact import export_model, history_length, serving_data
 
     model, cfg, split = _load_checkpoint_model(args.run)
-    manifest = export_model(model, cfg.to_dict(), args.output, serving_data(split, getattr(model, "maxlen", None)))
+    manifest = export_model(model, cfg.to_dict(), args.output, serving_data(split, history_length(model)))
     size = Path(args.output).stat().st_size
     mib = lambda bits: f"{bits / 8 / 2**20:.2f} MiB"  # noqa: E731
     print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {mib(manifest['serving_bits'])}"

@@ -30,7 +30,9 @@ import scipy.sparse as sp
 import torch
 
 from qrec.compress.base import tensor_bits
+from qrec.compress.dpq import DPQEmbedding
 from qrec.compress.full import FullEmbedding
+from qrec.compress.mgqe import MGQEEmbedding
 from qrec.compress.spec import parse_spec
 from qrec.data import Split
 from qrec.data.sequences import last_items, user_sequences
@@ -61,6 +63,11 @@ def serving_data(split: Split, maxlen: int | None = None) -> ServingData:
     seen.data[:] = 1
     history = last_items(*user_sequences(*parts), maxlen) if maxlen else None
     return ServingData(np.asarray(split.train.user_ids), np.asarray(split.train.item_ids), seen, history)
+
+
+def history_length(model: Recommender) -> int | None:
+    """How many recent items per user a served model reads (SASRec's window), None for the others."""
+    return model.maxlen if model.loss_kind == "sequence" else None
 
 
 def artifact_bytes(model: Recommender, config: dict, data: ServingData) -> tuple[bytes, dict]:
@@ -94,11 +101,12 @@ def export_model(model: Recommender, config: dict, path: str | Path, data: Servi
 
 def _model_tensors(model: Recommender) -> tuple[dict[str, torch.Tensor], dict]:
     tensors, manifest = {}, {"tables": {}}
-    if callable(getattr(model, "export", None)):  # graph models (and pop) serve their final representations
-        tensors = {f"served/{key}": t for key, t in model.export().items()}
-        manifest["served"] = getattr(model, "served_kind", type(model).__name__)
-        manifest["served_meta"] = model.serving_meta() if callable(getattr(model, "serving_meta", None)) else {}
-        return tensors, manifest
+    served = model.export()
+    if served is not None:  # graph models (and pop) serve their final representations
+        meta = dict(model.serving_meta())
+        manifest["served"] = meta.pop("served_kind", type(model).__name__)  # a served scorer names its source
+        manifest["served_meta"] = meta
+        return {f"served/{key}": t for key, t in served.items()}, manifest
     for name, table in model.embedding_tables().items():
         tensors |= {f"tables/{name}/{key}": t for key, t in table.export().items()}
         manifest["tables"][name] = {"spec": table.spec, "rows": table.num_embeddings, "dim": table.dim,
@@ -206,7 +214,7 @@ def _rebuild(tensors: dict[str, torch.Tensor], manifest: dict, data: ServingData
 
 def _served_table(table_cls, parts: dict[str, torch.Tensor], info: dict) -> torch.nn.Module:
     """DPQ / MGQE tables stay codes (scored from them, ``qrec.compress.coded``); the others decode to float."""
-    if hasattr(table_cls, "coded_parts"):
+    if issubclass(table_cls, (DPQEmbedding, MGQEEmbedding)):  # the classes with coded parts
         from qrec.compress.coded import CodedEmbedding
 
         return CodedEmbedding(table_cls, parts, info["rows"], info["dim"], info["spec"])

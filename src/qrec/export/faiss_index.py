@@ -24,6 +24,7 @@ import torch
 
 from qrec.errors import QrecError
 from qrec.retrieval.hamming import BinaryCodes
+from qrec.retrieval.intdot import IntCodes
 
 
 def _faiss():
@@ -36,34 +37,43 @@ def _faiss():
 
 def faiss_index(model):
     """The FAISS index of ``model``'s item codes (trained or served model); ``QrecError`` where none maps."""
+    from qrec.models.gmf import GMF
+    from qrec.models.sasrec import SASRec
+
     binary = item_sign_codes(model)
     if binary is not None:
         return binary_index(binary)
-    table = getattr(model, "item_table", None)
-    if table is None:
+    if not isinstance(model, (GMF, SASRec)):
         raise QrecError(f"no FAISS form for a {type(model).__name__}: FAISS indexes need DPQ / shared-MGQE item "
-                        "codes or 1-bit sign codes")
-    codes, codebook = pq_parts(table)
+                        "codes (GMF, SASRec) or 1-bit sign codes (1-bit GCN)")
+    codes, codebook = pq_parts(model.item_table)
     return pq_index(codes, codebook)
 
 
 def item_sign_codes(model) -> BinaryCodes | None:
     """The item side's sign codes of a 1-bit model (trained or served), else None."""
-    codes = model.codes()[1] if callable(getattr(model, "codes", None)) and hasattr(model, "refresh") else getattr(model, "items", None)
+    from qrec.models.served import CodesServed, ScoredFromCodes
+
+    if isinstance(model, ScoredFromCodes):
+        codes = model.codes()[1]
+    elif isinstance(model, CodesServed):
+        codes = model.items
+    else:
+        return None
     if isinstance(codes, BinaryCodes):
         return codes
-    if codes is not None and getattr(codes, "bits", None) == 1 and hasattr(codes, "binary"):
-        return codes.binary()
-    return None
+    return codes.binary() if isinstance(codes, IntCodes) and codes.bits == 1 else None
 
 
 def pq_parts(table) -> tuple[np.ndarray, np.ndarray]:
     """``(codes (n, D), codebook (D, K, s))`` of a DPQ / shared-centroid MGQE table (trained or served)."""
     from qrec.compress.coded import CodedEmbedding
+    from qrec.compress.dpq import DPQEmbedding
+    from qrec.compress.mgqe import MGQEEmbedding
 
     if isinstance(table, CodedEmbedding):
         parts = table.parts
-    elif hasattr(type(table), "coded_parts"):
+    elif isinstance(table, (DPQEmbedding, MGQEEmbedding)):
         parts = type(table).coded_parts(table.export(), table.num_embeddings, table.dim, table.spec)
     else:
         raise QrecError(f"item table {table.spec!r} has no product-quantization codes (FAISS IndexPQ needs dpq or mgqe)")

@@ -58,7 +58,7 @@ class CodesServed(ServedScorer):
                 for name, t in c.export().items()}
 
     def serving_meta(self) -> dict:
-        return {"bits": self.items.bits} if isinstance(self.items, IntCodes) else {}
+        return {"served_kind": self.served_kind} | ({"bits": self.items.bits} if isinstance(self.items, IntCodes) else {})
 
     def score(self, users, items):
         return pair_scores(self.users, self.items, users, items)

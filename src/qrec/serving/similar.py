@@ -15,7 +15,7 @@ import scipy.sparse as sp
 import torch
 
 from qrec.errors import QrecError
-from qrec.eval.ranking import masked_topk
+from qrec.retrieval.topk import masked_topk
 from qrec.retrieval.hamming import BinaryCodes
 
 _CHUNK = 65536  # rows decoded at a time for the norms: bounded memory on a million-item catalogue
@@ -30,14 +30,18 @@ class ItemSpace:
 
     @classmethod
     def of(cls, scorer) -> "ItemSpace":
-        if hasattr(scorer, "item_table"):  # GMF, SASRec: their one item table
+        from qrec.models.gmf import GMF
+        from qrec.models.sasrec import SASRec
+        from qrec.models.served import CodesServed, FloatServed
+
+        if isinstance(scorer, (GMF, SASRec)):  # their one item table
             table = scorer.item_table
             return cls(lambda rows: table.scores(table(rows)), _norms(table, table.num_embeddings))
-        items = getattr(scorer, "items", None)
-        if isinstance(items, torch.Tensor):  # a float LightGCN's final embeddings
+        if isinstance(scorer, FloatServed):  # a float LightGCN's final embeddings
+            items = scorer.items
             return cls(lambda rows: items[rows] @ items.T, items.norm(dim=1))
-        if items is not None:  # BinaryCodes / IntCodes of a quantized GCN
-            backend = getattr(scorer, "backend", "auto")
+        if isinstance(scorer, CodesServed):  # BinaryCodes / IntCodes of a quantized GCN
+            items, backend = scorer.items, scorer.backend
             if isinstance(items, BinaryCodes):
                 norms = items.scales.float().pow(2).sum(1).mul(items.dim).sqrt()
             else:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import tomllib
+from qrec import toml as tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 

@@ -38,7 +38,7 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
     ``model_options``, ``threads``, ...). ``out``: a run folder to checkpoint into (resumable).
     """
     from qrec.data.splits import kcore_filter, make_split
-    from qrec.export.artifact import serving_data
+    from qrec.export.artifact import history_length, serving_data
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
     from qrec.train.trainer import fit as train
@@ -59,7 +59,7 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
         cfg = cfg.replace(dataset=dataset or interactions.name)
         split = make_split(interactions, protocol, seed=cfg.seed)
     result = train(cfg, out, progress=verbose, log=print if verbose else (lambda s: None), split=split)
-    served = Model.from_trained(result.model, cfg.to_dict(), serving_data(split, getattr(result.model, "maxlen", None)))
+    served = Model.from_trained(result.model, cfg.to_dict(), serving_data(split, history_length(result.model)))
     served.metrics = {"valid": result.valid, "test": result.test, "best_epoch": result.best_epoch}
     return served
 
