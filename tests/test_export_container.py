@@ -131,3 +131,11 @@ def test_read_header_reads_only_the_manifest(tmp_path):
     assert read_header(tmp_path / "m.safetensors") == manifest
     with pytest.raises(DataFormatError, match="no such file"):
         read_header(tmp_path / "missing.safetensors")
+
+
+def test_equal_inputs_give_equal_bytes():
+    """Written by qrec, not by safetensors' writer (whose metadata map comes out in random order)."""
+    assert _raw()[0] == _raw()[0]
+    raw, _ = _raw()
+    n = struct.unpack("<Q", raw[:8])[0]
+    assert n % 8 == 0 and json.loads(raw[8:8 + n])["__metadata__"].keys() == {"qrec", "qrec_sha256"}

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save
 
 from qrec.errors import DataFormatError
 
@@ -37,7 +36,7 @@ _MAX_HEADER = 100 * 2**20  # safetensors' own limit
 
 def tensor_digest(t: torch.Tensor) -> str:
     """SHA-256 of a tensor's bytes as stored (C order, little-endian)."""
-    return hashlib.sha256(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()).hexdigest()
+    return hashlib.sha256(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
 
 
 def pack(tensors: dict[str, torch.Tensor], manifest: dict) -> tuple[bytes, dict]:
@@ -50,8 +49,26 @@ def pack(tensors: dict[str, torch.Tensor], manifest: dict) -> tuple[bytes, dict]
     manifest = dict(manifest, tensors={k: {"dtype": _NAME_OF[t.dtype], "shape": list(t.shape), "sha256": tensor_digest(t)}
                                        for k, t in sorted(tensors.items())})
     text = json.dumps(manifest, sort_keys=True)
-    raw = save(tensors, metadata={MANIFEST_KEY: text, MANIFEST_HASH_KEY: hashlib.sha256(text.encode()).hexdigest()})
+    raw = _serialize(tensors, {MANIFEST_KEY: text, MANIFEST_HASH_KEY: hashlib.sha256(text.encode()).hexdigest()})
     return raw, manifest
+
+
+def _serialize(tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bytes:
+    """The safetensors layout, written here so that equal inputs give equal bytes (safetensors' own writer
+    orders the metadata map at random): tensors by element size, largest first (every one stays aligned
+    to its size, as safetensors does), then by name; the header padded with spaces to a multiple of 8."""
+    order = sorted(tensors, key=lambda k: (-tensors[k].element_size(), k))
+    header, at = {"__metadata__": metadata}, 0
+    for name in order:
+        t = tensors[name]
+        size = t.numel() * t.element_size()
+        header[name] = {"dtype": _NAME_OF[t.dtype], "shape": list(t.shape), "data_offsets": [at, at + size]}
+        at += size
+    text = json.dumps(header, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    data = b"".join(tensors[name].reshape(-1).view(torch.uint8).numpy().tobytes() if tensors[name].numel() else b""
+                    for name in order)
+    return struct.pack("<Q", len(text)) + text + data
 
 
 def unpack(buf: bytes, source: str | Path, check=None) -> tuple[dict[str, torch.Tensor], dict]:

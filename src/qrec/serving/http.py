@@ -126,7 +126,9 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
             return error(404, str(e), unknown=e.ids)
         job = Job(users, req.k, req.filter_seen, model.items.known(req.exclude) if req.exclude else np.zeros(0, np.int64))
         top, scores = await batcher.submit(job)
-        return {"results": [_ranked(model, {"user_id": uid}, row, val) for uid, row, val in zip(req.user_ids, top, scores)]}
+        # a Response, not a dict: FastAPI then skips its generic encoder (plain lists of ids and floats here)
+        return JSONResponse({"results": [_ranked(model, {"user_id": uid}, row, val)
+                                         for uid, row, val in zip(req.user_ids, top, scores)]})
 
     @app.get("/similar/{item_id}")
     async def similar(item_id: str, k: int = 10):
@@ -140,7 +142,7 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
             top, scores = await batcher.call(model.similar_index, row, k)
         except QrecError as e:  # a model without item embeddings (pop, NeuMF)
             return error(400, str(e))
-        return _ranked(model, {"item_id": model.items.raw(row)[0]}, top[0], scores[0])
+        return JSONResponse(_ranked(model, {"item_id": model.items.raw(row)[0]}, top[0], scores[0]))
 
     @app.get("/health")
     async def health():
