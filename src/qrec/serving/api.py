@@ -31,7 +31,8 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
     otherwise), a pandas DataFrame with user and item columns (integer or string ids) and optional timestamp
     and rating columns (without timestamps, row order is time order), or a SciPy sparse user x item matrix.
     ``duplicates``: what a repeated (user, item) pair in a DataFrame or matrix becomes: ``"sum"`` (one
-    interaction, ratings summed), ``"drop"`` (its first row) or ``"error"``.
+    interaction, ratings summed), ``"drop"`` (its first row) or ``"error"``; a file's loader refuses repeats
+    naming their line (read it with pandas and pass the frame to sum or drop them).
     ``protocol``: ``"loo"`` (hold out each user's last two items: the returned model's ``metrics`` are
     validation and test numbers), ``"ratio"``, or ``"all"`` (train on every interaction, to serve).
     ``**config``: any ``RunConfig`` field (``dim``, ``epochs``, ``lr``, ``batch_size``, ``seed``,
