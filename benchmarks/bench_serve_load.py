@@ -148,7 +148,10 @@ async def run_rate(port: int, users: np.ndarray, rate: float, seconds: float, in
 
     async def send(user, at):
         async with gate:
-            await asyncio.wait_for(_one(conns, int(user), latencies, failures, at), GRACE)
+            try:
+                await asyncio.wait_for(_one(conns, int(user), latencies, failures, at), GRACE)
+            except asyncio.TimeoutError:  # unanswered for GRACE seconds: failed (its latency is not known)
+                failures.append(user)
 
     start, tasks = time.perf_counter(), []
     for i, user in enumerate(pick):
