@@ -69,7 +69,7 @@ def served_models(seq_file, graph_dir, tmp_path_factory):
     seq = dict(dataset="sequences", data_path=str(seq_file), dim=8, epochs=1, batch_size=64, threads=1)
     configs = {
         "gmf": RunConfig(model="gmf", embedding="mgqe4x16/4@0.25", **seq),
-        "sasrec": RunConfig(model="sasrec", embedding="dpq4x16", model_options={"maxlen": 8}, **seq),
+        "sasrec": RunConfig(model="sasrec", embedding="dpq4x16c", model_options={"maxlen": 8}, **seq),
         "binary-gcn": RunConfig(dataset="lightgcn", data_path=str(graph_dir), protocol="given", model="binary-gcn",
                                 epochs=1, batch_size=64, dim=64, ks=(20,), select_metric="ndcg@20", threads=1),
     }

@@ -28,11 +28,11 @@ def test_graph_artifacts_evaluate_and_recommend_from_the_file_alone(graph_dir, t
     run, artifact = tmp_path / "run", tmp_path / "model.safetensors"
     assert main(["train", *GRAPH, "--path", str(data), "--model", model, *options, "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     checkpoint = _json_out(capsys)
     assert main(["export", str(run), str(artifact)]) == 0
     assert "id vocabularies" in capsys.readouterr().out
-    assert main(["evaluate", str(artifact)]) == 0  # graph scorers have no parameters: this used to crash
+    assert main(["evaluate", str(artifact), "--json"]) == 0  # graph scorers have no parameters: this used to crash
     served = _json_out(capsys)
     assert served["metrics"] == checkpoint["metrics"] and served["serving_bits"] == checkpoint["serving_bits"]
 
@@ -59,7 +59,7 @@ def _history(folder) -> dict[int, set[int]]:
 
 def test_recommend_filters_the_whole_history_by_default(seq_file, tmp_path, capsys):
     run, artifact = tmp_path / "run", tmp_path / "m.safetensors"
-    args = ["--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--embedding", "dpq4x16", "--dim", "8",
+    args = ["--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--embedding", "dpq4x16c", "--dim", "8",
             "--epochs", "1", "--threads", "1", "--quiet"]
     assert main(["train", *args, "--out", str(run)]) == 0
     assert main(["export", str(run), str(artifact)]) == 0
@@ -82,7 +82,7 @@ def test_pop_trains_evaluates_and_equals_a_hand_count(seq_file, tmp_path, capsys
     assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "pop", "--epochs", "1",
                  "--quiet", "--out", str(run)]) == 0
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     metrics = _json_out(capsys)["metrics"]
     sequences = [list(map(int, line.split()[1:])) for line in seq_file.read_text().splitlines()]
     items = sorted({i for s in sequences for i in s})

@@ -16,12 +16,12 @@ faiss = pytest.importorskip("faiss")
 FAST = dict(dim=8, epochs=1, batch_size=64, threads=1)
 
 
-@pytest.mark.parametrize("spec", ["dpq4x16", "dpq2x256", "mgqe4x16/4@0.25"])
+@pytest.mark.parametrize("spec", ["dpq4x16c", "dpq2x256", "mgqe4x16/4@0.25"])
 def test_index_pq_holds_qrecs_codebook_and_ranks_as_qrec(seq_file, spec):
     model = qrec.fit(str(seq_file), model="gmf", embedding=spec, **FAST)
     scorer = model.scorer
     index = faiss_index(scorer)
-    assert index.ntotal == model.n_items and 2**index.pq.nbits == int(spec.split("x")[1].split("/")[0])
+    assert index.ntotal == model.n_items and 2**index.pq.nbits == int(spec.split("x")[1].split("/")[0].rstrip("c"))
     with torch.no_grad():
         queries = scorer.user_table(torch.arange(model.n_users)) * scorer.output.weight[0]  # what GMF ranks by
         top, values = scorer.item_table.topk(queries, 10)

@@ -107,7 +107,7 @@ def test_fit_on_a_dataframe_with_string_ids_and_load_it_back(tmp_path):
     users = [f"user-{u}" for u in rng.integers(0, 30, 500)]
     items = [f"item/{i}" for i in rng.integers(0, 40, 500)]
     df = pd.DataFrame({"user": users, "item": items})  # repeated pairs: summed by default
-    model = qrec.fit(df, model="gmf", embedding="dpq4x16", **FAST)
+    model = qrec.fit(df, model="gmf", embedding="dpq4x16c", **FAST)
     assert model.metrics["test"]["users"] > 0 and model.item_ids.dtype.kind == "U"
     path = model.save(tmp_path / "m.safetensors")
     loaded = qrec.load(path)
@@ -142,7 +142,7 @@ def test_fit_on_a_sparse_matrix_and_refuse_what_it_cannot_read():
 
 
 def test_build_table_is_a_trainable_module_with_its_aux_loss():
-    table = qrec.build_table("dpq4x16", 50, 8)
+    table = qrec.build_table("dpq4x16c", 50, 8)
     assert isinstance(table, torch.nn.Module) and "aux_loss" in qrec.build_table.__doc__
     loss = table(torch.tensor([1, 2, 3])).sum() + table.aux_loss()
     loss.backward()

@@ -59,7 +59,7 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
             interactions = kcore_filter(interactions, min_user=cfg.min_count, min_item=cfg.min_count)
         cfg = cfg.replace(dataset=dataset or interactions.name)
         split = make_split(interactions, protocol, seed=cfg.seed)
-    result = train(cfg, out, progress=verbose, log=print if verbose else (lambda s: None), split=split)
+    result = train(cfg, out, progress=verbose, log=print if verbose else None, split=split)
     served = Model.from_trained(result.model, cfg.to_dict(), serving_data(split, history_length(result.model)))
     served.metrics = {"valid": result.valid, "test": result.test, "best_epoch": result.best_epoch}
     return served
