@@ -404,8 +404,8 @@ def _add_serving_parsers(sub) -> None:
     sv = sub.add_parser("serve", help="HTTP service of an exported model (POST /recommend, GET /similar/{item}, "
                                       "/health, /metadata); loopback by default")
     sv.add_argument("artifact", help="a .safetensors file written by qrec export")
-    sv.add_argument("--host", default="127.0.0.1")
-    sv.add_argument("--port", type=int, default=8000)
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
     sv.add_argument("--max-batch", type=int, default=256, help="most users scored in one call when requests queue up")
     sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
     sv.add_argument("--threads", type=int, default=1, help="threads of the scoring kernels (default 1: best on a "
