@@ -106,22 +106,36 @@ def server(artifact: Path, max_batch: int):
 
 class Connections:
     """Keep-alive HTTP/1.1 connections to the server, written by hand: httpx spent ~5 ms of CPU per request
-    here, more than the server, and the client shares the cores with it. One request at a time per connection."""
+    here, more than the server, and the client shares the cores with it. One request at a time per connection;
+    a request on a connection the server closed while idle is sent again on a new one, as HTTP clients do."""
 
     def __init__(self, port: int):
         self.port, self.idle = port, []
 
     async def post(self, path: str, payload: dict) -> tuple[int, bytes]:
-        reader, writer = self.idle.pop() if self.idle else await asyncio.open_connection("127.0.0.1", self.port)
         body = json.dumps(payload).encode()
-        writer.write(b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
-        head = await reader.readuntil(b"\r\n\r\n")
+        request = (b"POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                   b"Content-Length: %d\r\n\r\n%s" % (path.encode(), len(body), body))
+        if self.idle:  # a kept-alive connection the server may have closed meanwhile (uvicorn: after 5 s idle)
+            reader, writer = self.idle.pop()
+            writer.write(request)
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError):  # nothing was answered: send it again, anew
+                writer.close()
+                reader, writer, head = await self._fresh(request)
+        else:
+            reader, writer, head = await self._fresh(request)
         status = int(head.split(b" ", 2)[1])
         length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))
         data = await reader.readexactly(length)
         self.idle.append((reader, writer))
         return status, data
+
+    async def _fresh(self, request: bytes):
+        reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+        writer.write(request)
+        return reader, writer, await reader.readuntil(b"\r\n\r\n")
 
     def close(self) -> None:
         for _, writer in self.idle:
@@ -132,7 +146,8 @@ async def _one(conns: Connections, user: int, latencies: list, failures: list, s
     try:
         status, data = await conns.post("/recommend", {"user_ids": [user], "k": 10})
         ok = status == 200 and len(json.loads(data)["results"][0]["items"]) == 10
-    except Exception:  # noqa: BLE001 - a transport error is a failed request
+    except Exception as e:  # noqa: BLE001 - a transport error is a failed request
+        print(f"  request failed: {type(e).__name__}: {e}", file=sys.stderr)
         ok = False
     latencies.append(time.perf_counter() - since)
     if not ok:
@@ -151,6 +166,7 @@ async def run_rate(port: int, users: np.ndarray, rate: float, seconds: float, in
             try:
                 await asyncio.wait_for(_one(conns, int(user), latencies, failures, at), GRACE)
             except asyncio.TimeoutError:  # unanswered for GRACE seconds: failed (its latency is not known)
+                print(f"  request timed out after {GRACE} s", file=sys.stderr)
                 failures.append(user)
 
     start, tasks = time.perf_counter(), []
