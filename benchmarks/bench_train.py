@@ -31,16 +31,16 @@ def _sync(device: str) -> None:
 
 
 def _setup(model_name: str, spec: str, batch_size: int, dataset: str, device: str = "cpu"):
-    from qrec.data.sampling import NegativeSampler
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
+    from qrec.train.tasks import RankingTask
     from qrec.train.trainer import build, make_optimizer
 
     cfg = RunConfig(dataset=dataset, min_count=5, model=model_name, embedding=spec, batch_size=batch_size, epochs=1,
                     device=device)
     split = load_split(cfg)
     model = build(cfg, split)
-    return cfg, split, model, make_optimizer(model, cfg), NegativeSampler(split.train, seed=0)
+    return cfg, split, model, make_optimizer(model, cfg), RankingTask(cfg, split)
 
 
 def _train(setup, batches: int, epoch: int) -> tuple[float, int]:
@@ -48,8 +48,8 @@ def _train(setup, batches: int, epoch: int) -> tuple[float, int]:
     before the clock starts (the same work for every embedding, once per epoch)."""
     from qrec.train.trainer import _epoch_batches, _train_epoch
 
-    cfg, split, model, opt, sampler = setup
-    stream = _epoch_batches(model, split, sampler, cfg, epoch)
+    cfg, split, model, opt, task = setup
+    stream = _epoch_batches(model, task, cfg, epoch)
     first = next(stream)  # the generator samples the whole epoch on its first step
     stream = itertools.islice(itertools.chain([first], stream), batches)
     _sync(cfg.device)

@@ -80,3 +80,19 @@ def served_models(seq_file, graph_dir, tmp_path_factory):
         export_model(res.model, cfg.to_dict(), path, serving_data(res.split, history_length(res.model)))
         out[name] = (res, path)
     return out
+
+
+@pytest.fixture(scope="session")
+def ratings_file(tmp_path_factory):
+    """A MovieLens-100K-format ``u.data`` (user, item, 1-5 stars, time; tab-separated): 60 users x 40 items, each
+    user rating about half of them, stars from a rank-2 taste model plus noise (so co-ratings correlate)."""
+    rng = np.random.default_rng(1)
+    taste, traits = rng.normal(size=(60, 2)), rng.normal(size=(40, 2))
+    lines = []
+    for u in range(60):
+        for i in np.flatnonzero(rng.random(40) < 0.5):
+            star = int(np.clip(np.rint(3 + taste[u] @ traits[i] + 0.5 * rng.normal()), 1, 5))
+            lines.append(f"{u + 1}\t{i + 101}\t{star}\t{880000000 + len(lines)}")
+    path = tmp_path_factory.mktemp("ratings") / "u.data"
+    path.write_text("\n".join(lines) + "\n")
+    return path

@@ -33,6 +33,7 @@ U_DATA = "1\t10\t5\t100\n1\t11\t3\t101\n2\t10\t4\t102\n"
 ALL_NAMES = ["ml-100k", "ml-1m", "ml-1m-seq", "ml-1m-lgcn", "gowalla", "amazon-electronics",
              "amazon-book", "yelp2018", "beauty", "lastfm"]
 GENERIC_FORMATS = ["sequences", "lightgcn", "table", "movielens"]  # need an explicit --path; never downloaded
+DERIVED = ["ml-100k-i2i", "ml-1m-i2i"]  # computed from a registered dataset (test_data_relevance.py)
 
 
 @pytest.fixture
@@ -60,7 +61,8 @@ def _folder(root, name, files: dict):
 
 def test_registry_lists_every_dataset_with_a_description():
     described = list_datasets()
-    assert list(described) == ALL_NAMES + GENERIC_FORMATS
+    assert list(described) == ALL_NAMES + GENERIC_FORMATS + DERIVED
+    assert all(DATASETS[name].computed.base in ALL_NAMES and not DATASETS[name].layouts for name in DERIVED)
     assert all(isinstance(text, str) and text and "\n" not in text for text in described.values())
     assert all(DATASETS[name].remote for name in ALL_NAMES if name != "ml-1m-seq")
     for spec in DATASETS.values():  # a download must produce the files of one layout

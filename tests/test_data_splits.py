@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 
 from qrec.data.interactions import Interactions, Split
 from qrec.data.loaders import read_sequences
-from qrec.data.splits import kcore_filter, leave_one_out, make_split, ratio_split, reindex
+from qrec.data.splits import (
+    holdout_split,
+    kcore_filter,
+    kfold_split,
+    leave_one_out,
+    make_split,
+    ratio_split,
+    reindex,
+    seeded_protocol,
+)
 from qrec.data.synthetic import checkerboard, planted_communities, random_interactions
 
 FAST = settings(max_examples=60, deadline=None)
@@ -194,3 +203,51 @@ def test_planted_communities_holdout_is_in_community():
     assert not train & set(zip(split.test.users.tolist(), split.test.items.tolist()))
     same = (uc[split.train.users] == ic[split.train.items]).mean()
     assert same > 0.7  # p_in >> p_out: most training edges are inside a community
+
+
+# ---- row-level random splits of the regression task (holdout, k-fold) ----------------------
+
+
+@FAST
+@given(interactions(), st.floats(0.0, 0.5), st.integers(0, 2**16))
+def test_holdout_is_a_seeded_random_partition(data, test, seed):
+    split = holdout_split(data, test=test, valid=0.1, seed=seed)
+    assert_partition(split, data)
+    assert len(split.test) == round(test * len(data))
+    assert len(split.valid) == int(0.1 * (len(data) - len(split.test)) + 1e-9)
+    again = holdout_split(data, test=test, valid=0.1, seed=seed)
+    assert triples(again.test) == triples(split.test) and triples(again.valid) == triples(split.valid)
+
+
+@FAST
+@given(interactions(), st.integers(2, 6), st.integers(0, 2**16))
+def test_kfold_test_parts_cover_every_row_once(data, k, seed):
+    """Over folds 0..k-1 the test parts are disjoint, cover the data, and differ in size by at most one."""
+    tests = []
+    for fold in range(k):
+        split = kfold_split(data, k, fold, valid=0.1, seed=seed)
+        assert_partition(split, data)
+        tests += triples(split.test)
+        assert abs(len(split.test) - len(data) / k) < 1
+    assert sorted(tests) == triples(data)
+
+
+def test_kfold_protocol_reads_the_fold_from_the_seed():
+    """``kfold-5``: seed s is fold s mod 5 of the shuffle seeded by s // 5, so seeds 0..4 are one CV."""
+    data = random_interactions(30, 20, 200, seed=3)
+    for seed in (0, 3, 7):
+        by_name = make_split(data, "kfold-5", seed=seed)
+        direct = kfold_split(data, 5, seed % 5, seed=seed // 5)
+        assert triples(by_name.test) == triples(direct.test)
+        assert by_name.protocol == f"kfold-5-fold{seed % 5}-valid0.1-seed{seed // 5}"
+    assert triples(make_split(data, "holdout-0.2", seed=4).test) == triples(holdout_split(data, 0.2, seed=4).test)
+    assert seeded_protocol("kfold-5") and seeded_protocol("holdout") and seeded_protocol("ratio")
+    assert not seeded_protocol("loo") and not seeded_protocol("ratio-0.7/0.1/0.2")
+
+
+def test_bad_random_split_arguments_are_errors():
+    data = random_interactions(5, 5, 10, seed=0)
+    with pytest.raises(ValueError, match="k-fold"):
+        kfold_split(data, 5, 5)
+    with pytest.raises(ValueError, match="test must be in"):
+        holdout_split(data, test=1.0)

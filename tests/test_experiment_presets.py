@@ -27,8 +27,13 @@ def test_bundled_preset_is_a_valid_grid(name):
             assert Path(teacher).parent == Path("runs") / preset.name
             assert Path(teacher).name in names
     rows = {f"{c.model}|{c.embedding}" for c in configs}
-    assert set(preset.paper) <= rows, f"paper figures for rows the grid never runs: {set(preset.paper) - rows}"
+    on_dataset = {f"{c.dataset}|{c.model}|{c.embedding}" for c in configs}  # a figure for one dataset's row
+    assert set(preset.paper) <= rows | on_dataset, f"paper figures for rows the grid never runs: {set(preset.paper) - rows - on_dataset}"
     assert not preset.reference or preset.reference in rows
+    if preset.claims:  # each claim names rows the grid runs on the claims' dataset
+        claimed = [preset.claims["full"], preset.claims["sq"], *preset.claims["matched"]]
+        assert {f"{preset.claims['dataset']}|{row}" for row in claimed} <= on_dataset
+    assert {key.split("|")[0] for key in preset.anchors} <= {c.dataset for c in configs}
 
 
 def test_an_extending_preset_runs_the_parent_grid_on_its_own_dataset():

@@ -68,3 +68,38 @@ def test_pointwise_loss_is_bce_and_backpropagates():
     assert loss.item() == pytest.approx(ref, rel=1e-5)
     loss.backward()
     assert model.user_table.weight.grad is not None
+
+
+def _biased(make):
+    """``make``'s model with per-row biases set to random values (they start at zero)."""
+    model = make()
+    tables = [model.user_table, model.item_table] if isinstance(model, GMF) else \
+        [model.gmf_user, model.gmf_item, model.mlp_user, model.mlp_item]
+    biased = type(model)(*tables, row_bias=True)
+    biased.load_state_dict(model.state_dict(), strict=False)
+    with torch.no_grad():
+        biased.biases.user.normal_()
+        biased.biases.item.normal_()
+    return model, biased
+
+
+@pytest.mark.parametrize("make", [_gmf, _neumf])
+def test_row_biases_add_to_pair_and_all_item_scores(make):
+    """score = unbiased score + b_u + b_i; score_all and top-k agree; the norm counts rows and biases."""
+    model, biased = _biased(make)
+    users, items = torch.tensor([0, 3, 6, 6]), torch.tensor([1, 10, 0, 5])
+    scores, norms = biased.score_and_norm(users, items)
+    want = model.score(users, items) + biased.biases.user[users] + biased.biases.item[items]
+    torch.testing.assert_close(scores, want)
+    rows = [model.user_table(users), model.item_table(items)] if isinstance(model, GMF) else \
+        [model.gmf_user(users), model.gmf_item(items), model.mlp_user(users), model.mlp_item(items)]
+    want_norm = sum((r.double() ** 2).sum(-1) for r in rows) + biased.biases.user[users].double() ** 2 \
+        + biased.biases.item[items].double() ** 2
+    torch.testing.assert_close(norms.double(), want_norm, rtol=1e-5, atol=1e-6)
+    all_scores = biased.score_all(torch.tensor([0, 3]))
+    for row, u in enumerate((0, 3)):
+        pair = biased.score(torch.full((biased.n_items,), u), torch.arange(biased.n_items))
+        torch.testing.assert_close(all_scores[row], pair.detach(), rtol=1e-5, atol=1e-5)
+    top, values = biased.topk(torch.tensor([0, 3]), 4)
+    torch.testing.assert_close(values, all_scores.topk(4).values)
+    assert biased.dense_bits() == model.dense_bits() + 32 * (biased.n_users + biased.n_items)

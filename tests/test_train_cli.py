@@ -531,3 +531,61 @@ def test_a_grid_into_another_results_folder_reports_there(seq_file, tmp_path, mo
     assert main(["experiment", str(preset), "--results", "elsewhere", "--max-runs", "1", "--threads", "1"]) == 0
     assert (tmp_path / "RESULTS.md").read_text() == "ours\n"
     assert "## tiny" in (tmp_path / "elsewhere" / "RESULTS.md").read_text()
+
+
+def test_regression_grid_reports_rmse_the_claims_and_plots(ratings_file, tmp_path, monkeypatch, capsys):
+    """A Table 5 style grid: records hold RMSE / MAE, the report prints them on the data's scale with the
+    paper's column and answers the claims, ``qrec plot`` draws the regression panel, ``qrec train`` and
+    ``qrec evaluate`` run the task."""
+    monkeypatch.chdir(tmp_path)
+    preset = tmp_path / "tiny5.toml"
+    preset.write_text(f"""
+name = "tiny5"
+description = "tiny table 5"
+protocol_note = "synthetic"
+metrics = ["rmse", "mae"]
+reference = "gmf|full"
+[base]
+task = "regression"
+data_path = "{ratings_file}"
+select_metric = "rmse"
+epochs = 2
+batch_size = 64
+dim = 8
+lr = 0.01
+[[grid]]
+dataset = "movielens"
+protocol = "kfold-5"
+l2 = 0.01
+model = "gmf"
+embedding = ["full", "sq8-ptq", "dpq4x16c", "mgqe4x16/4@0.2"]
+seeds = 2
+[paper]
+"movielens|gmf|full" = {{ rmse = 30.34, size = 100.0 }}
+[claims]
+dataset = "movielens"
+full = "gmf|full"
+sq = "gmf|sq8-ptq"
+matched = ["gmf|dpq4x16c", "gmf|mgqe4x16/4@0.2"]
+smallest = "mgqe"
+""")
+    assert main(["experiment", str(preset), "--threads", "1"]) == 0
+    records = [json.loads(p.read_text()) for p in (tmp_path / "results" / "tiny5").glob("*.json")]
+    assert len(records) == 8 and all({"rmse", "mae"} <= set(r["metrics"]["test"]) for r in records)
+    report = (tmp_path / "RESULTS.md").read_text()
+    row = next(line for line in report.splitlines() if "| `full` |" in line)
+    mean = np.mean([r["metrics"]["test"]["rmse"] for r in records if r["embedding"]["item"] == "full"])
+    assert f"{mean:.3f} ±" in row and "30.34" in row
+    assert "Claims of MGQE's section 5.6.3 on movielens" in report
+    assert report.count("**yes**") + report.count("**no**") == 3
+    capsys.readouterr()
+    assert main(["plot", "--output", str(tmp_path / "figs")]) == 0
+    assert (tmp_path / "figs" / "tiny5-size.png").stat().st_size > 0  # Fig. 6's regression panel: RMSE / MAE vs size
+    capsys.readouterr()
+    assert main(["train", "--task", "regression", "--dataset", "movielens", "--path", str(ratings_file),
+                 "--protocol", "holdout", "--epochs", "1", "--dim", "8", "--l2", "0.01", "--quiet", "--threads", "1"]) == 0
+    assert "test rmse" in capsys.readouterr().out
+    assert main(["evaluate", "runs/movielens-gmf-full-d8-s0", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"]["pairs"] > 0
+    assert main(["evaluate", "runs/movielens-gmf-full-d8-s0"]) == 0
+    assert "scored pairs: RMSE" in capsys.readouterr().out

@@ -55,8 +55,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
     g.add_argument("--dataset", help=f"registered name (qrec data list) e.g. ml-1m-seq, gowalla (default: {d('dataset')})")
     g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
-    g.add_argument("--protocol", choices=["loo", "ratio", "given", "all"], help="split: leave-one-out by time, random "
-                   f"ratio, pre-split files, or all (train on everything, to serve) (default: {d('protocol')})")
+    g.add_argument("--protocol", help="split: loo (leave-one-out by time), ratio, given (pre-split files), all (train "
+                   "on everything, to serve); for the regression task holdout (random 90/10 of the pairs) or kfold-5 "
+                   f"(fold = seed mod 5) (default: {d('protocol')})")
+    g.add_argument("--task", choices=["ranking", "regression"], help="ranking (top-k) or regression (squared loss on "
+                   f"the ratings / scores, RMSE and MAE) (default: {d('task')})")
+    g.add_argument("--l2", type=float, help="regression: L2 on each training pair's looked-up rows and biases "
+                   f"(default: {d('l2')})")
     g.add_argument("--min-count", type=int, help=f"one-pass k-core filter (5 reproduces SASRec's ML-1M) (default: {d('min_count')})")
     g.add_argument("--model", help="backbone: gmf, neumf, sasrec, lightgcn, binary-gcn, lowbit-gcn, pop (popularity) "
                    f"(default: {d('model')})")
@@ -90,8 +95,8 @@ def _add_console_options(p: argparse.ArgumentParser) -> None:
 def _config(args):
     from qrec.train.config import RunConfig
 
-    keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
+    keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
+            "batch_size", "lr", "l2", "n_neg", "seed", "patience", "threads", "device"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
@@ -99,7 +104,7 @@ def _config(args):
     options = _parse_options(getattr(args, "option", []))
     if options:
         cfg = cfg.replace(model_options=cfg.model_options | options)
-    if cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # select on the first requested cut-off
+    if cfg.task == "ranking" and cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # the first requested cut-off
         cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
     return cfg
 
@@ -137,7 +142,8 @@ def cmd_train(args) -> int:
 
 def summary_line(rec: dict) -> str:
     t = rec["metrics"]["test"]
-    shown = "  ".join(f"{k} {100 * v:.2f}%" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall"))
+    shown = "  ".join([f"{k} {100 * v:.2f}%" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall")]
+                      + [f"{k} {t[k]:.4f}" for k in ("rmse", "mae") if k in t])  # regression: on the data's scale
     return (f"{rec['run']}: test {shown}  size {rec['size']['relative']:.1%} of full "
             f"({rec['size']['serving_bits'] / 8 / 2**20:.2f} MiB)  best epoch {rec['best_epoch']}  {rec['train_seconds']:.0f}s")
 
@@ -150,8 +156,13 @@ def cmd_evaluate(args) -> int:
     if artifact and args.last:
         raise QrecError("--last applies to a run's checkpoint; an artifact holds one model")
     model, cfg, split = _load_artifact(args.checkpoint) if artifact else _load_checkpoint_model(args.checkpoint, last=args.last)
-    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator,
-                             progress=not args.quiet, mask=args.mask)
+    if cfg.task == "regression":  # RMSE / MAE of the held-out scores; nothing is ranked or masked
+        from qrec.train.tasks import make_task
+
+        metrics = make_task(cfg, split).evaluate(model, args.stage)
+    else:
+        metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator,
+                                 progress=not args.quiet, mask=args.mask)
     serving, full = model.serving_bits(), model.full_bits()
     if args.json:
         print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
@@ -159,8 +170,11 @@ def cmd_evaluate(args) -> int:
         return 0
     what = "exported model as served" if artifact else "last epoch" if args.last else "selected epoch"
     print(f"{args.checkpoint} ({what}): {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {cfg.dataset}")
-    print(f"{args.stage} split, {metrics['users']:,} users, mask {args.mask}; metrics in %\n")
-    print(format_metrics(metrics))
+    if cfg.task == "regression":
+        print(f"{args.stage} split, {metrics['pairs']:,} scored pairs: RMSE {metrics['rmse']:.4f}, MAE {metrics['mae']:.4f}")
+    else:
+        print(f"{args.stage} split, {metrics['users']:,} users, mask {args.mask}; metrics in %\n")
+        print(format_metrics(metrics))
     print(f"\nmodel size {serving / 8 / 2**20:.2f} MiB = {serving / full:.1%} of the float32 model ({full / 8 / 2**20:.2f} MiB)")
     return 0
 

@@ -121,13 +121,14 @@ def records_or_explain(root: str | Path) -> list[dict]:
 
 
 def headline_metrics(records: list[dict]) -> list[str]:
-    """Two test metrics every record has, at the smallest shared cut-off: hr (or recall) and ndcg."""
+    """Two test metrics every record has, at the smallest shared cut-off: hr (or recall) and ndcg; for
+    regression runs RMSE and MAE."""
     shared = set.intersection(*(set(r["metrics"]["test"]) for r in records))
     for k in sorted({int(m.split("@")[1]) for m in shared if "@" in m}):
         chosen = [m for m in (f"hr@{k}", f"recall@{k}", f"ndcg@{k}") if m in shared]
         if chosen:
             return [chosen[0], chosen[-1]] if len(chosen) > 1 else chosen
-    return []
+    return [m for m in ("rmse", "mae") if m in shared]
 
 
 def common_dim(records: list[dict], default: int = DEFAULT_DIM) -> int:

@@ -15,6 +15,10 @@ Raw logs load as :class:`Interactions`; datasets that ship already split (LightG
 load as :class:`Split` with protocol ``"given"``. Local files are hashed (sha256) and compared with
 the published hash where one is known; a mismatch warns, because results on a modified copy are
 not comparable with published ones. Downloads must match, or they are deleted and an error raised.
+
+A *computed* dataset (``DatasetSpec.computed``, e.g. ``ml-100k-i2i``: item-item relevance from ML-100K's
+ratings) resolves its base dataset as above (``path`` is the base's file), computes its pairs once and
+caches them under ``$QREC_CACHE_DIR/<name>/``, keyed by the base files' sha256 and the recipe.
 """
 
 from __future__ import annotations
@@ -37,6 +41,8 @@ from urllib.parse import urlparse
 import numpy as np
 from tqdm.auto import tqdm
 
+import numpy as np
+
 from qrec.data.interactions import Interactions, Split
 from qrec.data.loaders import (
     read_lastfm,
@@ -47,11 +53,13 @@ from qrec.data.loaders import (
     read_recbole_inter,
     read_sequences,
 )
+from qrec.data.relevance import pearson_pairs
 from qrec.errors import DataFormatError, DatasetNotFoundError
 
 __all__ = [
     "ModifiedDataWarning",
     "DatasetSpec",
+    "Computed",
     "Derivation",
     "Layout",
     "Remote",
@@ -109,6 +117,17 @@ class Derivation:
 
 
 @dataclass(frozen=True)
+class Computed:
+    """A dataset that exists only as a recipe over another (e.g. item-item relevance from ratings): always
+    ``build(base)``, cached under the name ``recipe`` and the base files' sha256 (a ``Derivation`` instead writes
+    one canonical file when no copy of a dataset with files of its own is found)."""
+
+    base: str
+    build: Callable[[Interactions], Interactions]
+    recipe: str
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A named dataset: its layouts (first = canonical), known hashes and download recipe."""
 
@@ -120,6 +139,7 @@ class DatasetSpec:
     bundled: Callable[[], Path | None] | None = None  # a folder shipped inside an installed package
     note: str = ""  # extra advice when the dataset cannot be found
     derived: Derivation | None = None  # computed from another dataset when no copy is found
+    computed: Computed | None = None  # a recipe over another dataset (no files of its own)
 
 
 def _github(repo: str, ref: str, path: str) -> str:
@@ -288,6 +308,27 @@ DATASETS: dict[str, DatasetSpec] = {
 }
 
 
+I2I_MIN_COMMON = 20  # co-raters a pair needs: Pearson's r over 20 pairs has a null-hypothesis std of ~0.22
+
+
+def _i2i(base: str) -> DatasetSpec:
+    """Item-item relevance from ``base``'s ratings (``qrec.data.relevance``): MGQE's AAR analogue."""
+    name = f"{base}-i2i"
+    return DatasetSpec(
+        name,
+        f"item-item relevance from {base} ratings: 100 x Pearson r over >= {I2I_MIN_COMMON} co-raters, "
+        "each item pair once, scores -100..100 (MGQE's AAR analogue; regression task)",
+        layouts=(),
+        computed=Computed(base, functools.partial(pearson_pairs, min_common=I2I_MIN_COMMON, orient_seed=0, name=name),
+                        f"pearson-min{I2I_MIN_COMMON}-orient0-v1"),
+        note=f"computed from {base}; its files are what is looked for.",
+    )
+
+
+for _spec_i2i in (_i2i("ml-100k"), _i2i("ml-1m")):
+    DATASETS[_spec_i2i.name] = _spec_i2i
+
+
 def list_datasets() -> dict[str, str]:
     """Every registered dataset name with a one-line description."""
     return {name: spec.description for name, spec in DATASETS.items()}
@@ -416,6 +457,8 @@ def resolved_source(name: str, path=None) -> Source:
     if path is None and name in _LAST_SOURCE:
         return _LAST_SOURCE[name]
     spec = _spec(name)
+    if spec.computed is not None:
+        return resolved_source(spec.computed.base, path)
     if path is not None:
         return _explicit(spec, Path(path))
     source, looked = _local_sources(spec)
@@ -446,6 +489,10 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
     it as read-only. Raises :class:`DatasetNotFoundError` listing every place looked at.
     """
     spec = _spec(name)
+    if spec.computed is not None:
+        base = load_dataset(spec.computed.base, path=path, download=download)
+        _LAST_SOURCE[name] = _LAST_SOURCE[spec.computed.base]
+        return _computed(spec, base)
     if path is not None:
         source = _explicit(spec, Path(path))
     else:
@@ -455,6 +502,47 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
     _LAST_SOURCE[name] = source
     stamps = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in source.files)
     return _load_files(name, source.layout, tuple(str(f) for f in source.files), stamps, source.kind)
+
+
+def _computed(spec: DatasetSpec, base: Interactions) -> Interactions:
+    """``spec``'s data computed from ``base``, through a cache file keyed by the base files' sha256 and the
+    recipe (``$QREC_CACHE_DIR/<name>/<recipe>-<key>.npz``, written atomically), and kept per process."""
+    if not isinstance(base, Interactions):
+        raise DataFormatError(spec.computed.base, f"{spec.name} is computed from a raw log, not a pre-split dataset")
+    key = hashlib.sha256(repr((spec.computed.recipe, sorted(base.meta.get("sha256", {}).items()))).encode()).hexdigest()[:16]
+    path = cache_dir() / spec.name / f"{spec.computed.recipe}-{key}.npz"
+    if path not in _COMPUTED:
+        data = _read_computed(path, spec.name) if path.exists() else _write_computed(path, spec.computed.build(base))
+        data.meta.update(dataset=spec.name, source=f"computed from {spec.computed.base}", recipe=spec.computed.recipe,
+                         cache=str(path), base_sha256=base.meta.get("sha256", {}))
+        _COMPUTED[path] = data
+    return _COMPUTED[path]
+
+
+_COMPUTED: dict[Path, Interactions] = {}
+
+
+def _write_computed(path: Path, data: Interactions) -> Interactions:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            np.savez(out, users=data.users, items=data.items, ratings=data.ratings, item_ids=data.item_ids)
+        os.replace(tmp_name, path)  # atomic: a reader never sees a half-written cache
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    return data
+
+
+def _read_computed(path: Path, name: str) -> Interactions:
+    """A cached computed dataset; a damaged cache file is named in the error (delete it to rebuild)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            ids = z["item_ids"]
+            return Interactions(users=z["users"], items=z["items"], n_users=len(ids), n_items=len(ids),
+                                user_ids=ids, item_ids=ids, ratings=z["ratings"], name=name)
+    except (OSError, KeyError, ValueError) as err:
+        raise DataFormatError(path, f"unreadable cache of {name} ({err}); delete it to rebuild") from None
 
 
 def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:

@@ -18,7 +18,7 @@ import torch
 from qrec.data.interactions import Interactions
 from qrec.data.sequences import PAD, last_items, user_sequences
 
-__all__ = ["NegativeSampler", "pointwise_epoch", "bpr_epoch", "sequence_epoch"]
+__all__ = ["NegativeSampler", "pointwise_epoch", "bpr_epoch", "sequence_epoch", "regression_epoch"]
 
 # After this many rounds of redrawing, the few entries still rejected belong to users who have
 # interacted with most items; for them, drawing from the explicit complement is cheaper.
@@ -139,6 +139,17 @@ def pointwise_epoch(
         "labels": np.tile(np.r_[np.float32(1), np.zeros(n_neg, dtype=np.float32)], len(users)),
     }
     return Batches(arrays, rng.permutation(len(arrays["users"])), batch_size)
+
+
+def regression_epoch(train: Interactions, batch_size: int, rng: np.random.Generator) -> Batches:
+    """One epoch of (row, column, score) triples for a squared loss: every training pair once, shuffled by
+    ``rng``. Yields ``{"users": int64, "items": int64, "targets": float32}`` (for an item-to-item dataset,
+    "users" are the first items of the pairs). Nothing is sampled: the scores are the data."""
+    if train.ratings is None:
+        raise ValueError(f"{train.name}: a regression epoch needs scores (ratings), and this data has none")
+    arrays = {"users": train.users.astype(np.int64), "items": train.items.astype(np.int64),
+              "targets": train.ratings.astype(np.float32)}
+    return Batches(arrays, rng.permutation(len(train)), batch_size)
 
 
 def bpr_epoch(

@@ -14,7 +14,8 @@ import numpy as np
 
 from qrec.data.interactions import Interactions, Split
 
-__all__ = ["kcore_filter", "reindex", "leave_one_out", "ratio_split", "make_split", "everything"]
+__all__ = ["kcore_filter", "reindex", "leave_one_out", "ratio_split", "holdout_split", "kfold_split", "make_split",
+           "seeded_protocol", "everything"]
 
 log = logging.getLogger(__name__)
 
@@ -132,12 +133,80 @@ def everything(data: Interactions) -> Split:
     return Split(train=data, valid=none, test=none, protocol="all")
 
 
+def _parts(data: Interactions, order: np.ndarray, n_test: int, valid: float, protocol: str) -> Split:
+    """``order`` (a permutation of the rows): its first ``n_test`` rows are test; of the rest, the first
+    ``floor(valid * rest)`` are validation and the others train. Parts keep file order."""
+    rest = order[n_test:]
+    n_valid = int(np.floor(np.round(valid * len(rest), 9)))
+    rows = (rest[n_valid:], rest[:n_valid], order[:n_test])
+    train, valid_part, test = (data.subset(np.sort(r)) for r in rows)
+    return Split(train=train, valid=valid_part, test=test, protocol=protocol)
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{name} must be in [0, 1), got {value}")
+
+
+def holdout_split(data: Interactions, test: float = 0.1, valid: float = 0.1, seed: int = 0) -> Split:
+    """Random row-level split (MGQE's AAR protocol: 90% train, 10% test, over all pairs, not per user):
+    ``round(test * n)`` random rows are test; ``floor(valid * rest)`` of the others are the validation slice
+    that picks the epoch; the rest train. Seeded (numpy ``default_rng(seed)``)."""
+    _check_fraction("test", test)
+    _check_fraction("valid", valid)
+    order = np.random.default_rng(seed).permutation(len(data))
+    n_test = int(np.round(test * len(data)))
+    return _parts(data, order, n_test, valid, f"holdout-{test:g}-valid{valid:g}-seed{seed}")
+
+
+def kfold_split(data: Interactions, k: int = 5, fold: int = 0, valid: float = 0.1, seed: int = 0) -> Split:
+    """Fold ``fold`` of a ``k``-fold cross-validation over rows (Surprise's ``KFold(shuffle=True)``): the rows
+    are permuted once (``default_rng(seed)``) and cut into ``k`` contiguous folds whose sizes differ by at
+    most one (the first ``n mod k`` folds hold one more); fold ``fold`` is test. ``floor(valid * rest)``
+    rows of the other folds, drawn from a second generator seeded by ``(seed, fold)``, are the validation
+    slice; the rest train."""
+    if k < 2 or not 0 <= fold < k:
+        raise ValueError(f"k-fold needs k >= 2 and 0 <= fold < k, got k={k}, fold={fold}")
+    _check_fraction("valid", valid)
+    folds = np.array_split(np.random.default_rng(seed).permutation(len(data)), k)
+    rest = np.concatenate([f for j, f in enumerate(folds) if j != fold])
+    rest = rest[np.random.default_rng([seed, fold]).permutation(len(rest))]
+    order = np.concatenate([folds[fold], rest])
+    return _parts(data, order, len(folds[fold]), valid, f"kfold-{k}-fold{fold}-valid{valid:g}-seed{seed}")
+
+
+_HOLDOUT = re.compile(r"holdout(?:-([\d.]+))?")
+_KFOLD = re.compile(r"kfold-(\d+)")
+
+
+def seeded_protocol(protocol: str) -> bool:
+    """Whether a run's seed draws its split (each seed its own random split). ``ratio-A/B/C`` keeps seed 0,
+    as it always has (its records were made so)."""
+    name = protocol.strip().lower()
+    return name == "ratio" or name.startswith(("holdout", "kfold"))
+
+
+def _random_split(data: Interactions, name: str, seed: int) -> Split | None:
+    """``holdout`` / ``holdout-T`` (test fraction T, default 0.1) and ``kfold-K`` (fold ``seed mod K`` of the
+    folds drawn with seed ``seed // K``, so seeds 0..K-1 are one complete cross-validation); None otherwise."""
+    match = _HOLDOUT.fullmatch(name)
+    if match is not None:
+        return holdout_split(data, float(match.group(1) or 0.1), seed=seed)
+    match = _KFOLD.fullmatch(name)
+    if match is not None:
+        k = int(match.group(1))
+        return kfold_split(data, k, fold=seed % k, seed=seed // k)
+    return None
+
+
 _RATIO = re.compile(r"ratio(?:[-:]([\d.]+)/([\d.]+)(?:/([\d.]+))?)?")
 
 
 def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed: int = 0) -> Split:
     """Split by protocol name: ``"loo"`` / ``"leave-one-out"``, or ``"ratio"`` (0.8/0.1/0.1) /
-    ``"ratio-0.7/0.1/0.2"``, or ``"all"`` (train on every interaction, to serve; nothing held out). A dataset that ships its own split (a ``Split``) is returned as is,
+    ``"ratio-0.7/0.1/0.2"`` (per user), or the row-level random splits of regression tasks, ``"holdout"`` /
+    ``"holdout-0.1"`` and ``"kfold-5"`` (see ``_random_split``), or ``"all"`` (train on every interaction, to
+    serve; nothing held out). A dataset that ships its own split (a ``Split``) is returned as is,
     protocol ``"given"``, whatever ``protocol`` asks: its published split is the benchmark."""
     if isinstance(data_or_split, Split):
         if protocol != "given":
@@ -148,6 +217,9 @@ def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed:
         return everything(data_or_split)
     if name in ("loo", "leave-one-out"):
         return leave_one_out(data_or_split)
+    random_split = _random_split(data_or_split, name, seed)
+    if random_split is not None:
+        return random_split
     match = _RATIO.fullmatch(name)
     if match is not None:
         if match.group(1) is None:
@@ -158,4 +230,5 @@ def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed:
         return ratio_split(data_or_split, train, valid, seed=seed)
     if name == "given":
         raise ValueError(f"protocol 'given' needs a dataset that ships its own split; {data_or_split.name} does not")
-    raise ValueError(f"unknown split protocol {protocol!r}; use 'loo', 'leave-one-out', 'ratio' or 'ratio-A/B/C'")
+    raise ValueError(f"unknown split protocol {protocol!r}; use 'loo', 'leave-one-out', 'ratio', 'ratio-A/B/C', "
+                     "'holdout', 'holdout-T' or 'kfold-K'")

@@ -7,7 +7,7 @@ import numpy as np
 from qrec.data.interactions import Interactions, Split
 from qrec.data.partition import head_size
 
-__all__ = ["describe", "gini"]
+__all__ = ["describe", "gini", "score_distribution"]
 
 
 def gini(counts: np.ndarray) -> float:
@@ -41,9 +41,24 @@ def _top_share(item_counts: np.ndarray, fraction: float) -> float:
     return float(np.sort(item_counts)[::-1][:k].sum() / total)
 
 
+def score_distribution(scores: np.ndarray) -> dict:
+    """Mean, std and quantiles of rating / relevance scores (float64); with at most 20 distinct values (star
+    ratings) also the share of each value."""
+    x = np.asarray(scores, dtype=np.float64)
+    if x.size == 0:
+        return {}
+    q = np.percentile(x, [0, 5, 25, 50, 75, 95, 100])
+    out = {"mean": float(x.mean()), "std": float(x.std()),
+           **{name: float(v) for name, v in zip(("min", "p5", "p25", "median", "p75", "p95", "max"), q)}}
+    values, counts = np.unique(x, return_counts=True)
+    if len(values) <= 20:
+        out["shares"] = {f"{v:g}": round(float(c) / x.size, 4) for v, c in zip(values, counts)}
+    return out
+
+
 def _describe_interactions(data: Interactions) -> dict:
     user_counts, item_counts = data.user_counts(), data.item_counts()
-    return {
+    summary = {
         "name": data.name,
         "users": data.n_users,
         "items": data.n_items,
@@ -60,6 +75,9 @@ def _describe_interactions(data: Interactions) -> dict:
         "has_timestamps": data.timestamps is not None,
         "has_ratings": data.ratings is not None,
     }
+    if data.ratings is not None:
+        summary["scores"] = score_distribution(data.ratings)
+    return summary
 
 
 def _concat(split: Split) -> Interactions:

@@ -15,6 +15,7 @@ from matplotlib.ticker import FuncFormatter, MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
 
 from qrec.errors import QrecError  # noqa: E402
+from qrec.eval.regression import LOWER_IS_BETTER  # noqa: E402
 from qrec.records import common_dim, headline_metrics, records_or_explain, relative_sizes  # noqa: E402
 from qrec.train.config import DEFAULT_DIM  # noqa: E402
 
@@ -166,15 +167,18 @@ def plot_quality_vs_size(records: list[dict], path: Path, title: str) -> Path | 
 
 
 def _quality_panel(ax, groups: dict, metric: str, colors: dict) -> None:
+    """One metric's points; ranking metrics in %, RMSE / MAE on the data's scale (lower is better: the frontier
+    keeps the points nothing smaller is as low as)."""
+    lower = metric in LOWER_IS_BETTER
     labels, points, std = [], [], []
     for (label, family), runs in sorted(groups.items()):
-        values = 100 * np.asarray([m.get(metric, np.nan) for _, m in runs], dtype=float)
+        values = (1.0 if lower else 100.0) * np.asarray([m.get(metric, np.nan) for _, m in runs], dtype=float)
         size = 100 * float(np.mean([s for s, _ in runs]))
         labels.append(label)
         points.append((size, float(np.nanmean(values))))
         std.append(float(np.nanstd(values, ddof=1)) if len(values) > 1 else 0.0)
         ax.errorbar(size, points[-1][1], yerr=std[-1], marker="o", capsize=3, color=colors[family], linestyle="")
-    front = pareto_front(points)
+    front = pareto_front([(x, -y) for x, y in points] if lower else points)
     ax.plot([points[i][0] for i in front], [points[i][1] for i in front], "k--", lw=1, zorder=0)
     for i in front:
         ax.scatter(*points[i], s=120, facecolors="none", edgecolors="black", zorder=3)
@@ -189,7 +193,7 @@ def _quality_panel(ax, groups: dict, metric: str, colors: dict) -> None:
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}%" if str(round(v, 6))[0] in "1235" else ""))
     ax.tick_params(axis="x", which="minor", labelsize=7)
     ax.set_xlabel("served model size (% of the float32 model, log scale)")
-    ax.set_ylabel(f"test {metric} (%)")
+    ax.set_ylabel(f"test {metric}" + (" (lower is better)" if lower else " (%)"))
     ax.grid(alpha=0.3, which="both")
 
 
@@ -226,10 +230,11 @@ def plot_training_curves(records: list[dict], path: Path, title: str) -> Path | 
             color, label = cmap(n % cmap.N), f"{label} (n={len(histories)})"
             _curve(row[0], histories, lambda h: h["loss"], color, label)
             if valid:
-                key = next((k for h in histories[0] for k in h.get("valid", {}) if k.startswith("ndcg")), None)
+                key = next((k for h in histories[0] for k in h.get("valid", {}) if k.startswith("ndcg") or k == "rmse"), None)
                 if key:
-                    _curve(row[1], histories, lambda h: 100 * h["valid"][key] if "valid" in h else np.nan, color, label)
-                    row[1].set_ylabel(f"validation {key} (%)")
+                    scale = 1.0 if key in LOWER_IS_BETTER else 100.0
+                    _curve(row[1], histories, lambda h: scale * h["valid"][key] if "valid" in h else np.nan, color, label)
+                    row[1].set_ylabel(f"validation {key}" + ("" if key in LOWER_IS_BETTER else " (%)"))
         row[0].set_ylabel("training loss")
         row[0].set_title(f"{dataset}, {model}", fontsize=10)
         for ax in row:

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from qrec.train.config import RunConfig
 
-GRID_AXES = ("model", "embedding", "user_embedding", "dim", "lr", "batch_size", "epochs", "eval_every", "model_options")
+GRID_AXES = ("dataset", "protocol", "model", "embedding", "user_embedding", "dim", "lr", "l2", "batch_size", "epochs", "eval_every",
+             "model_options")
 
 
 @dataclass
@@ -31,6 +32,8 @@ class Preset:
     metrics: list[str] = field(default_factory=lambda: ["hr@10", "ndcg@10"])
     reference: str = ""  # "model|embedding" row that RESULTS.md compares every row's first metric to
     command: str = ""    # how to run it, for RESULTS.md; default ``qrec experiment <name>``
+    claims: dict = field(default_factory=dict)  # the paper's claims RESULTS.md answers yes / no (report.claims_lines)
+    anchors: dict = field(default_factory=dict)  # "dataset|method" -> published metrics of other libraries, shown as rows
 
     def configs(self, seeds: int | None = None) -> list[RunConfig]:
         """Every run of the grid, cheapest seeds first so that partial grids cover all rows early."""
@@ -53,7 +56,7 @@ class Preset:
         tag = Path(path).stem if path else dataset
         command = f"qrec experiment {self.name} --dataset {dataset}" + (f" --path {path}" if path else "")
         return replace(self, name=f"{self.name}-{tag}", base=self.base | {"dataset": dataset, "data_path": path},
-                       paper={}, command=command)
+                       paper={}, claims={}, anchors={}, command=command)
 
     def _expand(self, options: dict) -> dict:
         names = {"preset": self.name, "dataset": self.base.get("dataset", "")}
@@ -86,7 +89,9 @@ def _read(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if parent_path.resolve() in seen:
         raise ValueError(f"{path}: preset extends itself through {parent_name!r}")
     parent = _read(parent_path, seen + (path.resolve(),))
-    parent.pop("paper", None)  # the parent's figures are for its own dataset
+    parent.pop("paper", None)  # the parent's figures (and claims) are for its own dataset
+    parent.pop("claims", None)
+    parent.pop("anchors", None)
     parent.pop("name", None)
     return parent | raw | {"base": parent.get("base", {}) | raw.get("base", {})}
 
@@ -97,6 +102,7 @@ def load_preset(name: str) -> Preset:
     try:
         return Preset(name=raw.get("name", path.stem), description=raw.get("description", ""), base=raw.get("base", {}),
                       grids=raw["grid"], paper=raw.get("paper", {}), protocol_note=raw.get("protocol_note", ""),
-                      metrics=raw.get("metrics", ["hr@10", "ndcg@10"]), reference=raw.get("reference", ""))
+                      metrics=raw.get("metrics", ["hr@10", "ndcg@10"]), reference=raw.get("reference", ""),
+                      claims=raw.get("claims", {}), anchors=raw.get("anchors", {}))
     except KeyError as e:
         raise ValueError(f"{path}: preset needs a [[grid]] table ({e})") from e

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable, module_device
+from qrec.errors import SpecError
 from qrec.retrieval.topk import masked_topk
 
 
@@ -43,6 +44,11 @@ class Recommender(nn.Module):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """The loss of one batch of ``loss_kind``; a scorer loaded from an artifact cannot be trained."""
         raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    def score_and_norm(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair scores and each pair's squared L2 norm of what it looked up (the regression task's loss and its
+        per-pair L2); only pair-scoring backbones (GMF, NeuMF) regress."""
+        raise SpecError(f"{type(self).__name__} cannot be trained for regression (gmf and neumf can)")
 
     # ---- hooks with no-op defaults -------------------------------------------------------------------
 
@@ -103,3 +109,29 @@ class Recommender(nn.Module):
     def full_bits(self) -> int:
         """Bits of the same model with full float32 embedding tables (the 100% of MGQE's Table 3)."""
         return sum(t.full_bits() for t in self.embedding_tables().values()) + self.dense_bits()
+
+
+class RowBiases(nn.Module):
+    """One learned float32 bias per user row and per item row (biased MF's ``b_u + b_i``), zero-initialised.
+
+    Used by the regression task: an absolute score needs per-row offsets that a ranking of one user's items
+    ignores. They are dense parameters (served as float32, 32 bits per row, counted in the model size)."""
+
+    def __init__(self, n_users: int, n_items: int):
+        super().__init__()
+        self.user = nn.Parameter(torch.zeros(n_users))
+        self.item = nn.Parameter(torch.zeros(n_items))
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(b_u + b_i, b_u^2 + b_i^2)`` of each pair: the offset and its squared L2 norm."""
+        bu, bi = self.user[users], self.item[items]
+        return bu + bi, bu * bu + bi * bi
+
+    def all_items(self, users: torch.Tensor) -> torch.Tensor:
+        """``(B, n_items)`` offsets of every item for each user."""
+        return self.user[users][:, None] + self.item[None, :]
+
+
+def squared_norms(*rows: torch.Tensor) -> torch.Tensor:
+    """Sum over the given ``(B, d)`` tensors of each pair's squared L2 norm, ``(B,)``."""
+    return sum((r * r).sum(-1) for r in rows)

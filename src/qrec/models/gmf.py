@@ -1,4 +1,5 @@
-"""GMF (He et al., WWW 2017): score = h . (p_u * q_i) + b, with a learned output weight h."""
+"""GMF (He et al., WWW 2017): score = h . (p_u * q_i) + b, with a learned output weight h (+ b_u + b_i with
+per-row biases, for the regression task)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from qrec.compress.base import EmbeddingTable
-from qrec.models.base import Recommender
+from qrec.models.base import Recommender, RowBiases, squared_norms
 
 
 class GMF(Recommender):
@@ -15,11 +16,12 @@ class GMF(Recommender):
 
     Trained pointwise with binary cross-entropy (each positive plus sampled negatives), as in NCF.
     The output layer is NCF's ``Dense(1)`` on the element-wise product (lecun-uniform weight, zero bias).
+    ``row_bias`` adds a float bias per user and per item (``RowBiases``), as biased MF has for ratings.
     """
 
     loss_kind = "pointwise"
 
-    def __init__(self, user_table: EmbeddingTable, item_table: EmbeddingTable):
+    def __init__(self, user_table: EmbeddingTable, item_table: EmbeddingTable, row_bias: bool = False):
         super().__init__(user_table.num_embeddings, item_table.num_embeddings)
         if user_table.dim != item_table.dim:
             raise ValueError(f"user and item tables must share d, got {user_table.dim} and {item_table.dim}")
@@ -27,16 +29,31 @@ class GMF(Recommender):
         self.item_table = item_table
         self.output = nn.Linear(user_table.dim, 1)
         _lecun_uniform_(self.output)
+        self.biases = RowBiases(self.n_users, self.n_items) if row_bias else None
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.output(self.user_table(users) * self.item_table(items)).squeeze(-1)
+        return self.score_and_norm(users, items)[0]
+
+    def score_and_norm(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores of the pairs and the squared L2 norm of what each looked up (embedding rows, row biases):
+        the regression task's per-pair L2 penalty, computed from the same lookups as the score."""
+        p, q = self.user_table(users), self.item_table(items)
+        scores, norms = self.output(p * q).squeeze(-1), squared_norms(p, q)
+        if self.biases is not None:
+            offset, bias_norm = self.biases(users, items)
+            scores, norms = scores + offset, norms + bias_norm
+        return scores, norms
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.item_table.scores(self._queries(users)) + self.output.bias
+        scores = self.item_table.scores(self._queries(users)) + self.output.bias
+        return scores if self.biases is None else scores + self.biases.all_items(users)
 
     @torch.no_grad()
     def topk(self, users: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
-        """Ranked by the item table itself: a served DPQ / MGQE table keeps a running top-k over its codes."""
+        """Ranked by the item table itself: a served DPQ / MGQE table keeps a running top-k over its codes
+        (with per-item biases, the generic ranking of ``score_all``)."""
+        if self.biases is not None:
+            return super().topk(users, k, exclude)
         return self.item_table.topk(self._queries(users), k, exclude, offset=float(self.output.bias))
 
     def _queries(self, users: torch.Tensor) -> torch.Tensor:

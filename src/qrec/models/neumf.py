@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
-from qrec.models.base import Recommender
+from qrec.models.base import Recommender, RowBiases, squared_norms
 from qrec.models.gmf import _lecun_uniform_, pointwise_bce
 
 
@@ -15,11 +15,13 @@ class NeuMF(Recommender):
 
     Four tables (GMF user/item, MLP user/item), each ``d``-dimensional and each compressible. The MLP is a
     3-layer pyramid ``2d -> d -> d/2 -> d/4`` with ReLU (d=64: 128-64-32-16), NCF's tower halving.
+    ``row_bias`` adds a float bias per user and per item (``RowBiases``), for the regression task.
     """
 
     loss_kind = "pointwise"
 
-    def __init__(self, gmf_user: EmbeddingTable, gmf_item: EmbeddingTable, mlp_user: EmbeddingTable, mlp_item: EmbeddingTable):
+    def __init__(self, gmf_user: EmbeddingTable, gmf_item: EmbeddingTable, mlp_user: EmbeddingTable,
+                 mlp_item: EmbeddingTable, row_bias: bool = False):
         super().__init__(gmf_user.num_embeddings, gmf_item.num_embeddings)
         d = gmf_user.dim
         if {t.dim for t in (gmf_item, mlp_user, mlp_item)} != {d}:
@@ -32,6 +34,7 @@ class NeuMF(Recommender):
             nn.init.zeros_(layer.bias)
         self.output = nn.Linear(d + widths[-1], 1)
         _lecun_uniform_(self.output)
+        self.biases = RowBiases(self.n_users, self.n_items) if row_bias else None
 
     def _tower(self, h: torch.Tensor, start: int = 0) -> torch.Tensor:
         for layer in self.mlp[start:]:
@@ -39,9 +42,17 @@ class NeuMF(Recommender):
         return h
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        gmf = self.gmf_user(users) * self.gmf_item(items)
-        mlp = self._tower(torch.cat([self.mlp_user(users), self.mlp_item(items)], dim=-1))
-        return self.output(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
+        return self.score_and_norm(users, items)[0]
+
+    def score_and_norm(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and the squared L2 norm of each pair's four looked-up rows and row biases (see GMF)."""
+        rows = [self.gmf_user(users), self.gmf_item(items), self.mlp_user(users), self.mlp_item(items)]
+        mlp = self._tower(torch.cat(rows[2:], dim=-1))
+        scores, norms = self.output(torch.cat([rows[0] * rows[1], mlp], dim=-1)).squeeze(-1), squared_norms(*rows)
+        if self.biases is not None:
+            offset, bias_norm = self.biases(users, items)
+            scores, norms = scores + offset, norms + bias_norm
+        return scores, norms
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor, chunk: int = 8) -> torch.Tensor:
@@ -61,7 +72,8 @@ class NeuMF(Recommender):
             mlp = self._tower(h, start=1) @ h_mlp
             gmf = (self.gmf_user(u) * h_gmf) @ gmf_items.T
             out.append(gmf + mlp + self.output.bias)
-        return torch.cat(out)
+        scores = torch.cat(out)
+        return scores if self.biases is None else scores + self.biases.all_items(users)
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return pointwise_bce(self, batch)

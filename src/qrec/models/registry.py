@@ -56,19 +56,19 @@ def _tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: fl
 
 
 @register_model("gmf")
-def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01):
+def _gmf(split, user_spec, item_spec, dim, init_std: float = 0.01, row_bias: bool = False):
     from qrec.models.gmf import GMF
 
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
-    return GMF(user(), item())
+    return GMF(user(), item(), row_bias=row_bias)
 
 
 @register_model("neumf")
-def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01):
+def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01, row_bias: bool = False):
     from qrec.models.neumf import NeuMF
 
     user, item = _tables(split, user_spec, item_spec, dim, init_std)
-    return NeuMF(user(), item(), user(), item())
+    return NeuMF(user(), item(), user(), item(), row_bias=row_bias)
 
 
 @register_model("sasrec")

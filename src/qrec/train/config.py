@@ -9,12 +9,16 @@ from pathlib import Path
 
 
 DEFAULT_DIM = 64
+TASKS = ("ranking", "regression")
+# Fields added after records existed: written only when set, so older checkpoints and records keep their identity.
+_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0}
 
 
 @dataclass(frozen=True)
 class RunConfig:
     """Everything that determines a run's numbers. Two runs with equal configs give equal numbers on the CPU."""
 
+    task: str = "ranking"                  # ranking (top-k over all items) | regression (squared loss on scores)
     dataset: str = "ml-100k"
     data_path: str | None = None           # explicit file/folder; else the registry resolves the name
     protocol: str = "loo"                  # loo | ratio | given (pre-split files)
@@ -28,11 +32,13 @@ class RunConfig:
     batch_size: int = 1024
     lr: float = 1e-3
     weight_decay: float = 0.0
+    l2: float = 0.0                        # regression: L2 on each training pair's looked-up rows (biased MF's reg)
     n_neg: int = 4                         # pointwise models: sampled negatives per positive
     seed: int = 0
     eval_every: int = 1                    # validate every n epochs (pre-split data: test curve for plots only)
     patience: int = 0                      # epochs without validation gain before stopping; 0 = never stop
-    select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch
+    select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch (regression: rmse
+                                           # unless this names mae)
     ks: tuple[int, ...] = (10,)
     recall_denominator: str = "test"
     threads: int | None = None             # torch intra-op threads; None keeps torch's default. Not in a run's
@@ -52,7 +58,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
-        return d
+        return {k: v for k, v in d.items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":

@@ -6,12 +6,12 @@ from functools import lru_cache
 
 from qrec.data import Interactions, Split
 from qrec.data.datasets import load_dataset
-from qrec.data.splits import kcore_filter, make_split
+from qrec.data.splits import kcore_filter, make_split, seeded_protocol
 from qrec.train.config import RunConfig
 
 
 def load_split(cfg: RunConfig) -> Split:
-    return _cached_split(cfg.dataset, cfg.data_path, cfg.protocol, cfg.min_count, cfg.seed if cfg.protocol == "ratio" else 0)
+    return _cached_split(cfg.dataset, cfg.data_path, cfg.protocol, cfg.min_count, cfg.seed if seeded_protocol(cfg.protocol) else 0)
 
 
 @lru_cache(maxsize=8)

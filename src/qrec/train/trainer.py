@@ -18,15 +18,15 @@ import numpy as np
 import torch
 
 from qrec.data import Split
-from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
 from qrec.errors import QrecError, SpecError
+from qrec.eval.regression import LOWER_IS_BETTER, improved
 from qrec.logs import bar as progress_bar
 from qrec.logs import run_log
-from qrec.models.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
 from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
+from qrec.train.tasks import make_task
 
 CHECKPOINT = "checkpoint.pt"
 _DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
@@ -54,6 +54,8 @@ def build(cfg: RunConfig, split: Split) -> Recommender:
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
+    if cfg.task == "regression":  # absolute scores need per-user / per-item offsets (biased MF)
+        opts.setdefault("row_bias", True)
     seed_everything(cfg.seed)
     if opts.get("teacher"):  # loading it reseeds (the teacher's build): the student's init draws follow it, as ever
         opts["teacher"] = _load_teacher(opts["teacher"], split)
@@ -80,19 +82,14 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
         return torch.optim.Adam(params, **args)
 
 
-def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
+def _epoch_batches(model: Recommender, task, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-    if model.loss_kind == "none":  # a model without training (pop)
-        return iter(())
-    if model.loss_kind == "bpr":
-        return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
-    if model.loss_kind == "sequence":
-        return sequence_epoch(split.train, sampler, model.maxlen, cfg.batch_size, rng)
-    return pointwise_epoch(split.train, sampler, cfg.n_neg, cfg.batch_size, rng)
+    return task.batches(model, rng)
 
 
-def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool) -> tuple[float, int]:
+def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool, loss_fn=None) -> tuple[float, int]:
+    """One pass over ``batches``; ``loss_fn(model, batch)`` is the task's loss (default: the model's own)."""
     model.train()
     model.on_epoch_start()
     total, seen, n_batches = 0.0, 0, 0
@@ -100,7 +97,7 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     start = time.perf_counter()
     for batch in bar:
         batch = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
-        loss = model.training_loss(batch)
+        loss = loss_fn(model, batch) if loss_fn else model.training_loss(batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -128,10 +125,6 @@ def _resumable_key(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
 
 
-def _improved(metrics: dict, best: dict, key: str) -> bool:
-    return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
-
-
 def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None,
         split: Split | None = None) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
@@ -152,7 +145,7 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
     split = load_split(cfg) if split is None else split
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
-    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    task = make_task(cfg, split)  # batches, loss and metrics: top-k ranking or score regression
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
 
@@ -182,14 +175,14 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
-        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, split, sampler, cfg, epoch), cfg, epoch, progress)
+        loss, seen = _train_epoch(model, optimizer, _epoch_batches(model, task, cfg, epoch), cfg, epoch, progress, task.loss)
         seconds = time.perf_counter() - t0
         state["train_seconds"] += seconds
         state["seen"] += seen
         row = {"epoch": epoch + 1, "loss": loss, "seconds": round(seconds, 3), "rows_per_second": round(seen / seconds)}
         if has_valid and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs):
-            row["valid"] = evaluate_model(model, split, "valid", cfg.ks, cfg.recall_denominator)
-            if _improved(row["valid"], state["best"], cfg.select_metric):
+            row["valid"] = task.evaluate(model, "valid")
+            if improved(row["valid"], state["best"], task.select_metric):
                 state.update(best=row["valid"], best_epoch=epoch + 1, best_model=copy.deepcopy(model.state_dict()))
                 stale = 0
             else:
@@ -197,22 +190,22 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
         elif not has_valid and len(split.test) and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             # Pre-split files have no validation part: record the test curve for plots only; nothing is
             # selected on it, the reported epoch is the last one.
-            row["test_curve"] = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator)
+            row["test_curve"] = task.evaluate(model, "test")
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt:
             ckpt.parent.mkdir(parents=True, exist_ok=True)
             _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
-        log(_epoch_line(row, cfg.select_metric))
+        log(_epoch_line(row, task.select_metric))
         if cfg.patience and stale >= cfg.patience:
-            log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
+            log(f"early stop: no {task.select_metric} gain for {stale} epochs")
             break
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])
     else:
         state["best_epoch"] = state["epoch"]
-    test = evaluate_model(model, split, "test", cfg.ks, cfg.recall_denominator) if len(split.test) else {}
+    test = task.evaluate(model, "test") if len(split.test) else {}  # protocol "all": nothing held out
     return FitResult(
         config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
@@ -231,8 +224,9 @@ def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) ->
     split = load_split(cfg)
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
+    task = make_task(cfg, split)
     t0 = time.perf_counter()
-    batches = _epoch_batches(model, split, NegativeSampler(split.train, seed=cfg.seed), cfg, 0)
+    batches = _epoch_batches(model, task, cfg, 0)
     sampling = time.perf_counter() - t0
     timed, start = [], time.perf_counter()
     for _, batch in zip(range(steps + 1), batches):
@@ -240,19 +234,23 @@ def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) ->
             break
         t0 = time.perf_counter()
         batch = {k: v.to(cfg.device) for k, v in batch.items()}
-        loss = model.training_loss(batch)
+        loss = task.loss(model, batch)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         float(loss.detach())  # waits for the step (an asynchronous device would otherwise time nothing)
         timed.append(time.perf_counter() - t0)
     per_step = float(np.median(timed[1:] or timed))
-    return sampling + per_step * len(batches) + _probe_eval_seconds(model, split, cfg) / max(1, cfg.eval_every)
+    return sampling + per_step * len(batches) + _probe_eval_seconds(model, split, cfg, task) / max(1, cfg.eval_every)
 
 
 @torch.no_grad()
-def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, users: int = 256) -> float:
+def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, task, users: int = 256) -> float:
     part = split.valid if len(split.valid) else split.test
+    if cfg.task == "regression":  # scoring the held-out pairs once is cheap: time it whole
+        t0 = time.perf_counter()
+        task.evaluate(model, "valid" if len(split.valid) else "test")
+        return time.perf_counter() - t0
     n = int(np.count_nonzero(np.diff(part.to_csr().indptr)))
     model.eval()
     model.refresh()
@@ -282,6 +280,7 @@ def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunC
 
 def _epoch_line(row: dict, key: str) -> str:
     valid, curve = row.get("valid", {}), row.get("test_curve", {})
-    shown = f" valid {key} {100 * valid[key]:.2f}%" if key in valid else ""
+    shown = "" if key not in valid else f" valid {key} {valid[key]:.4f}" if key in LOWER_IS_BETTER else \
+        f" valid {key} {100 * valid[key]:.2f}%"
     shown += "".join(f" test {k} {100 * v:.2f}%" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
     return f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}{shown}  {row['seconds']:.1f}s  {row['rows_per_second']:,} rows/s"
