@@ -45,13 +45,14 @@ def _config(args):
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
-    cfg = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig().replace(**overrides)
+    base = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    ks = overrides["ks"] or base.ks
+    if f"@{ks[0]}" not in base.select_metric:  # select on the first requested cut-off
+        overrides["select_metric"] = f"ndcg@{ks[0]}"
     options = _parse_options(getattr(args, "option", []))
     if options:
-        cfg = cfg.replace(model_options=cfg.model_options | options)
-    if cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # select on the first requested cut-off
-        cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
-    return cfg
+        overrides["model_options"] = base.model_options | options
+    return base.replace(**overrides)
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -74,12 +75,15 @@ def cmd_train(args) -> int:
     from qrec.records import build_record, write_record
     from qrec.train.trainer import fit
 
+    from qrec.train.runlock import run_folder_lock
+
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())
     print(f"qrec train: {cfg.run_name()} -> {out}", file=sys.stderr)
-    result = fit(cfg, out, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
-    record = build_record(result)
-    write_record(out / "record.json", record)
+    with run_folder_lock(out):  # the record too: a second writer never replaces this run's record
+        result = fit(cfg, out, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
+        record = build_record(result)
+        write_record(out / "record.json", record)
     if args.record:
         write_record(Path(args.record), record)
     print(summary_line(record))
@@ -100,6 +104,7 @@ def cmd_evaluate(args) -> int:
     if artifact and args.last:
         raise QrecError("--last applies to a run's checkpoint; an artifact holds one model")
     model, cfg, split = _load_artifact(args.checkpoint) if artifact else _load_checkpoint_model(args.checkpoint, last=args.last)
+    cfg.check_catalogue(split.n_items, args.k)
     metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
     print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
                       "metrics": metrics, "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
@@ -145,10 +150,14 @@ def cmd_recommend(args) -> int:
     if missing:
         raise QrecError(f"unknown user id(s) {missing} for dataset {cfg.dataset}")
     users = torch.tensor([index[u] for u in args.user])
-    top, val = model.topk(users, args.k, exclude=split.train.to_csr()[users.numpy()])
+    cfg.check_catalogue(split.n_items, [args.k])
+    seen = split.train.to_csr()[users.numpy()]
+    top, val = model.topk(users, args.k, exclude=seen)
+    unseen = split.n_items - np.diff(seen.indptr)  # masked items rank last: a row keeps only its unseen ones
     items = np.asarray(split.train.item_ids)
     for row, u in enumerate(args.user):
-        print(json.dumps({"user": u, "items": items[top[row].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row]]}))
+        n = min(args.k, int(unseen[row]))
+        print(json.dumps({"user": u, "items": items[top[row, :n].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row, :n]]}))
     return 0
 
 
@@ -315,9 +324,12 @@ def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (QrecError, ValueError, FileNotFoundError) as e:
+    except (QrecError, ValueError, OSError) as e:
         print(f"qrec: error: {e}", file=sys.stderr)
         return 2
+    except ArithmeticError as e:  # FloatingPointError (a diverged loss), ZeroDivisionError, OverflowError
+        print(f"qrec: error: numeric failure ({type(e).__name__}): {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

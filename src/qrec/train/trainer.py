@@ -6,8 +6,8 @@ Resume is exact by construction: every epoch draws its negatives and shuffling f
 
 from __future__ import annotations
 
+import contextlib
 import copy
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,10 +22,12 @@ from qrec.errors import QrecError
 from qrec.eval.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
+from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, restore, save_checkpoint
 from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
+from qrec.train.runlock import run_folder_lock
 
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "seed_everything"]
 
 
 @dataclass
@@ -47,6 +49,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build(cfg: RunConfig, split: Split) -> Recommender:
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise QrecError(f"device {cfg.device!r} asked for, but this torch sees no CUDA device; use --device cpu")
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
@@ -99,12 +103,6 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     return total / max(1, n_batches), seen
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
-
-
 def _resumable_key(config: dict) -> dict:
     """What must match to resume a checkpoint: everything but ``threads`` (speed, and float rounding: the
     replay is bit for bit with the same threads) and ``epochs``
@@ -121,32 +119,24 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
     With no validation part (pre-split train/test files) the last epoch is reported and nothing is
-    selected on the test set.
+    selected on the test set. ``out_dir`` is locked for the whole run: a second writer fails at once.
     """
+    with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext():
+        return _fit(cfg, Path(out_dir) / CHECKPOINT if out_dir else None, progress, resume, log)
+
+
+def _fit(cfg: RunConfig, ckpt: Path | None, progress: bool, resume: bool, log) -> FitResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg)
+    cfg.check_catalogue(split.n_items)
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
     sampler = NegativeSampler(split.train, seed=cfg.seed)
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
-
-    ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
-        try:
-            saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
-        except Exception as e:  # saves are atomic, so this is a damaged or foreign file: never overwrite it silently
-            raise QrecError(f"{ckpt}: not a readable qrec checkpoint ({type(e).__name__}: {e}); "
-                            "move or delete it to start this run over") from e
-        if _resumable_key(saved["config"]) != _resumable_key(cfg.to_dict()):
-            raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
-        if saved["state"]["epoch"] > cfg.epochs:
-            raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
-                             f"{cfg.epochs} asked for; ask for at least as many or use another --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+        state = _resume(ckpt, cfg, model, optimizer)
         log(f"resumed {ckpt} after epoch {state['epoch']}")
 
     stale = 0
@@ -171,8 +161,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
+            save_checkpoint(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
         log(_epoch_line(row, cfg.select_metric))
         if cfg.patience and stale >= cfg.patience:
             log(f"early stop: no {cfg.select_metric} gain for {stale} epochs")
@@ -190,21 +179,40 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     )
 
 
+def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
+    """Load ``ckpt`` (written by this config) into ``model`` and ``optimizer``; its loop state. A damaged or
+    foreign file stops the run naming it, and is never overwritten."""
+    saved = load_checkpoint(ckpt, map_location=cfg.device)
+    if _resumable_key(_saved_config(saved, ckpt).to_dict()) != _resumable_key(cfg.to_dict()):
+        raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
+    if saved["state"]["epoch"] > cfg.epochs:
+        raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
+                         f"{cfg.epochs} asked for; ask for at least as many or use another --out")
+    restore(model, saved["model"], ckpt)
+    restore(optimizer, saved["optimizer"], ckpt)
+    return saved["state"]
+
+
+def _saved_config(saved: dict, path: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(saved["config"], source=str(path))
+    except QrecError as e:
+        raise CheckpointError(f"not a usable qrec checkpoint: {e}") from None
+
+
 def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunConfig, Split]:
     """The model of a run folder (or its checkpoint file): weights of the best validation epoch, or of the
     last epoch with ``last=True`` or when the run had no validation split."""
     path = Path(run)
     path = path / CHECKPOINT if path.is_dir() else path
-    if not path.exists():
-        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    saved = load_checkpoint(path)
+    cfg = _saved_config(saved, path)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         cfg = cfg.replace(device="cpu")  # trained on a GPU, evaluated or exported on a machine without one
     split = load_split(cfg)
     model = build(cfg, split)
     best = saved["state"].get("best_model")
-    model.load_state_dict(best if (best is not None and not last) else saved["model"])
+    restore(model, best if (best is not None and not last) else saved["model"], path)
     return model.eval(), cfg, split
 
 
