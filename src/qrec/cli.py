@@ -35,13 +35,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "--option n_layers=2 (GCNs)")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--device", help="cpu or cuda")
+    g.add_argument("--given-test", choices=["error", "drop", "keep"],
+                   help="pre-split data: test rows without a trained user or item, or also in training (default error)")
 
 
 def _config(args):
     from qrec.train.config import RunConfig
 
     keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device"]
+            "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device", "given_test"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)

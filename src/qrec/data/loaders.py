@@ -486,12 +486,16 @@ def _column_times(path: Path, values: pd.Series, line_no: np.ndarray) -> np.ndar
             k = out[0]
             raise DataFormatError(path, f"timestamp {_echo(values.iloc[k])} is out of range", int(line_no[k]))
         return times.astype(np.int64) if np.all(times == np.floor(times)) else times
-    dates = pd.to_datetime(values, utc=True, format="mixed", errors="coerce")
-    bad = np.flatnonzero(dates.isna().to_numpy())  # also "NaT", which parses to a missing date
+    is_number = numbers.notna().to_numpy()
+    dates = pd.to_datetime(values.where(~is_number), utc=True, format="mixed", errors="coerce")
+    bad = np.flatnonzero(dates.isna().to_numpy() & ~is_number)  # also "NaT", which parses to a missing date
     if bad.size:
         k = bad[0]
         message = f"timestamp {_echo(values.iloc[k])} is neither a number nor a date"
         raise DataFormatError(path, message, int(line_no[k]))
+    if is_number.any():
+        k = int(np.flatnonzero(is_number)[0])
+        raise DataFormatError(path, f"timestamp {_echo(values.iloc[k])} is a number among dates", int(line_no[k]))
     return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
 
 

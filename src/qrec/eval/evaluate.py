@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from qrec.data import Split
+from qrec.errors import QrecError
 from qrec.eval.ranking import evaluate_full_ranking
 from qrec.models.base import Recommender
 
@@ -32,6 +33,8 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
         exclude.append(split.valid.to_csr())
     truth = truth_part.to_csr()
     users = np.flatnonzero(np.diff(truth.indptr))
+    if users.size == 0:  # metrics of nobody would be NaN: never write them as a result
+        raise QrecError(f"{split.name}: no {stage} interactions to evaluate")
     was_training = model.training
     model.eval()
     if hasattr(model, "refresh"):

@@ -65,10 +65,12 @@ class RunConfig:
                                            # LightGCN-PyTorch keeps LastFM's); drop / keep warn with counts
 
     def __post_init__(self):
-        if self.select_metric is None and isinstance(self.ks, (tuple, list)) and self.ks:
-            object.__setattr__(self, "select_metric", f"ndcg@{self.ks[0]}")
         for f in fields(self):
-            object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name)))
+            if f.name != "select_metric":
+                object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name)))
+        if self.select_metric is None:
+            object.__setattr__(self, "select_metric", f"ndcg@{self.ks[0]}")
+        _checked("select_metric", self.select_metric)
         metric, _, k = self.select_metric.partition("@")
         if metric not in DEFAULT_METRICS or not k.isdigit() or int(k) not in self.ks:
             raise ConfigError(f"select_metric = {self.select_metric!r}: expected <metric>@<k> with metric one of "
