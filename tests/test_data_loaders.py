@@ -413,3 +413,16 @@ def test_non_utf8_bytes_are_an_error_naming_the_file(tmp_path):
         path.write_bytes(text)
         with pytest.raises(DataFormatError, match=re.escape(f"{path}: not UTF-8 text")):
             read_recbole_inter(path)
+
+
+def test_unicode_digits_are_not_ids(tmp_path):
+    """``str.isdigit`` and regex ``\\d`` accept "³" and "٣", which ``int`` / numpy then fail on."""
+    from qrec.data.loaders import read_movie_genres
+
+    movies = tmp_path / "movies.dat"
+    movies.write_bytes("³::Jumanji (1995)::Adventure\n".encode("latin-1"))  # GroupLens files are latin-1
+    with raises_at(movies, 1, "movie id '³' is not an integer"):
+        read_movie_genres(movies)
+    path = write(tmp_path, "x.csv", "user,item\n1,2\n٣,3\n")
+    data = read_named_table(path)  # not integers: kept as string ids
+    assert sorted(data.user_ids.tolist()) == ["1", "٣"]

@@ -529,3 +529,23 @@ def test_a_grid_into_another_results_folder_reports_there(seq_file, tmp_path, mo
     assert main(["experiment", str(preset), "--results", "elsewhere", "--max-runs", "1", "--threads", "1"]) == 0
     assert (tmp_path / "RESULTS.md").read_text() == "ours\n"
     assert "## tiny" in (tmp_path / "elsewhere" / "RESULTS.md").read_text()
+
+
+def test_an_artifact_naming_a_foreign_file_as_its_data_echoes_none_of_it(seq_file, tmp_path, capsys):
+    """The manifest picks the data file: an error about that file used to print its first line (/etc/passwd)."""
+    from safetensors.torch import load_file, save_file
+
+    from qrec.export.artifact import export_model, read_manifest
+
+    res = fit(_cfg(seq_file, epochs=1), None, progress=False, log=lambda s: None)
+    artifact = tmp_path / "m.safetensors"
+    export_model(res.model, res.config.to_dict(), artifact, res.split.train.user_ids, res.split.train.item_ids)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:secret-first-line\n")
+    manifest = read_manifest(artifact)
+    manifest["config"] |= {"dataset": "table", "data_path": str(secret)}
+    save_file(load_file(artifact), artifact, metadata={"qrec": json.dumps(manifest)})
+    for command in (["evaluate", str(artifact)], ["recommend", str(artifact), "--user", "1"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "its manifest names the data 'table'" in err and "secret-first-line" not in err

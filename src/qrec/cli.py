@@ -120,7 +120,12 @@ def _load_artifact(path: str):
     from qrec.train.pipeline import load_split
 
     cfg = RunConfig.from_dict(read_manifest(path)["config"], source=path)
-    split = load_split(cfg)
+    try:
+        split = load_split(cfg)
+    except QrecError as e:  # the file was chosen by the artifact, not by the user: echo none of its content
+        raise QrecError(f"{path}: its manifest names the data {cfg.dataset!r} at {cfg.data_path}, which cannot be "
+                        f"read as such ({type(e).__name__}; `qrec data info {cfg.dataset} --path ...` on your own "
+                        "copy shows why)") from None
     return load_model(path, split)[0], cfg, split
 
 

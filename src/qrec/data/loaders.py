@@ -447,7 +447,7 @@ def _column_ids(
             raise DataFormatError(path, f"{role} id {array[k]:g} is not an integer", int(line_no[k]))
         return array.astype(np.int64)
     strings = values.astype(str).str.strip()
-    is_int = strings.str.fullmatch(r"-?\d{1,18}").to_numpy(dtype=bool)
+    is_int = strings.str.fullmatch(r"-?[0-9]{1,18}").to_numpy(dtype=bool)  # [0-9]: "³" is a \d, not an int
     if is_int.all():  # integer ids read as text (e.g. RecBole tokens)
         return strings.astype(np.int64).to_numpy()
     if integer_only:
@@ -496,7 +496,9 @@ def _column_times(path: Path, values: pd.Series, line_no: np.ndarray) -> np.ndar
     if is_number.any():
         k = int(np.flatnonzero(is_number)[0])
         raise DataFormatError(path, f"timestamp {_echo(values.iloc[k])} is a number among dates", int(line_no[k]))
-    return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    # Unix seconds through numpy, whatever unit pandas parsed in (subtracting a nanosecond Timestamp would
+    # overflow on dates before 1677)
+    return dates.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
 def _check_present(path: Path, values: pd.Series, line_no: np.ndarray, role: str) -> None:
@@ -699,7 +701,7 @@ def read_movie_genres(path) -> dict[int, frozenset[str]]:
         else:
             raise DataFormatError(path, f"expected `id::title::genres` or `id|title|date|video|url|` + "
                                         f"{len(_ML100K_GENRES)} 0/1 flags, found {len(fields)} fields", line_no)
-        if not fields[0].strip().isdigit() or len(fields[0].strip()) > _MAX_DIGITS:
+        if not re.fullmatch(r"[0-9]{1,18}", fields[0].strip()):  # not isdigit(): "³" is a digit to it
             raise DataFormatError(path, f"movie id {_echo(fields[0])} is not an integer", line_no)
         genres[int(fields[0])] = names
     if not genres:

@@ -100,10 +100,12 @@ class RunConfig:
 
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a table of config keys, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(map(str, set(raw) - known))
         if unknown:
-            raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
+            raise ConfigError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
         try:
             return cls(**raw)
         except ConfigError as e:
