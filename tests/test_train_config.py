@@ -144,3 +144,15 @@ def test_recommend_never_returns_seen_items(seq_file, tmp_path, capsys):
     assert len(line["items"]) == 60 - len(seen) and not seen & set(line["items"])
     assert all(math.isfinite(s) for s in line["scores"])
     assert main(["recommend", str(artifact), "--user", "1", "-k", "61"]) == 2
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("seed", 10**400, "seed = 1000000000000000000000000000000000000...: must be >= 0 and < 2**32"),
+    ("epochs", 10**30, "epochs = 1000000000000000000000000000000: must be >= 1 and < 2**63"),
+    ("lr", 10**400, "lr = 1000000000000000000000000000000000000...: must be finite"),
+    ("device", "x" * 300, "device = '" + "x" * 36 + "...: expected cpu"),
+])
+def test_huge_values_are_refused_with_a_short_echo(key, value, message):
+    """Found by fuzzing the TOML reader: a 400-digit seed raised OverflowError from math.isfinite."""
+    with pytest.raises(ConfigError, match=_escape(message)):
+        RunConfig(**{key: value})

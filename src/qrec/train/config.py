@@ -73,7 +73,7 @@ class RunConfig:
         _checked("select_metric", self.select_metric)
         metric, _, k = self.select_metric.partition("@")
         if metric not in DEFAULT_METRICS or not k.isdigit() or int(k) not in self.ks:
-            raise ConfigError(f"select_metric = {self.select_metric!r}: expected <metric>@<k> with metric one of "
+            raise ConfigError(f"{_said('select_metric', self.select_metric)}: expected <metric>@<k> with metric one of "
                               f"{list(DEFAULT_METRICS)} and k one of ks = {list(self.ks)}")
 
     @property
@@ -151,44 +151,58 @@ def _checked(key: str, value):
             return None
         number = _real(key, value)
         if number < 0 or (number == 0 and key != "weight_decay"):
-            raise ConfigError(f"{key} = {value!r}: must be {'>= 0' if key == 'weight_decay' else 'positive'}")
+            raise ConfigError(f"{_said(key, value)}: must be {'>= 0' if key == 'weight_decay' else 'positive'}")
         return number
     if key == "ks":
         ks = (value,) if isinstance(value, numbers.Number) else value
         if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__") or not len(ks := tuple(ks)):
-            raise ConfigError(f"ks = {value!r}: expected a non-empty list of cut-offs, e.g. [10, 20]")
+            raise ConfigError(f"{_said('ks', value)}: expected a non-empty list of cut-offs, e.g. [10, 20]")
         return tuple(_integer("ks", k, 1) for k in ks)
     if key == "model_options":
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
-            raise ConfigError(f"model_options = {value!r}: expected a table of named options")
+            raise ConfigError(f"{_said('model_options', value)}: expected a table of named options")
         return dict(value)
     if value is None and key in ("data_path", "user_embedding"):
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{key} = {value!r}: expected a non-empty string")
+        raise ConfigError(f"{_said(key, value)}: expected a non-empty string")
     choices = {"recall_denominator": RECALL_DENOMINATORS, "given_test": GIVEN_TEST}.get(key)
     if choices is not None and value not in choices:
-        raise ConfigError(f"{key} = {value!r}: expected one of {list(choices)}")
+        raise ConfigError(f"{_said(key, value)}: expected one of {list(choices)}")
     if key == "device" and not _DEVICE.fullmatch(value):
-        raise ConfigError(f"device = {value!r}: expected cpu, cuda or cuda:<index>")
+        raise ConfigError(f"{_said('device', value)}: expected cpu, cuda or cuda:<index>")
     return value
 
 
 def _integer(key: str, value, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value != int(value):
-        raise ConfigError(f"{key} = {value!r}: expected a whole number{_unquote_hint(value)}")
-    if not low <= int(value) < (_SEED_BOUND if key == "seed" else 2**63):
-        raise ConfigError(f"{key} = {value!r}: must be >= {low}" + (f" and < 2**32" if key == "seed" else ""))
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                    and value == int(value))
+    if isinstance(value, bool) or not whole:
+        raise ConfigError(f"{_said(key, value)}: expected a whole number{_unquote_hint(value)}")
+    high = _SEED_BOUND if key == "seed" else 2**63
+    if not low <= int(value) < high:
+        raise ConfigError(f"{_said(key, value)}: must be >= {low}" + (" and < 2**32" if key == "seed" else
+                                                                      " and < 2**63" if value >= high else ""))
     return int(value)
 
 
 def _real(key: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ConfigError(f"{key} = {value!r}: expected a number{_unquote_hint(value)}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{key} = {value!r}: must be finite")
-    return float(value)
+        raise ConfigError(f"{_said(key, value)}: expected a number{_unquote_hint(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{_said(key, value)}: must be finite")
+    return number
 
 
 def _unquote_hint(value) -> str:
     return " (written as a string: drop the quotes)" if isinstance(value, str) else ""
+
+
+def _said(key: str, value) -> str:
+    """``key = value`` for a message, the value cut to 40 characters (a file may hold a huge one)."""
+    shown = repr(value)
+    return f"{key} = {shown if len(shown) <= 40 else shown[:37] + '...'}"
