@@ -6,12 +6,12 @@ STAMP   = $(VENV)/.qrec-installed
 
 .PHONY: demo test results install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[test]'
 	# MovieLens-100K ships inside the recbole wheel; installed without its dependencies, as a data package only.
-	$(BIN)/python -m pip install -q --no-deps recbole==1.2.1
+	$(BIN)/python -m pip install -q -c constraints.txt --no-deps recbole==1.2.1
 	touch $(STAMP)
 
 install: $(STAMP)

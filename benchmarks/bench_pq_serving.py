@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
 
-from qrec.compress.dpq import gather_centroids  # noqa: E402
+from qrec.retrieval.pqscan import gather_centroids  # noqa: E402
 from qrec.retrieval.pqscan import pq_scores, pq_topk  # noqa: E402
 
 

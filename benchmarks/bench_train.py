@@ -76,7 +76,7 @@ def interleaved(model_name: str, specs: list[str], rounds: int, batches: int, ba
 def footprint(model_name: str, spec: str, batch_size: int, dataset: str, device: str = "cpu") -> dict:
     """Peak memory after 50 training batches (RSS; on CUDA the allocator's peak), and full-ranking evaluation
     of all test users (own process)."""
-    from qrec.eval.evaluate import evaluate_model
+    from qrec.models.evaluate import evaluate_model
 
     setup = _setup(model_name, spec, batch_size, dataset, device)
     _train(setup, 50, 0)

@@ -10,11 +10,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from qrec.compress import build_table
-from qrec.compress.dpq import gather_centroids, split
+from qrec.compress.dpq import split
+from qrec.retrieval.pqscan import gather_centroids
 from qrec.compress.lowrank import LowRankEmbedding
 from qrec.compress.nearest import nearest_codes, nearest_exhaustive, nearest_matmul, nearest_sorted
 from qrec.compress.scalar import ScalarQuantized
-from qrec.compress.ste import one_hot_straight_through, straight_through
+from qrec.quant.ste import one_hot_straight_through, straight_through
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -396,8 +397,9 @@ def test_learned_codebooks_observed_band():
 def test_fused_vq_lookup_equals_the_composed_reference(beta, with_inverse, s):
     """``vq_lookup`` (one autograd node) against gather + straight-through + centroid loss composed from
     autograd ops, float64, random inputs with repeated ids: the same values and the same gradients."""
-    from qrec.compress.dpq import gather_centroids, split, unique_ids, vq_aux_terms, vq_lookup
-    from qrec.compress.ste import straight_through
+    from qrec.compress.dpq import split, unique_ids, vq_aux_terms, vq_lookup
+    from qrec.retrieval.pqscan import gather_centroids
+    from qrec.quant.ste import straight_through
 
     n, D, K = 13, 4, 8
     ids = torch.randint(0, n, (40,), generator=_gen(11 + s))

@@ -257,6 +257,22 @@ class TestMGQEUnsharedK(TableConformance):
     spec = "mgqe-uk8x16/4@0.25"
 
 
+class TestBinary(TableConformance):
+    spec = "bin"
+
+
+class TestBinaryGaussian(TableConformance):
+    spec = "bin-gaussian"
+
+
+class TestUniform2(TableConformance):
+    spec = "q2"
+
+
+class TestUniform8(TableConformance):
+    spec = "q8"
+
+
 class TestMGQEUnsharedD(TableConformance):
     spec = "mgqe-ud8/4x16@0.25"
 
@@ -283,7 +299,7 @@ def test_mgqe_tail_rows_use_only_the_first_k2_centroids():
 @pytest.mark.parametrize("spec", ["mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "dpq8x16", "sq4", "sq3-ptq"])
 def test_codes_are_what_the_table_decodes(spec):
     """``codes()`` (what Fig. 8 compares) rebuilds the eval-mode table through its codebooks, row by row."""
-    from qrec.compress.dpq import gather_centroids
+    from qrec.retrieval.pqscan import gather_centroids
     from qrec.compress.scalar import dequantize
 
     torch.manual_seed(0)
@@ -308,7 +324,8 @@ def test_variable_d_mgqe_has_no_single_code_matrix():
 
 def test_mgqe_groupwise_lookup_equals_quantizing_rows_one_by_one():
     """Algorithm 1 (split by group, one call per group, reorder) = the per-item map it replaces."""
-    from qrec.compress.dpq import gather_centroids, split
+    from qrec.compress.dpq import split
+    from qrec.retrieval.pqscan import gather_centroids
     from qrec.compress.nearest import nearest_codes
 
     torch.manual_seed(0)

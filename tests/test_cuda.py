@@ -157,7 +157,7 @@ def test_code_scores_on_cuda_equal_the_dequantized_float(bits):
 
 @pytest.mark.parametrize("method", ["lut", "decode", "auto"])
 def test_pq_scores_on_cuda_equal_the_float64_reference(method):
-    from qrec.compress.dpq import gather_centroids
+    from qrec.retrieval.pqscan import gather_centroids
     from qrec.retrieval.pqscan import pq_scores
 
     g = torch.Generator().manual_seed(5)

@@ -1,4 +1,4 @@
-"""``evaluate_model``'s masking conventions against a brute-force leave-one-out ranking."""
+"""``evaluate_split``'s masking conventions against a brute-force leave-one-out ranking."""
 
 from __future__ import annotations
 
@@ -12,19 +12,13 @@ from hypothesis import strategies as st
 
 from qrec.data import Interactions
 from qrec.data.splits import leave_one_out
-from qrec.eval.evaluate import evaluate_model
-from qrec.models.base import Recommender
+from qrec.eval.evaluate import evaluate_split, ranking_problem
 
 
-class FixedScores(Recommender):
+def fixed_scores(scores: np.ndarray):
     """Scores are a fixed matrix: what is ranked is known, so only the masking is under test."""
-
-    def __init__(self, scores: np.ndarray):
-        super().__init__(*scores.shape)
-        self.scores = torch.nn.Parameter(torch.from_numpy(scores), requires_grad=False)  # a parameter: its device
-
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        return self.scores[users]
+    table = torch.from_numpy(scores)
+    return lambda users: table[users]
 
 
 def _random_split(rng, n_users: int, n_items: int):
@@ -65,7 +59,7 @@ def test_each_mask_matches_brute_force(seed, n_users, n_items, k, mask):
     if len(split.test) == 0:
         return
     scores = rng.permutation(n_users * n_items).reshape(n_users, n_items).astype(np.float64)  # no ties
-    got = evaluate_model(FixedScores(scores), split, "test", ks=(k,), mask=mask)
+    got = evaluate_split(fixed_scores(scores), split, "test", ks=(k,), mask=mask)
     hr, ndcg = _brute_force(scores, split, mask, k)
     assert got["users"] == len(split.test)
     assert got[f"hr@{k}"] == pytest.approx(hr, abs=1e-12)
@@ -80,13 +74,22 @@ def test_an_unmasked_validation_item_pushes_the_hit_down():
         split = _random_split(rng, 1, 8)
     scores = np.zeros((1, 8))
     scores[0, split.valid.items[0]], scores[0, split.test.items[0]] = 2.0, 1.0
-    model = FixedScores(scores)
-    assert evaluate_model(model, split, ks=(1,), mask="seen")["hr@1"] == 1.0
-    assert evaluate_model(model, split, ks=(1,), mask="train")["hr@1"] == 0.0
-    assert evaluate_model(model, split, ks=(2,), mask="train")["ndcg@2"] == pytest.approx(1 / math.log2(3))
+    model = fixed_scores(scores)
+    assert evaluate_split(model, split, ks=(1,), mask="seen")["hr@1"] == 1.0
+    assert evaluate_split(model, split, ks=(1,), mask="train")["hr@1"] == 0.0
+    assert evaluate_split(model, split, ks=(2,), mask="train")["ndcg@2"] == pytest.approx(1 / math.log2(3))
 
 
 def test_unknown_mask_is_refused():
     split = _random_split(np.random.default_rng(1), 3, 6)
     with pytest.raises(ValueError, match="mask must be one of"):
-        evaluate_model(FixedScores(np.zeros((3, 6))), split, mask="valid")
+        evaluate_split(fixed_scores(np.zeros((3, 6))), split, mask="valid")
+
+
+def test_unknown_stage_is_refused_and_the_problem_names_its_parts():
+    split = _random_split(np.random.default_rng(2), 4, 6)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        ranking_problem(split, "train")
+    users, truth, exclude = ranking_problem(split, "test", "seen")
+    assert list(users) == sorted(set(split.test.users.tolist()))
+    assert truth.nnz == len(split.test) and len(exclude) == (2 if len(split.valid) else 1)

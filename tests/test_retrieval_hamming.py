@@ -120,7 +120,7 @@ def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k
     items in the same order, same values, ties to the lower index, masked items only in a short row's tail."""
     import scipy.sparse as sp
 
-    from qrec.eval.ranking import topk_deterministic
+    from qrec.retrieval.topk import topk_deterministic
 
     k = min(k, N)
     g = torch.Generator().manual_seed(seed)

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from qrec.compress.coded import narrow_codes
-from qrec.compress.packing import pack_bits
+from qrec.quant.packing import pack_bits
 from qrec.retrieval import pqscan
 from qrec.retrieval.pqscan import lookup_tables, pq_scores
 
@@ -85,7 +85,7 @@ def test_pq_topk_equals_ranking_the_masked_score_matrix(monkeypatch, D, bits, s,
     ties (repeated codes) by the lower row, masked rows last; row blocks smaller than the table."""
     import scipy.sparse as sp
 
-    from qrec.eval.ranking import masked_topk
+    from qrec.retrieval.topk import masked_topk
 
     monkeypatch.setattr(pqscan, "TOPK_ROWS", 7)  # the same value for every example: the fixture is not reset
     g = torch.Generator().manual_seed(seed)

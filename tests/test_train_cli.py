@@ -446,7 +446,7 @@ def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
     assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
-        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]
+        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]
     assert rows[0].endswith("| 100.0% | 100.0% |")
     hr = [float(r.split(" | ")[1]) for r in rows]
     assert abs(hr[1] - hr[0]) <= abs(hr[2] - hr[0]) + 1e-9  # 8 bits hold the float model at least as well as 1

@@ -59,7 +59,7 @@ def _config(args):
 
 def _parse_options(items: list[str]) -> dict:
     """``["bits=2", "estimator=ewgs"]`` -> ``{"bits": 2, "estimator": "ewgs"}`` (numbers and booleans as TOML)."""
-    import tomllib
+    from qrec import toml as tomllib
 
     out = {}
     for item in items:
@@ -100,7 +100,7 @@ def summary_line(rec: dict) -> str:
 
 
 def cmd_evaluate(args) -> int:
-    from qrec.eval.evaluate import evaluate_model
+    from qrec.models.evaluate import evaluate_model
 
     artifact = Path(args.checkpoint).suffix == ".safetensors"
     if artifact and args.last:

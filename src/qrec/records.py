@@ -68,8 +68,8 @@ def build_record(result, extra: dict | None = None) -> dict:
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": machine(),
     }
-    if callable(getattr(model, "diagnostics", None)):  # model-specific state worth keeping (e.g. EWGS's delta)
-        record["diagnostics"] = model.diagnostics()
+    if diagnostics := model.diagnostics():  # model-specific state worth keeping (e.g. EWGS's delta)
+        record["diagnostics"] = diagnostics
     if extra:
         record.update(extra)
     return record

@@ -13,10 +13,21 @@ from abc import ABC, abstractmethod
 import torch
 from torch import nn
 
+from qrec.retrieval.topk import masked_topk
+
 
 def tensor_bits(tensors: dict[str, torch.Tensor]) -> int:
     """Bits held by a dict of tensors (numel x element size)."""
     return sum(int(t.numel()) * t.element_size() * 8 for t in tensors.values())
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where a module computes: its first parameter's or buffer's device (a served scorer may hold only buffers)."""
+    for t in module.parameters():
+        return t.device
+    for t in module.buffers():
+        return t.device
+    return torch.device("cpu")
 
 
 class EmbeddingTable(nn.Module, ABC):
@@ -60,15 +71,17 @@ class EmbeddingTable(nn.Module, ABC):
 
     def topk(self, queries: torch.Tensor, k: int, exclude=None, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's ``k`` best rows by ``scores(queries) + offset``, ``exclude`` (a scipy sparse matrix, one
-        row per query) masked: ``(indices, values)`` as ``qrec.eval.ranking.masked_topk``."""
-        from qrec.eval.ranking import masked_topk
-
+        row per query) masked: ``(indices, values)`` as ``qrec.retrieval.topk.masked_topk``."""
         return masked_topk(self.scores(queries) + offset, k, exclude)
 
     def aux_loss(self) -> torch.Tensor:
         """Extra training loss of this training step (e.g. DPQ's centroid loss, averaged over every forward
         call since it was last read: BPR looks a table up more than once per step); 0 by default."""
         return torch.zeros((), device=self._device())
+
+    def codes(self) -> torch.Tensor:
+        """Each row's discrete codes ``(n, positions)`` (scalar levels, centroid indices); float tables have none."""
+        raise NotImplementedError(f"a {self.spec!r} table stores no codes")
 
     @abstractmethod
     def export(self) -> dict[str, torch.Tensor]:
@@ -91,8 +104,4 @@ class EmbeddingTable(nn.Module, ABC):
         return f"spec={self.spec!r}, n={self.num_embeddings}, d={self.dim}"
 
     def _device(self) -> torch.device:
-        for p in self.parameters():
-            return p.device
-        for b in self.buffers():
-            return b.device
-        return torch.device("cpu")
+        return module_device(self)

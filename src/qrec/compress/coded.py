@@ -20,7 +20,8 @@ from dataclasses import dataclass
 import torch
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.packing import unpack_bits
+from qrec.quant.packing import unpack_bits
+from qrec.retrieval.pqscan import gather_centroids, pq_scores, pq_topk
 
 __all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes"]
 
@@ -35,8 +36,6 @@ class CodedPart:
 
     def decode(self, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Float rows of this part (all, or those at ``positions`` within it)."""
-        from qrec.compress.dpq import gather_centroids
-
         codes = self.codes if positions is None else self.codes[positions]
         return gather_centroids(self.codebook, codes.long())
 
@@ -96,8 +95,6 @@ class CodedEmbedding(EmbeddingTable):
 
     def scores(self, queries: torch.Tensor) -> torch.Tensor:
         """``queries @ table.T`` from the codes, ``(B, n)``."""
-        from qrec.retrieval.pqscan import pq_scores
-
         queries = queries.detach().float().cpu()
         if self.parts[0].rows is None:
             return pq_scores(queries, self.parts[0].codes, self.parts[0].codebook, self.method)
@@ -111,8 +108,6 @@ class CodedEmbedding(EmbeddingTable):
         (``pq_topk``), never the whole score matrix; several parts: score, then rank."""
         if self.parts[0].rows is not None:
             return super().topk(queries, k, exclude, offset)
-        from qrec.retrieval.pqscan import pq_topk
-
         part = self.parts[0]
         return pq_topk(queries.detach().float().cpu(), part.codes, part.codebook, k, exclude, self.method, offset)
 

@@ -49,8 +49,9 @@ from torch import nn
 from qrec.compress.base import EmbeddingTable
 from qrec.compress.coded import CodedPart, decode_parts, narrow_codes
 from qrec.compress.nearest import carried_order, nearest_codes, rows_per_chunk
-from qrec.compress.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
-from qrec.compress.ste import straight_through, zero_with_grad_of
+from qrec.quant.packing import MAX_BITS, pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.ste import straight_through, zero_with_grad_of
+from qrec.retrieval.pqscan import gather_centroids, select_rows
 from qrec.errors import SpecError
 
 _BN_MOMENTUM, _BN_EPS = 0.01, 1e-3  # TF's batch_normalization defaults (momentum 0.99 in TF's convention)
@@ -82,25 +83,6 @@ def split(x: torch.Tensor, D: int) -> torch.Tensor:
     return x.reshape(x.shape[0], D, -1)
 
 
-def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """``out[b] = [c^(1)_{codes[b,1]}; ...; c^(D)_{codes[b,D]}]``, ``(B, d)``; differentiable in ``centroids``.
-
-    One ``index_select`` on the flattened ``(D K, s)`` codebook: its backward is an ``index_add`` (advanced
-    indexing's is a sort-based ``index_put``, several times slower on the CPU)."""
-    D, K, s = centroids.shape
-    flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
-    return _select_rows(centroids.reshape(D * K, s), flat).reshape(codes.shape[0], D * s)  # 0 rows too
-
-
-def _select_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-    """``rows[index]`` of a 2-D table. One-float rows (scalar subspaces, the paper's D = d) are selected from
-    the 1-D view: torch's CPU ``index_select`` of 1-wide rows takes a slow path, 6-9x slower for the
-    ~60K codes of a training step (same values, exactly)."""
-    if rows.shape[1] == 1:
-        return rows.reshape(-1).index_select(0, index).unsqueeze(1)
-    return rows.index_select(0, index)
-
-
 def responses(x: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     """DPQ's responses ``-||x^(j) - c^(j)_k||^2`` as ``(D, B, K)`` (subspace-major, so no big transposes) for
     ``x (B, D, s)``, ``centroids (D, K, s)``: ``2 x.c - ||x||^2 - ||c||^2`` in one batched matmul-add;
@@ -120,7 +102,7 @@ class _VQLookup(torch.autograd.Function):
     def forward(ctx, query, centroids, x, rows, codes, counts, inverse, beta):
         D, K = centroids.shape[:2]
         flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
-        q = _select_rows(centroids.detach().reshape(D * K, -1), flat).reshape_as(x)
+        q = select_rows(centroids.detach().reshape(D * K, -1), flat).reshape_as(x)
         diff = q - x  # x: the detached query rows
         weighted = diff * counts.unsqueeze(1).to(diff.dtype)
         aux = (1.0 + beta) * (diff * weighted).sum()

@@ -43,9 +43,10 @@ from torch import nn
 
 from qrec.compress.base import EmbeddingTable
 from qrec.compress.coded import CodedPart, decode_parts, narrow_codes
-from qrec.compress.dpq import AuxLoss, code_bits, gather_centroids, split, unique_ids, vq_lookup
+from qrec.compress.dpq import AuxLoss, code_bits, split, unique_ids, vq_lookup
+from qrec.retrieval.pqscan import gather_centroids
 from qrec.compress.nearest import carried_order, nearest_codes
-from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.packing import pack_bits, packed_nbytes, unpack_bits
 from qrec.data.partition import group_ids, head_size
 from qrec.errors import SpecError
 

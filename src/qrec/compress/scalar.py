@@ -25,12 +25,17 @@ as float32: ``8 ceil(n d b / 8) + 64 d`` bits. Table 1 of the paper counts ``n d
 
 from __future__ import annotations
 
+import re
+
 import torch
 from torch import nn
 
 from qrec.compress.base import EmbeddingTable
-from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
-from qrec.compress.ste import straight_through
+from qrec.quant.packing import pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.ste import straight_through
+
+# The spec family this module owns (``qrec.compress.spec`` registers it): b bits per dim, optionally post-training.
+SPEC_PATTERN = re.compile(r"sq(?P<b>\d+)(?P<ptq>-ptq)?")
 
 
 def scalar_bits(n: int, d: int, b: int) -> int:
@@ -121,7 +126,4 @@ class ScalarQuantized(EmbeddingTable):
 
 
 def _bits_of(spec: str) -> int:
-    from qrec.compress.spec import parse_spec
-
-    _, m = parse_spec(spec)
-    return int(m["b"])
+    return int(SPEC_PATTERN.fullmatch(spec.strip())["b"])

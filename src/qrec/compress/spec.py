@@ -10,6 +10,8 @@ Grammar (faiss ``index_factory`` in spirit):
   mgqe<D>x<K1>/<K2>@<f>         MGQE shared centroids, head fraction f gets K1, tail K2
   mgqe-uk<D>x<K1>/<K2>@<f>      MGQE unshared centroids, variable K
   mgqe-ud<D1>/<D2>x<K>@<f>      MGQE unshared centroids, variable D
+  bin[-ste|-gaussian|-fourier]  1 bit per value: sign x per-row scale (L2Q / BiGeaR), sign surrogate gradient
+  q<b>                          b bits per value (1 <= b <= 8) on a symmetric per-row grid (HQ-GNN), STE
   More MGQE tiers: one more K (or D) and one more cumulative fraction each, e.g. mgqe64x256/64/16@0.1/0.3
   (top 10% of rows by frequency get 256 centroids, the next 20% 64, the rest 16).
 """
@@ -75,9 +77,11 @@ def code_size(spec: str, n: int, d: int) -> int:
 def _register_builtin() -> None:
     from qrec.compress.dpq import DPQEmbedding, dpq_bits
     from qrec.compress.full import FullEmbedding
+    from qrec.compress.lowbit import BIN_PATTERN, UNIFORM_PATTERN, LowBitEmbedding, bits_of_spec, lowbit_bits
     from qrec.compress.lowrank import LowRankEmbedding, lowrank_bits
     from qrec.compress.mgqe import SPEC_PATTERN as MGQE_PATTERN
     from qrec.compress.mgqe import MGQEConfig, MGQEEmbedding, mgqe_bits
+    from qrec.compress.scalar import SPEC_PATTERN as SQ_PATTERN
     from qrec.compress.scalar import ScalarQuantized, scalar_bits
 
     def _positive(m: re.Match, group: str) -> int:
@@ -105,7 +109,7 @@ def _register_builtin() -> None:
         lambda m, w, f, seed: LowRankEmbedding.from_float(w, _positive(m, "r")),
     )
     register(
-        r"sq(?P<b>\d+)(?P<ptq>-ptq)?",
+        SQ_PATTERN.pattern,
         lambda m, n, d, frequencies=None, **o: ScalarQuantized(n, d, _sq_bits(m), ptq=bool(m["ptq"]), **o),
         lambda m, n, d: scalar_bits(n, d, _sq_bits(m)),
         lambda m, w, f, seed: ScalarQuantized.from_float(w, _sq_bits(m)),
@@ -124,6 +128,22 @@ def _register_builtin() -> None:
         lambda m, n, d: mgqe_bits(MGQEConfig.from_match(m), n, d),
         lambda m, w, f, seed: MGQEEmbedding.from_float(w, MGQEConfig.from_match(m), f, seed=seed),
     )
+
+    def _lowbit(m: re.Match) -> tuple[int, str | None]:
+        try:
+            bits = bits_of_spec(m.string)
+        except ValueError as e:
+            raise SpecError(str(e)) from None
+        binary = BIN_PATTERN.fullmatch(m.string.strip())
+        return bits, (binary["estimator"] or "ste") if binary else None
+
+    for pattern in (BIN_PATTERN, UNIFORM_PATTERN):
+        register(
+            pattern.pattern,
+            lambda m, n, d, frequencies=None, **o: LowBitEmbedding(n, d, *_lowbit(m), **o),
+            lambda m, n, d: lowbit_bits(n, d, _lowbit(m)[0]),
+            lambda m, w, f, seed: LowBitEmbedding.from_float(w, *_lowbit(m)),
+        )
 
     def _vq_only(m: re.Match):
         if m["sx"] or m["bn"]:

@@ -1,53 +1,50 @@
-"""Evaluate a trained model on a split: full ranking over all items, seen items masked.
+"""Evaluate scores on a split: full ranking over all items, seen items masked.
 
 Validation masks the user's training items; test masks training and validation items (the MGQE/SASRec
-leave-one-out protocol). ``mask`` names the other conventions met in papers, to compare against them. Ranking and metric formulas live in ``ranking.py`` / ``metrics.py``.
+leave-one-out protocol). ``mask`` names the other conventions met in papers, to compare against them.
+This module sees a score function, never a model (``qrec.models.evaluate_model`` prepares a model and
+calls it); ranking and metric formulas live in ``ranking.py`` / ``metrics.py``.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from qrec.data import Split
 from qrec.errors import QrecError
-from qrec.eval.ranking import evaluate_full_ranking
-from qrec.models.base import Recommender
+from qrec.eval.ranking import ScoreFn, evaluate_full_ranking
 
 DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
 MASKS = ("seen", "train", "none")  # every known item / the training items only / nothing
+STAGES = ("valid", "test")
 
 
-@torch.no_grad()
-def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10,), recall_denominator: str = "test", batch_size: int = 1024, progress: bool = False, mask: str = "seen") -> dict:
-    """Full-ranking metrics of ``model`` at ``stage``. ``mask``: which of the user's known items cannot be
-    recommended: ``"seen"`` (training, and at test validation items: qrec's protocol), ``"train"`` (training
-    items only: at test the validation item stays rankable) or ``"none"``."""
-    if stage not in ("valid", "test"):
-        raise ValueError(f"stage must be 'valid' or 'test', got {stage!r}")
+def ranking_problem(split: Split, stage: str = "test", mask: str = "seen") -> tuple[np.ndarray, sp.csr_matrix, list]:
+    """``(users, truth, exclude)`` of ``stage``: the users with held-out items, those items as a CSR matrix, and
+    the matrices of items ``mask`` keeps out of the ranking: ``"seen"`` (training, and at test validation
+    items: qrec's protocol), ``"train"`` (training items only: at test the validation item stays rankable)
+    or ``"none"``."""
+    if stage not in STAGES:
+        raise ValueError(f"stage must be one of {STAGES}, got {stage!r}")
     if mask not in MASKS:
         raise ValueError(f"mask must be one of {MASKS}, got {mask!r}")
-    truth_part = split.valid if stage == "valid" else split.test
+    truth = (split.valid if stage == "valid" else split.test).to_csr()
     exclude = [] if mask == "none" else [split.train.to_csr()]
     if mask == "seen" and stage == "test" and len(split.valid):
         exclude.append(split.valid.to_csr())
-    truth = truth_part.to_csr()
-    users = np.flatnonzero(np.diff(truth.indptr))
+    return np.flatnonzero(np.diff(truth.indptr)), truth, exclude
+
+
+def evaluate_split(score_fn: ScoreFn, split: Split, stage: str = "test", ks=(10,), recall_denominator: str = "test",
+                   batch_size: int = 1024, progress: bool = False, mask: str = "seen",
+                   device: torch.device | str | None = None) -> dict:
+    """Full-ranking metrics of ``score_fn`` (user ids ``(B,)`` -> scores ``(B, n_items)``) at ``stage``."""
+    users, truth, exclude = ranking_problem(split, stage, mask)
     if users.size == 0:  # metrics of nobody would be NaN: never write them as a result
         raise QrecError(f"{split.name}: no {stage} interactions to evaluate")
-    was_training = model.training
-    model.eval()
-    if hasattr(model, "refresh"):
-        model.refresh()
-    if hasattr(model, "set_stage"):  # a sequential model reads the history this stage allows
-        model.set_stage(stage)
-    device = next(iter(model.parameters())).device
-    try:
-        return evaluate_full_ranking(
-            model.score_all, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
-            recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,
-        )
-    finally:
-        model.train(was_training)
-        if hasattr(model, "set_stage"):
-            model.set_stage("test")  # all known history: what serving reads
+    return evaluate_full_ranking(
+        score_fn, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
+        recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,
+    )

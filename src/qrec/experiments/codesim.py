@@ -61,10 +61,10 @@ def item_codes(run: str | Path) -> tuple[np.ndarray, list, str, Path | None]:
     from qrec.train.trainer import load_trained
 
     model, cfg, split = load_trained(run)
-    table = getattr(model, "item_table", None)
-    if table is None or not hasattr(table, "codes"):
+    table = model.embedding_tables().get("item_table")
+    if table is None or table.spec == "full" or table.spec.startswith("lr"):
         raise QrecError(f"{run}: needs a model with an item table of codes (sq, dpq, mgqe), got "
-                        f"{type(table).__name__ if table is not None else type(model).__name__}")
+                        f"{table.spec if table is not None else type(model).__name__}")
     folder = resolved_source(cfg.dataset, cfg.data_path).files[0].parent
     beside = next((folder / f for f in GENRE_FILES if (folder / f).is_file()), None)
     return table.codes().cpu().numpy(), list(split.train.item_ids), table.spec, beside

@@ -10,7 +10,7 @@ figures (those belong to one dataset). Strings in ``model_options`` may name ``{
 from __future__ import annotations
 
 import itertools
-import tomllib
+from qrec import toml as tomllib
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path

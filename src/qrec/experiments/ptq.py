@@ -7,8 +7,9 @@ to the quantization-aware run of the same format is training's contribution.
 * a LightGCN run: b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation, and
   1-bit codes of every layer (BiGeaR's form);
 * a GMF / NeuMF run with full tables (MGQE's baselines): every table in each spec's format, fitted to the
-  trained table (``qrec.compress.spec.compress_trained``: SQ by min/max, low rank by SVD, DPQ / MGQE
-  codebooks by k-means), evaluated at the run's selected (best validation) epoch.
+  trained table (``qrec.compress.spec.compress_trained``: SQ by per-dimension min/max, the GCN papers' per-row
+  b-bit grid ``q<b>``, low rank by SVD, DPQ / MGQE codebooks by k-means), evaluated at the run's selected (best
+  validation) epoch.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from qrec.compress.full import FullEmbedding
 from qrec.compress.spec import compress_trained
 from qrec.errors import QrecError
-from qrec.eval.evaluate import evaluate_model
+from qrec.models.evaluate import evaluate_model
 from qrec.models.binary_gcn import BinaryGCN
 from qrec.models.gmf import GMF
 from qrec.models.lightgcn import LightGCN
@@ -84,7 +85,8 @@ def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[i
         raise QrecError(f"{run}: a {cfg.model} run with {cfg.embedding} tables; qrec ptq quantizes a trained "
                         "full-precision run (lightgcn, or gmf / neumf with full tables)")
     variants = [(f"float32 (the trained {cfg.model})", model)]
-    variants += compressed_copies(model, split, [f"sq{b}-ptq" for b in bits] + list(specs), seed=cfg.seed)
+    per_bits = [f"sq{b}-ptq" for b in bits] + [f"q{b}" for b in bits]  # per-dimension min/max, per-row grid
+    variants += compressed_copies(model, split, per_bits + list(specs), seed=cfg.seed)
     return _table(run, model, cfg, split, ks, variants, "", "best validation epoch")
 
 

@@ -32,11 +32,12 @@ def export_model(model: Recommender, config: dict, path: str | Path, user_ids=No
     """Write ``model``'s serving form to ``path``; returns the manifest."""
     model = model.eval()
     tensors, tables, extra = {}, {}, {}
-    if callable(getattr(model, "export", None)):  # graph models serve their final embeddings' codes
-        for key, t in model.export().items():
+    served = model.export()
+    if served is not None:  # graph models serve their final embeddings' codes
+        for key, t in served.items():
             tensors[f"served/{key}"] = t.contiguous()
         extra["served"] = type(model).__name__
-        extra["served_meta"] = model.serving_meta() if callable(getattr(model, "serving_meta", None)) else {}
+        extra["served_meta"] = model.serving_meta()
     else:
         for name, table in model.embedding_tables().items():
             for key, t in table.export().items():

@@ -1,19 +1,32 @@
-"""What every backbone provides: scores for pairs, scores for all items, and its serving size."""
+"""The backbone protocol: everything the trainer, evaluation and export call on a model, declared here.
+
+Callers never probe a model with ``getattr`` / ``hasattr``: a backbone overrides what it needs and inherits
+no-op defaults for the rest (``tests/test_models_conformance.py`` runs the same checks on every backbone).
+"""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from qrec.compress.base import EmbeddingTable
+from qrec.compress.base import EmbeddingTable, module_device
+from qrec.retrieval.topk import masked_topk
 
 
 class Recommender(nn.Module):
     """A model over ``n_users`` x ``n_items`` whose embeddings live in ``EmbeddingTable``s.
 
-    Subclasses implement ``score`` (pairs -> logits, used in training) and ``score_all``
-    (users -> logits over every item, used by full-ranking evaluation and serving).
+    Subclasses implement ``score_all`` (users -> logits over every item: full-ranking evaluation and serving)
+    and, when trainable, ``training_loss``; ``loss_kind`` says which batches the trainer feeds it.
     """
+
+    #: the batches ``training_loss`` reads: ``"pointwise"`` (user, item, label), ``"bpr"`` (user, positive,
+    #: negative) or ``"sequence"`` (history windows with next-item targets)
+    loss_kind: ClassVar[str] = "pointwise"
+    #: Adam's betas (a backbone whose reference code sets its own, e.g. SASRec's 0.98, overrides them)
+    adam_betas: ClassVar[tuple[float, float]] = (0.9, 0.999)
 
     def __init__(self, n_users: int, n_items: int):
         super().__init__()
@@ -21,18 +34,50 @@ class Recommender(nn.Module):
         self.n_items = int(n_items)
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Logits of ``(users[i], items[i])`` pairs; by default read off ``score_all``."""
+        return self.score_all(users).gather(1, items.view(-1, 1)).view(-1)
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The loss of one batch of ``loss_kind``; a scorer loaded from an artifact cannot be trained."""
+        raise NotImplementedError(f"{type(self).__name__} is not trainable")
+
+    # ---- hooks with no-op defaults -------------------------------------------------------------------
+
+    def on_epoch_start(self) -> None:
+        """Called before each training epoch (e.g. a GCN re-reads its graph, EWGS re-estimates its delta)."""
+
+    def refresh(self) -> None:
+        """Drop state cached from the parameters (final embeddings, packed codes) before scoring."""
+
+    def set_stage(self, stage: str) -> None:
+        """Which history scoring may read: ``"valid"`` (training items) or ``"test"`` (training and validation
+        items: also what serving reads). Only models that read a user's history (SASRec) care."""
+
+    def diagnostics(self) -> dict:
+        """Model-specific state worth keeping in the run's record (e.g. EWGS's delta); JSON-serialisable."""
+        return {}
+
+    def export(self) -> dict[str, torch.Tensor] | None:
+        """The tensors a server holds when they are not the embedding tables themselves (a GCN serves its final
+        embeddings' codes); ``None``: the tables and dense weights are the served model."""
+        return None
+
+    def serving_meta(self) -> dict:
+        """Options the served scorer of ``export()``'s tensors needs (e.g. the bit width)."""
+        return {}
+
+    @property
+    def device(self) -> torch.device:
+        return module_device(self)
 
     @torch.no_grad()
     def topk(self, users: torch.Tensor, k: int, exclude=None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(items, scores)``, ``(B, k)``: each user's ``k`` best items, ``exclude`` (a ``(B, n_items)`` scipy
         sparse matrix, e.g. the seen items) masked, ordered by score then item index. Code scorers override
         this with a fused kernel that never holds the score matrix."""
-        from qrec.eval.ranking import masked_topk
-
         return masked_topk(self.score_all(users).clone(), k, exclude)
 
     def embedding_tables(self) -> dict[str, EmbeddingTable]:

@@ -89,29 +89,26 @@ def _graph_tables(split: Split, user_spec: str, item_spec: str, dim: int, init_s
 def _graph_model(cls_path: str):
     """A builder for a LightGCN-family class: the graph is the training split only (never valid/test)."""
 
-    def build(split, user_spec, item_spec, dim, init_std: float = 0.1, teacher: str | None = None, **options):
+    def build(split, user_spec, item_spec, dim, init_std: float = 0.1, teacher: Recommender | None = None, **options):
         module, name = cls_path.rsplit(".", 1)
         cls = getattr(__import__(module, fromlist=[name]), name)
         if teacher is not None:
-            return _from_teacher(cls, teacher, split, user_spec, item_spec, dim, options)
+            return _from_teacher(cls, teacher, user_spec, item_spec, dim, options)
         tables = _graph_tables(split, user_spec, item_spec, dim, init_std)
         return cls(split.n_users, split.n_items, split.train, dim=dim, init_std=init_std, **tables, **options)
 
     return build
 
 
-def _from_teacher(cls, run: str, split: Split, user_spec: str, item_spec: str, dim: int, options: dict):
-    """``teacher=<LightGCN run folder>``: start from its trained layer-0 tables (and, for the 1-bit GCN,
-    distil its top-ranked items), as BiGeaR trains its student from a full-precision LightGCN."""
+def _from_teacher(cls, teacher: Recommender, user_spec: str, item_spec: str, dim: int, options: dict):
+    """``teacher``: a trained LightGCN (``qrec.train`` resolves a teacher run to it): start from its trained layer-0
+    tables (and, for the 1-bit GCN, distil its top-ranked items), as BiGeaR trains its student from a
+    full-precision LightGCN."""
     from qrec.models.lightgcn import LightGCN
-    from qrec.train.trainer import load_trained
 
-    teacher, cfg, teacher_split = load_trained(run, last=True)
     if type(teacher) is not LightGCN:
-        raise SpecError(f"teacher {run!r} is a {cfg.model} run; a full-precision lightgcn run is needed")
-    if (teacher_split.n_users, teacher_split.n_items, len(teacher_split.train)) != (split.n_users, split.n_items, len(split.train)):
-        raise SpecError(f"teacher {run!r} was trained on another split ({cfg.dataset}, protocol {cfg.protocol})")
-    if cfg.dim != dim or {user_spec, item_spec} != {"full"}:
+        raise SpecError(f"the teacher is a {type(teacher).__name__}; a full-precision lightgcn run is needed")
+    if teacher.dim != dim or {user_spec, item_spec} != {"full"}:
         raise SpecError("a student of a teacher keeps its d and full layer-0 tables")
     return cls.from_lightgcn(teacher, **options)
 

@@ -36,6 +36,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from qrec.quant.packing import pack_rows
+from qrec.retrieval.topk import masked_topk, sorted_csr
+
 __all__ = [
     "n_words",
     "pack_signs",
@@ -63,21 +66,10 @@ def n_words(d: int) -> int:
     return (int(d) + 63) // 64
 
 
-def _bit_weights(device) -> torch.Tensor:
-    w = [1 << j for j in range(63)] + [-(1 << 63)]  # bit 63 as the int64 sign bit
-    return torch.tensor(w, dtype=torch.int64, device=device)
-
-
 def pack_signs(x: torch.Tensor) -> torch.Tensor:
-    """Bits ``x >= 0`` of the last axis packed into int64 words: ``(..., d) -> (..., ceil(d/64))``."""
-    d = x.shape[-1]
-    W = n_words(d)
-    bits = (x >= 0).to(torch.int64)
-    pad = W * 64 - d
-    if pad:
-        bits = torch.nn.functional.pad(bits, (0, pad))  # pad bits are 0 in every code
-    bits = bits.reshape(*x.shape[:-1], W, 64)
-    return (bits * _bit_weights(x.device)).sum(dim=-1)  # distinct powers of two: sum == bitwise or
+    """Bits ``x >= 0`` of the last axis packed into int64 words: ``(..., d) -> (..., ceil(d/64))`` (the rows of
+    ``qrec.quant.packing.pack_rows`` at 1 bit, aligned to 8 bytes, read as little-endian words)."""
+    return pack_rows(x >= 0, 1, align=8).view(torch.int64)
 
 
 _PM1_TABLE: dict = {}
@@ -223,7 +215,7 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     compiled loop scores ``chunk`` items at a time and keeps a sorted top-``k`` (CPU).
 
     ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.eval.ranking.topk_deterministic`` orders the masked score matrix (score descending, then item
+    ``qrec.retrieval.topk.topk_deterministic`` orders the masked score matrix (score descending, then item
     index ascending; masked items score ``-inf`` and fill a row's tail only when fewer than ``k`` remain).
     """
     from qrec.retrieval.kernels import popcount_topk as kernel
@@ -238,21 +230,12 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     if exclude is None:
         indptr, excluded = np.zeros(B + 1, np.int64), np.zeros(0, np.int64)
     else:
-        indptr, excluded = _sorted_csr(exclude, B)
+        indptr, excluded = sorted_csr(exclude, B)
     top_i = np.empty((B, k), np.int64)
     top_v = np.empty((B, k), np.float32)
     _user_blocks(B, block, n_threads, lambda span: kernel(a, sa, b, sbT, d, k, indptr, excluded, span[0], span[1],
                                                           top_i, top_v, min(chunk, N)))
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
-
-
-def _sorted_csr(exclude, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` int64 of a scipy sparse matrix, each row's indices sorted."""
-    m = exclude.tocsr(copy=True)
-    if m.shape[0] != n_rows:
-        raise ValueError(f"exclude has {m.shape[0]} rows for {n_rows} users")
-    m.sort_indices()
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
 
 
 def _score_torch(bu, su, bi, si, d, block=256):
@@ -345,8 +328,6 @@ class BinaryCodes:
         if self.dim != items.dim:
             raise ValueError("user and item codes have different d")
         if self.bits.device.type != "cpu":
-            from qrec.eval.ranking import masked_topk
-
             return masked_topk(self.score(items), k, exclude)
         return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude)
 

@@ -16,8 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
+
+from qrec.quant.packing import pack_rows, unpack_rows
 
 __all__ = ["int_dot", "score_codes", "IntCodes", "pack_codes", "unpack_codes"]
 
@@ -127,21 +128,13 @@ def score_codes(qu, su, zu, qi, si, zi, backend: str = "auto") -> torch.Tensor:
 
 
 def pack_codes(c: torch.Tensor, bits: int) -> torch.Tensor:
-    """Unsigned b-bit codes ``(n, d)`` (values < 2^b) -> ``(n, ceil(d b / 8))`` uint8, little-endian bit order."""
-    a = c.detach().cpu().numpy().astype(np.uint8)
-    n, d = a.shape
-    lsb = np.unpackbits(a[..., None], axis=-1, bitorder="little")[..., :bits]  # (n, d, b)
-    return torch.from_numpy(np.packbits(lsb.reshape(n, d * bits), axis=1, bitorder="little"))
+    """Unsigned b-bit codes ``(n, d)`` -> ``(n, ceil(d b / 8))`` uint8 rows (``qrec.quant.packing.pack_rows``)."""
+    return pack_rows(c.detach().cpu(), bits)
 
 
 def unpack_codes(p: torch.Tensor, bits: int, d: int) -> torch.Tensor:
     """Inverse of ``pack_codes``: ``(n, ceil(d b / 8))`` uint8 -> ``(n, d)`` uint8 codes."""
-    a = p.detach().cpu().numpy().astype(np.uint8)
-    n = a.shape[0]
-    lsb = np.unpackbits(a, axis=1, bitorder="little")[:, : d * bits].reshape(n, d, bits)
-    full = np.zeros((n, d, 8), dtype=np.uint8)
-    full[..., :bits] = lsb
-    return torch.from_numpy(np.packbits(full, axis=-1, bitorder="little")[..., 0])
+    return unpack_rows(p.detach().cpu(), bits, d).to(torch.uint8)
 
 
 @dataclass

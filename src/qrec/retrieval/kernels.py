@@ -22,7 +22,7 @@ def insert(top_i, top_v, filled, k, value, index):
     """Offer ``(value, index)`` to a query's top-k rows ``top_i`` / ``top_v`` holding ``filled`` entries, sorted
     by value descending; returns the new count. Candidates arrive in increasing index order, and one equal to
     the k-th kept value ranks after it, so the rows end ordered exactly as
-    ``qrec.eval.ranking.topk_deterministic`` orders the full score matrix (score descending, then index;
+    ``qrec.retrieval.topk.topk_deterministic`` orders the full score matrix (score descending, then index;
     ``-inf`` candidates fill the tail only while fewer than ``k`` are kept)."""
     if filled == k and not value > top_v[k - 1]:
         return filled

@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from qrec.retrieval.topk import masked_topk, sorted_csr
+
 __all__ = ["pq_scores", "pq_topk", "lookup_tables", "lut_queries", "DECODE_ROWS", "TOPK_ROWS", "LUT_BYTES", "LUT_MIN_WIDTH"]
 
 DECODE_ROWS = 1 << 15  # rows decoded per GEMM: 8 MiB of float32 at d = 64
@@ -68,10 +70,8 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
     Rows are scored ``TOPK_ROWS`` at a time (either method) and merged into a running top-``k`` per query by a
     compiled loop (queries in parallel). ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the
     seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.eval.ranking.masked_topk`` orders the masked score matrix (score descending, then row index; masked
+    ``qrec.retrieval.topk.masked_topk`` orders the masked score matrix (score descending, then row index; masked
     rows fill a query's tail only when fewer than ``k`` remain). Off the CPU: score, then ``masked_topk``."""
-    from qrec.eval.ranking import masked_topk
-    from qrec.retrieval.hamming import _sorted_csr
     from qrec.retrieval.kernels import merge_topk
 
     n, B = codes.shape[0], queries.shape[0]
@@ -79,7 +79,7 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
         raise ValueError(f"k must be in [1, {n}] rows, got {k}")
     if queries.device.type != "cpu":
         return masked_topk(pq_scores(queries, codes, codebook, method) + offset, k, exclude)
-    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else _sorted_csr(exclude, B)
+    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
     top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
     filled, cursor = np.zeros(B, np.int64), indptr[:-1].copy()
     for lo in range(0, n, TOPK_ROWS):
@@ -90,9 +90,26 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 
-def _decode_gemm(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
-    from qrec.compress.dpq import gather_centroids
+def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``out[b] = [c^(1)_{codes[b,1]}; ...; c^(D)_{codes[b,D]}]``, ``(B, d)``; differentiable in ``centroids``.
 
+    One ``index_select`` on the flattened ``(D K, s)`` codebook: its backward is an ``index_add`` (advanced
+    indexing's is a sort-based ``index_put``, several times slower on the CPU)."""
+    D, K, s = centroids.shape
+    flat = (codes + K * torch.arange(D, device=codes.device)).reshape(-1)
+    return select_rows(centroids.reshape(D * K, s), flat).reshape(codes.shape[0], D * s)  # 0 rows too
+
+
+def select_rows(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows[index]`` of a 2-D table. One-float rows (scalar subspaces, the paper's D = d) are selected from
+    the 1-D view: torch's CPU ``index_select`` of 1-wide rows takes a slow path, 6-9x slower for the
+    ~60K codes of a training step (same values, exactly)."""
+    if rows.shape[1] == 1:
+        return rows.reshape(-1).index_select(0, index).unsqueeze(1)
+    return rows.index_select(0, index)
+
+
+def _decode_gemm(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
     out = queries.new_empty(queries.shape[0], codes.shape[0])
     for start in range(0, codes.shape[0], DECODE_ROWS):
         block = codes[start:start + DECODE_ROWS].long()

@@ -12,10 +12,10 @@ import dataclasses
 import math
 import numbers
 import re
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from qrec import toml as tomllib
 from qrec.errors import ConfigError
 from qrec.eval.evaluate import DEFAULT_METRICS
 from qrec.eval.metrics import RECALL_DENOMINATORS

@@ -18,8 +18,8 @@ from tqdm.auto import tqdm
 
 from qrec.data import Split
 from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
-from qrec.errors import QrecError
-from qrec.eval.evaluate import evaluate_model
+from qrec.errors import QrecError, SpecError
+from qrec.models.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
 from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, restore, save_checkpoint
@@ -55,14 +55,24 @@ def build(cfg: RunConfig, split: Split) -> Recommender:
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
     seed_everything(cfg.seed)
+    if opts.get("teacher"):  # loading it reseeds (the teacher's build): the student's init draws follow it, as ever
+        opts["teacher"] = _load_teacher(opts["teacher"], split)
     return build_model(cfg.model, split, cfg.user_spec, cfg.item_spec, cfg.dim, **opts).to(cfg.device)
+
+
+def _load_teacher(run: str, split: Split) -> Recommender:
+    """The trained model of a teacher run (``teacher=<run folder>``: its last epoch), checked to be of ``split``."""
+    teacher, cfg, teacher_split = load_trained(run, last=True)
+    if (teacher_split.n_users, teacher_split.n_items, len(teacher_split.train)) != (split.n_users, split.n_items, len(split.train)):
+        raise SpecError(f"teacher {run!r} was trained on another split ({cfg.dataset}, protocol {cfg.protocol})")
+    return teacher
 
 
 def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
     """Adam (with the backbone's own betas where its reference code sets them, e.g. SASRec's 0.98). The fused
     kernel is the same update in one pass over all parameters: 4-5x faster per step on the CPU than the
     per-tensor loop, which dominated a GMF step on ML-1M."""
-    args = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=getattr(model, "adam_betas", (0.9, 0.999)))
+    args = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=model.adam_betas)
     try:
         return torch.optim.Adam(model.parameters(), fused=True, **args)
     except (RuntimeError, TypeError):
@@ -72,18 +82,16 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer:
 def _epoch_batches(model: Recommender, split: Split, sampler: NegativeSampler, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
-    kind = getattr(model, "loss_kind", "pointwise")
-    if kind == "bpr":
+    if model.loss_kind == "bpr":
         return bpr_epoch(split.train, sampler, cfg.batch_size, rng)
-    if kind == "sequence":
+    if model.loss_kind == "sequence":
         return sequence_epoch(split.train, sampler, model.maxlen, cfg.batch_size, rng)
     return pointwise_epoch(split.train, sampler, cfg.n_neg, cfg.batch_size, rng)
 
 
 def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress: bool) -> tuple[float, int]:
     model.train()
-    if hasattr(model, "on_epoch_start"):
-        model.on_epoch_start()
+    model.on_epoch_start()
     total, seen, n_batches = 0.0, 0, 0
     bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, unit="batch")
     start = time.perf_counter()

@@ -6,6 +6,11 @@ So ``pack_bits([1, 2, 3], 2)`` is the single byte ``0b00_11_10_01 = 0x39`` and `
 is ``bytes.fromhex("bc3a12")``: the same bytes as the integer ``sum(code_i << (i*b))`` written little-endian.
 The stream is exactly ``ceil(numel * b / 8)`` bytes; the unused high bits of the last byte are zero.
 
+``pack_rows`` packs each row of a ``(..., d)`` tensor on its own in the same layout, the row padded with zero
+bits to a multiple of ``align`` bytes: ``align = 8`` gives the 64-bit words popcount scoring reads as int64
+(``qrec.retrieval.hamming.pack_signs``), ``align = 1`` the byte rows of b-bit integer codes
+(``qrec.retrieval.intdot``). This module is the only bit packer in qrec.
+
 Both directions are vectorised over bits (``numel x b`` element-wise ops on the tensor's own device). The
 only Python loop is over chunks of ``_CHUNK`` codes, which bounds the ``numel x b`` intermediate at a few
 MiB; a chunk holds a multiple of 8 codes, so every chunk starts on a byte boundary for any width.
@@ -59,21 +64,58 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.int64, device=packed.device)
 
 
-def _pack_chunk(codes: torch.Tensor, bits: int) -> torch.Tensor:
+def pack_rows(codes: torch.Tensor, bits: int, align: int = 1) -> torch.Tensor:
+    """Each row of ``codes (..., d)`` (integer or bool, ``0 <= code < 2**bits``) packed on its own:
+    ``(..., row_bytes)`` uint8, ``row_bytes = ceil(d * bits / (8 * align)) * align``, zero-padded."""
+    _check_bits(bits)
+    bits, align = int(bits), int(align)
+    codes = torch.as_tensor(codes)
+    lead, d = codes.shape[:-1], codes.shape[-1]
+    row_bytes = -(-d * bits // (8 * align)) * align
+    flat = codes.reshape(-1, d)
+    if flat.is_floating_point() or flat.is_complex():
+        raise TypeError(f"pack_rows needs an integer or bool tensor, got {flat.dtype}")
+    if flat.numel() and flat.dtype != torch.bool and (int(flat.min()) < 0 or int(flat.max()) >= 1 << bits):
+        raise ValueError(f"codes must lie in [0, 2**{bits}), got range [{int(flat.min())}, {int(flat.max())}]")
+    step = max(1, _CHUNK // max(d, 1))
+    chunks = [_pack_chunk(flat[i : i + step].to(torch.int32), bits, row_bytes) for i in range(0, flat.shape[0], step)]
+    out = torch.cat(chunks) if chunks else torch.empty(0, row_bytes, dtype=torch.uint8, device=codes.device)
+    return out.reshape(*lead, row_bytes)
+
+
+def unpack_rows(packed: torch.Tensor, bits: int, d: int) -> torch.Tensor:
+    """Inverse of ``pack_rows``: ``(..., row_bytes)`` uint8 -> the first ``d`` codes of each row, int64."""
+    _check_bits(bits)
+    bits, d = int(bits), int(d)
+    if packed.dtype != torch.uint8 or packed.shape[-1] * 8 < d * bits:
+        raise ValueError(f"rows of {d} codes of {bits} bits need >= {-(-d * bits // 8)} uint8 bytes, "
+                         f"got {packed.dtype} rows of {packed.shape[-1]}")
+    lead = packed.shape[:-1]
+    flat = packed.reshape(-1, packed.shape[-1])
+    step = max(1, _CHUNK // max(d, 1))
+    chunks = [_unpack_chunk(flat[i : i + step], bits, d) for i in range(0, flat.shape[0], step)]
+    out = torch.cat(chunks) if chunks else torch.empty(0, d, dtype=torch.int64, device=packed.device)
+    return out.reshape(*lead, d)
+
+
+def _pack_chunk(codes: torch.Tensor, bits: int, row_bytes: int | None = None) -> torch.Tensor:
+    """``(m,)`` codes -> one stream, or ``(m, d)`` codes -> ``(m, row_bytes)`` rows, each its own stream."""
     shifts = torch.arange(bits, dtype=torch.int32, device=codes.device)
-    stream = ((codes[:, None] >> shifts) & 1).to(torch.uint8).reshape(-1)  # bit i*b + j = bit j of code i
-    nbytes = -(-stream.numel() // 8)
-    stream = torch.nn.functional.pad(stream, (0, nbytes * 8 - stream.numel()))
+    stream = ((codes[..., None] >> shifts) & 1).to(torch.uint8)  # bit i*b + j = bit j of code i
+    stream = stream.reshape(-1) if row_bytes is None else stream.reshape(codes.shape[0], -1)
+    nbytes = -(-stream.shape[-1] // 8) if row_bytes is None else row_bytes
+    stream = torch.nn.functional.pad(stream, (0, nbytes * 8 - stream.shape[-1]))
     weights = (1 << torch.arange(8, dtype=torch.int32, device=codes.device)).to(torch.uint8)  # LSB first
     # the 8 weighted bits of a byte are disjoint, so their sum is an exact OR and never exceeds 255
-    return (stream.reshape(nbytes, 8) * weights).sum(dim=1, dtype=torch.uint8)
+    return (stream.reshape(*stream.shape[:-1], nbytes, 8) * weights).sum(dim=-1, dtype=torch.uint8)
 
 
 def _unpack_chunk(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
+    """One stream ``(nbytes,)`` -> ``(count,)`` codes, or rows ``(m, row_bytes)`` -> ``(m, count)``."""
     byte_shifts = torch.arange(8, dtype=torch.int32, device=packed.device)
-    stream = ((packed.to(torch.int32)[:, None] >> byte_shifts) & 1).reshape(-1)
-    code_bits = stream[: count * bits].reshape(count, bits).to(torch.int64)
-    return (code_bits << torch.arange(bits, device=packed.device)).sum(dim=1)
+    stream = ((packed.to(torch.int32)[..., None] >> byte_shifts) & 1).reshape(*packed.shape[:-1], -1)
+    code_bits = stream[..., : count * bits].reshape(*packed.shape[:-1], count, bits).to(torch.int64)
+    return (code_bits << torch.arange(bits, device=packed.device)).sum(dim=-1)
 
 
 def _check_bits(bits) -> None:

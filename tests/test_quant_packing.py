@@ -6,7 +6,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qrec.compress.packing import pack_bits, packed_nbytes, unpack_bits
+from qrec.quant.packing import pack_bits, packed_nbytes, unpack_bits
 
 
 @st.composite
@@ -87,3 +87,49 @@ def test_rejects_out_of_range_codes_and_short_streams():
         pack_bits(torch.tensor([1.0]), 2)
     with pytest.raises(ValueError):
         unpack_bits(torch.zeros(1, dtype=torch.uint8), 3, 3)  # 9 bits need 2 bytes
+
+
+@st.composite
+def rows_width_align(draw):
+    bits = draw(st.integers(1, 16))
+    n, d = draw(st.integers(0, 6)), draw(st.integers(1, 70))
+    values = draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n * d, max_size=n * d))
+    return torch.tensor(values, dtype=torch.int64).reshape(n, d), bits, draw(st.sampled_from([1, 2, 8]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_width_align())
+def test_rows_round_trip_and_each_row_is_its_own_stream(case):
+    from qrec.quant.packing import pack_rows, unpack_rows
+
+    codes, bits, align = case
+    rows = pack_rows(codes, bits, align)
+    n, d = codes.shape
+    assert rows.shape == (n, -(-d * bits // (8 * align)) * align) and rows.dtype == torch.uint8
+    assert torch.equal(unpack_rows(rows, bits, d), codes)
+    for r in range(n):  # a row is pack_bits of that row, zero-padded to the alignment
+        stream = pack_bits(codes[r], bits)
+        assert torch.equal(rows[r, : stream.numel()], stream) and not rows[r, stream.numel():].any()
+
+
+def test_sign_words_are_the_documented_int64_layout():
+    """Bit j of word w is the sign bit of dimension 64 w + j (bit 63: the int64 sign bit), padding bits 0."""
+    from qrec.retrieval.hamming import pack_signs
+
+    x = torch.randn(5, 3, 130, generator=torch.Generator().manual_seed(0))
+    words = pack_signs(x)
+    assert words.shape == (5, 3, 3) and words.dtype == torch.int64
+    bits = torch.nn.functional.pad((x >= 0).long(), (0, 3 * 64 - 130)).reshape(5, 3, 3, 64)
+    weights = torch.tensor([1 << j for j in range(63)] + [-(1 << 63)], dtype=torch.int64)
+    assert torch.equal(words, (bits * weights).sum(-1))
+
+
+def test_rows_refuse_floats_and_out_of_range_codes():
+    from qrec.quant.packing import pack_rows, unpack_rows
+
+    with pytest.raises(TypeError, match="integer or bool"):
+        pack_rows(torch.zeros(2, 3), 2)
+    with pytest.raises(ValueError, match="must lie in"):
+        pack_rows(torch.tensor([[4]]), 2)
+    with pytest.raises(ValueError, match="need >= 2 uint8 bytes"):
+        unpack_rows(torch.zeros(3, 1, dtype=torch.uint8), 3, 5)
