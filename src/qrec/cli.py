@@ -49,7 +49,7 @@ def _config(args):
     overrides["eval_every"] = getattr(args, "eval_every", None)
     base = RunConfig.from_toml(args.config) if args.config else RunConfig()
     ks = overrides["ks"] or base.ks
-    if f"@{ks[0]}" not in base.select_metric:  # select on the first requested cut-off
+    if base.select_metric.rpartition("@")[2] != str(ks[0]):  # select on the first requested cut-off
         overrides["select_metric"] = f"ndcg@{ks[0]}"
     options = _parse_options(getattr(args, "option", []))
     if options:
@@ -75,9 +75,8 @@ def _parse_options(items: list[str]) -> dict:
 
 def cmd_train(args) -> int:
     from qrec.records import build_record, write_record
-    from qrec.train.trainer import fit
-
     from qrec.train.runlock import run_folder_lock
+    from qrec.train.trainer import fit
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())

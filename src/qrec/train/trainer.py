@@ -190,7 +190,10 @@ def _fit(cfg: RunConfig, ckpt: Path | None, progress: bool, resume: bool, log) -
 def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
     """Load ``ckpt`` (written by this config) into ``model`` and ``optimizer``; its loop state. A damaged or
     foreign file stops the run naming it, and is never overwritten."""
-    saved = load_checkpoint(ckpt, map_location=cfg.device)
+    try:
+        saved = load_checkpoint(ckpt, map_location=cfg.device)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; move or delete it to start this run over") from None
     if _resumable_key(_saved_config(saved, ckpt).to_dict()) != _resumable_key(cfg.to_dict()):
         raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
     if saved["state"]["epoch"] > cfg.epochs:
