@@ -426,3 +426,18 @@ def test_unicode_digits_are_not_ids(tmp_path):
     path = write(tmp_path, "x.csv", "user,item\n1,2\n٣,3\n")
     data = read_named_table(path)  # not integers: kept as string ids
     assert sorted(data.user_ids.tolist()) == ["1", "٣"]
+
+
+@pytest.mark.parametrize("reader, files, where, line, message", [
+    (read_lightgcn_split, ("0 1 2\n1 2 3\n", "0 3\n1 100000000000000000\n"), "test.txt", 2,
+     "item id 100000000000000000 is far beyond the 4 items of these files (this format numbers the rows by id, from 0)"),
+    (read_lightgcn_split, ("0 1 2\n5000000000 2 3\n", "0 3\n"), "train.txt", 2,
+     "user id 5000000000 is far beyond the 2 users of these files (this format numbers the rows by id, from 0)"),
+    (read_lastfm, ("1\t1\t3\n2\t99999999999\t4\n", "1\t2\t1\n"), "train.txt", 2,
+     "item id 99999999999 is far beyond the 3 items of these files (this format numbers the rows by id, from 1)"),
+])
+def test_an_id_far_beyond_the_others_is_refused_not_allocated(tmp_path, reader, files, where, line, message):
+    """Found by fuzzing: one stray id of 10^18 made the reader allocate 10^18 rows (MemoryError; 10^9: a hang)."""
+    paths = [write(tmp_path, n, text) for n, text in zip(("train.txt", "test.txt"), files)]
+    with raises_at(tmp_path / where, line, message):
+        reader(*paths)

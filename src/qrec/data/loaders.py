@@ -275,8 +275,8 @@ def read_lastfm(train_path, test_path, name: str | None = None) -> Split:
     """
     paths = [Path(train_path), Path(test_path)]
     tables = [_lastfm_table(p) for p in paths]
-    n_users = int(max(users.max() for users, *_ in tables))
-    n_items = int(max(items.max() for _, items, *_ in tables))
+    n_users = _id_space(paths, [(users, line_no) for users, _, _, line_no in tables], "user", base=1)
+    n_items = _id_space(paths, [(items, line_no) for _, items, _, line_no in tables], "item", base=1)
     user_ids, item_ids = np.arange(1, n_users + 1), np.arange(1, n_items + 1)
     name = name or _default_name(paths[0])
     parts = []
@@ -325,8 +325,8 @@ def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split
         lines = _int_lines(p, _read_bytes(p))
         _check_unique_heads(p, lines)
         parsed.append(lines.heads_and_tails() + (lines,))
-    n_users = int(max(lines.column(0).max() for *_, lines in parsed)) + 1
-    n_items = int(max((items.max() for _, items, _, _ in parsed if items.size), default=-1)) + 1
+    n_users = _id_space(paths, [(lines.column(0), lines.line_no) for *_, lines in parsed], "user")
+    n_items = _id_space(paths, [(items, line_no) for _, items, line_no, _ in parsed], "item")
     ids_u, ids_i = np.arange(n_users), np.arange(n_items)
     name = name or _default_name(paths[0])
     parts = []
@@ -337,6 +337,22 @@ def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split
             item_ids=ids_i, name=name, meta={"format": "lightgcn", "files": [str(p) for p in paths]},
         ))
     return Split(train=parts[0], valid=_empty_like(parts[0]), test=parts[1], protocol="given")
+
+
+def _id_space(paths: list[Path], ids_per_file: list[tuple[np.ndarray, np.ndarray]], what: str, base: int = 0) -> int:
+    """Rows of an id space numbered by the files themselves (largest id + 1 - ``base``), refused when it would be
+    mostly empty: a stray huge id would otherwise allocate that many rows (10^18: a MemoryError; 10^9: minutes)."""
+    present = [ids for ids, _ in ids_per_file if ids.size]
+    if not present:
+        return 0
+    n = int(max(ids.max() for ids in present)) + 1 - base
+    distinct = len(np.unique(np.concatenate(present)))
+    if n > 10 * distinct + 1_000_000:
+        path, (ids, line_no) = max(zip(paths, ids_per_file), key=lambda f: f[1][0].max() if f[1][0].size else -1)
+        k = int(np.argmax(ids))
+        raise DataFormatError(path, f"{what} id {ids[k]} is far beyond the {distinct} {what}s of these files (this "
+                                    f"format numbers the rows by id, from {base})", int(line_no[k]))
+    return n
 
 
 def read_sequences(path, name: str | None = None) -> Interactions:
