@@ -59,7 +59,7 @@ def _with_weight(spec: str, weight: torch.Tensor):
     return table.eval()
 
 
-@pytest.mark.parametrize("spec", ["dpq8x16", "dpq64x256", "dpq16x4", "dpq16x4-sx", "dpq4x2"])
+@pytest.mark.parametrize("spec", ["dpq8x16c", "dpq64x256", "dpq16x4c", "dpq16x4c-sx", "dpq4x2c"])
 def test_dpq_rows_equal_to_centroids_come_back_bit_identical(spec):
     torch.manual_seed(0)
     table = build_table(spec, 50, 64).eval()
@@ -139,7 +139,7 @@ def test_dpq_vq_gradients_by_hand(beta):
     """d = D = 2, K = 2, centroids {0, 1} in both subspaces, e = (0.2, 0.9): codes (0, 1), out = (0, 1).
     Loss = 3 out_1 + 5 out_2 + aux. Straight through: dL/de = (3, 5) + beta * 2 (e - c) / 2.
     Centroid loss mean((c - sg e)^2) over 2 entries: dL/dc_{0,0} = (0 - 0.2), dL/dc_{1,1} = (1 - 0.9)."""
-    table = build_table("dpq2x2", 1, 2, beta=beta)
+    table = build_table("dpq2x2c", 1, 2, beta=beta)
     with torch.no_grad():
         table.query.copy_(torch.tensor([[0.2, 0.9]]))
         table.centroids.copy_(torch.tensor([[[0.0], [1.0]], [[0.0], [1.0]]]))
@@ -156,7 +156,7 @@ def test_dpq_vq_gradients_by_hand(beta):
 def test_dpq_softmax_gradients_match_the_reference_formula():
     """DPQ's SX: out = (p - sg(p - one_hot)) @ C with p = softmax(-||e - c||^2 / tau)."""
     torch.manual_seed(0)
-    table = build_table("dpq4x8-sx", 6, 8, tau=0.5)
+    table = build_table("dpq4x8c-sx", 6, 8, tau=0.5)
     ids = torch.tensor([0, 3, 5, 3])
     weights = torch.randn(4, 8, generator=_gen(1))
     (table(ids) * weights).sum().backward()
@@ -375,7 +375,7 @@ def test_learned_codebooks_observed_band():
     errors = []
     for K in (4, 16, 64):
         torch.manual_seed(0)
-        table = build_table(f"dpq16x{K}", n, 64)
+        table = build_table(f"dpq16x{K}c", n, 64)
         with torch.no_grad():
             table.query.copy_(w)
         initial = (w - table.all()).square().mean().item()

@@ -50,7 +50,7 @@ def test_kmeans_with_one_centroid_is_the_mean_and_exact_points_are_recovered():
     assert distortion(points, product_kmeans(points, 4, iters=100)) == 0.0
 
 
-@pytest.mark.parametrize("spec", ["full", "lr8", "sq4-ptq", "sq2", "dpq8x16", "dpq16x4", "mgqe8x16/4@0.25",
+@pytest.mark.parametrize("spec", ["full", "lr8", "sq4-ptq", "sq2", "dpq8x16c", "dpq16x4c", "mgqe8x16/4@0.25",
                                   "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25", "mgqe8x16/8/2@0.2/0.5"])
 def test_compress_trained_serves_what_it_evaluates_at_the_spec_size_and_leaves_the_rng_alone(spec):
     gen = torch.Generator().manual_seed(0)
@@ -77,7 +77,7 @@ def test_post_training_pq_is_k_means_of_the_table_and_leaves_the_rng_alone():
     torch.manual_seed(7)
     expected = torch.rand(3)
     torch.manual_seed(7)
-    table = compress_trained("dpq4x8", weight, seed=3)
+    table = compress_trained("dpq4x8c", weight, seed=3)
     assert torch.equal(torch.rand(3), expected)
     torch.testing.assert_close(table.centroids.data, product_kmeans(weight.reshape(64, 4, 2), 8, seed=3))
     more = compress_trained("dpq4x32", weight, seed=3)
@@ -96,4 +96,4 @@ def test_shared_mgqe_fits_the_tail_codebook_on_tail_rows():
 
 def test_formats_that_need_training_say_so():
     with pytest.raises(SpecError, match="VQ flavour"):
-        compress_trained("dpq8x16-sx", torch.randn(10, 16))
+        compress_trained("dpq8x16c-sx", torch.randn(10, 16))

@@ -80,8 +80,8 @@ def test_code_size_is_table_1_plus_the_stated_extras(n):
         assert code_size(f"sq{b}", n, d) == paper_sq(n, d, b) + 64 * d + _padding(n * d * b)
         assert code_size(f"sq{b}-ptq", n, d) == code_size(f"sq{b}", n, d)
     for D_, K in ((64, 256), (8, 16), (16, 8), (32, 2)):
-        assert code_size(f"dpq{D_}x{K}", n, d) == paper_dpq(n, d, D_, K) + _padding(n * D_ * int(math.log2(K)))
-        assert code_size(f"dpq{D_}x{K}-sx-bn", n, d) == code_size(f"dpq{D_}x{K}", n, d)
+        assert code_size(f"dpq{D_}x{K}c", n, d) == paper_dpq(n, d, D_, K) + _padding(n * D_ * int(math.log2(K)))
+        assert code_size(f"dpq{D_}x{K}c-sx-bn", n, d) == code_size(f"dpq{D_}x{K}c", n, d)
 
     head = _head(n, 0.1)
     sizes = [head, n - head]

@@ -222,7 +222,7 @@ class TestSQ8PostTraining(TableConformance):
 
 
 class TestDPQ8x16(TableConformance):
-    spec = "dpq8x16"
+    spec = "dpq8x4b"
 
 
 class TestDPQ64x256(TableConformance):
@@ -230,15 +230,15 @@ class TestDPQ64x256(TableConformance):
 
 
 class TestDPQSoftmax(TableConformance):
-    spec = "dpq16x4-sx"
+    spec = "dpq16x2b-sx"
 
 
 class TestDPQBatchNorm(TableConformance):
-    spec, train_equals_eval = "dpq8x16-bn", False
+    spec, train_equals_eval = "dpq8x4b-bn", False
 
 
 class TestDPQSoftmaxBatchNorm(TableConformance):
-    spec, train_equals_eval = "dpq8x16-sx-bn", False
+    spec, train_equals_eval = "dpq8x4b-sx-bn", False
 
 
 class TestMGQEShared(TableConformance):
@@ -296,7 +296,7 @@ def test_mgqe_tail_rows_use_only_the_first_k2_centroids():
     assert int(tail.max()) < 4 and int(head.max()) >= 4  # the head uses the extra centroids
 
 
-@pytest.mark.parametrize("spec", ["mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "dpq8x16", "sq4", "sq3-ptq"])
+@pytest.mark.parametrize("spec", ["mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "dpq8x16c", "sq4", "sq3-ptq"])
 def test_codes_are_what_the_table_decodes(spec):
     """``codes()`` (what Fig. 8 compares) rebuilds the eval-mode table through its codebooks, row by row."""
     from qrec.retrieval.pqscan import gather_centroids
@@ -348,7 +348,7 @@ def test_mgqe_needs_frequencies():
 def test_dpq_bn_export_uses_running_statistics():
     """The DPQ-BN pitfall: training-mode codes follow batch statistics; export must not depend on the mode."""
     torch.manual_seed(0)
-    table = build_table("dpq8x16-bn", N, DIM)
+    table = build_table("dpq8x16c-bn", N, DIM)
     table.train()
     for seed in range(3):
         table(torch.randint(0, N, (32,), generator=torch.Generator().manual_seed(seed)))
@@ -362,7 +362,7 @@ def test_dpq_bn_export_uses_running_statistics():
 def test_aux_loss_averages_over_all_lookups_of_a_step():
     """BPR looks items up twice per step (positives, negatives): the centroid loss covers both."""
     torch.manual_seed(0)
-    table = build_table("dpq8x16", N, DIM).train()
+    table = build_table("dpq8x16c", N, DIM).train()
     a, b = torch.arange(0, 10), torch.arange(10, 40)
     table(a)
     table(b)
@@ -375,8 +375,8 @@ def test_aux_loss_averages_over_all_lookups_of_a_step():
     torch.testing.assert_close(both, table.aux_loss())
 
 
-@pytest.mark.parametrize("spec", ["dpq8x100", "dpq7x16", "dpq8x1", "mgqe8x4/16@0.1", "mgqe8x16/4@0.5/0.2",
-                                  "mgqe8x16/4/2@0.1", "mgqe-ud8x16@0.1", "sq0", "sq17", "lr0", "dpq8x16-bn-sx"])
+@pytest.mark.parametrize("spec", ["dpq8x100", "dpq7x16c", "dpq8x1c", "mgqe8x4/16@0.1", "mgqe8x16/4@0.5/0.2",
+                                  "mgqe8x16/4/2@0.1", "mgqe-ud8x16@0.1", "sq0", "sq17", "lr0", "dpq8x16c-bn-sx"])
 def test_bad_specs_raise_clear_errors(spec):
     from qrec.errors import SpecError
 
@@ -384,7 +384,7 @@ def test_bad_specs_raise_clear_errors(spec):
         code_size(spec, N, DIM)
 
 
-@pytest.mark.parametrize("spec", ["dpq8x16", "mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25"])
+@pytest.mark.parametrize("spec", ["dpq8x16c", "mgqe8x16/4@0.25", "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25"])
 def test_repeated_ids_are_quantized_once_with_the_batch_loss_unchanged(spec):
     """Distinct rows are quantized once; outputs, the centroid loss and all gradients equal a row-by-row
     computation over the batch with its repeats (the float64 reference: mean over occurrences)."""

@@ -21,7 +21,7 @@ from qrec.train.trainer import fit
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 CUDA = torch.device("cuda")
-SPECS = ["full", "lr8", "sq4", "sq4-ptq", "dpq8x16", "dpq16x4-sx", "dpq8x16-bn", "mgqe8x16/4@0.25",
+SPECS = ["full", "lr8", "sq4", "sq4-ptq", "dpq8x16c", "dpq16x4c-sx", "dpq8x16c-bn", "mgqe8x16/4@0.25",
          "mgqe-uk8x16/4@0.25", "mgqe-ud8/4x16@0.25"]
 
 
@@ -174,7 +174,7 @@ def _fit_both(cfg: RunConfig):
     return fit(cfg, None, **quiet), fit(cfg.replace(device="cuda"), None, **quiet)
 
 
-@pytest.mark.parametrize("model, spec", [("gmf", "full"), ("gmf", "mgqe8x16/4@0.25"), ("neumf", "dpq8x16"),
+@pytest.mark.parametrize("model, spec", [("gmf", "full"), ("gmf", "mgqe8x16/4@0.25"), ("neumf", "dpq8x16c"),
                                           ("neumf", "sq4")])
 def test_ncf_training_on_cuda_tracks_the_cpu(seq_file, model, spec):
     """Same seed, same sampled negatives, same initial weights: the loss curves agree to float rounding (a

@@ -122,8 +122,8 @@ def test_not_found_lists_every_place_and_the_fixes(isolated):
     assert "$QREC_DATA_DIR/amazon-book: not set" in text
     assert str(isolated / "cache" / "amazon-book") in text
     assert "download: disabled" in text and "--path" in text and "QREC_DATA_DIR" in text
-    with pytest.raises(DatasetNotFoundError, match="no download URL"):
-        load_dataset("ml-1m-seq")
+    with pytest.raises(DatasetNotFoundError, match="no public URL.*\n.*\nNote: generic format"):
+        load_dataset("sequences")
 
 
 def test_unknown_name_lists_known(isolated):
@@ -262,3 +262,83 @@ def test_shared_counts(shared_data, monkeypatch):
     assert (ml100k.n_users, ml100k.n_items, len(ml100k)) == (943, 1682, 100000)
     info = describe(load_dataset("ml-1m-lgcn"))
     assert (info["users"], info["items"], info["parts"]["train"]["interactions"]) == (6022, 3043, 796244)
+
+
+# --------------------------------------------------------------------------------------------
+# Derived datasets (ml-1m-seq from the official ML-1M archive), offline: the archive is a local
+# file:// URL holding real MovieLens ratings (ML-100K's u.data written in ML-1M's ratings.dat format)
+# --------------------------------------------------------------------------------------------
+
+
+def _ratings_dat(shared_data) -> str:
+    return (shared_data / "ml-100k" / "u.data").read_text().replace("\t", "::")
+
+
+def _reference_sequences(ratings: str) -> list[str]:
+    """Brute force: each user's items sorted by (timestamp, line), users by number."""
+    rows = [tuple(map(int, line.split("::"))) + (k,) for k, line in enumerate(ratings.splitlines())]
+    by_user: dict[int, list] = {}
+    for user, item, _, stamp, line in rows:
+        by_user.setdefault(user, []).append((stamp, line, item))
+    return [" ".join(map(str, [u] + [item for *_, item in sorted(by_user[u])])) for u in sorted(by_user)]
+
+
+def test_ml1m_seq_is_derived_from_an_official_format_ratings_file(shared_data, isolated, monkeypatch):
+    ratings = _ratings_dat(shared_data)
+    _folder(isolated, "data/ml-1m", {"ratings.dat": ratings, "movies.dat": "1::Toy Story (1995)::Animation\n"})
+    monkeypatch.setenv("QREC_DATA_DIR", str(isolated / "data"))
+    data = load_dataset("ml-1m-seq")
+    assert (data.n_users, data.n_items, len(data)) == (943, 1682, 100_000)
+    assert resolved_source("ml-1m-seq").kind == "derived"
+    folder = isolated / "cache" / "ml-1m-seq"
+    assert (folder / "sequences.txt").read_text().splitlines() == _reference_sequences(ratings)
+    assert (folder / "movies.dat").is_file()  # genres beside it, for `qrec codes`
+    assert "ratings.dat: sha256 " + hashlib.sha256(ratings.encode()).hexdigest() in (folder / "DERIVED.txt").read_text()
+    # read again from the cache: still "derived", and never compared with DiffuRec's own copy's hash
+    monkeypatch.setattr(datasets, "_LAST_SOURCE", {})
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", datasets.ModifiedDataWarning)
+        assert len(load_dataset("ml-1m-seq")) == 100_000
+    assert resolved_source("ml-1m-seq").kind == "derived"
+
+
+def _archive_spec(monkeypatch, archive, md5: str) -> None:
+    ml1m = DATASETS["ml-1m"]
+    remote = Remote(archive.as_uri(), "ratings.dat", md5=md5, member="ml-1m/ratings.dat", side=("ml-1m/movies.dat",))
+    monkeypatch.setitem(DATASETS, "ml-1m", DatasetSpec(ml1m.name, ml1m.description, ml1m.layouts, ml1m.sha256, (remote,)))
+    monkeypatch.delenv("QREC_OFFLINE", raising=False)
+
+
+def test_ml1m_seq_online_downloads_the_archive_checksummed_and_derives(shared_data, isolated, monkeypatch):
+    archive = isolated / "ml-1m.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("ml-1m/ratings.dat", _ratings_dat(shared_data))
+        zf.writestr("ml-1m/movies.dat", "1::Toy Story (1995)::Animation\n")
+    _archive_spec(monkeypatch, archive, "0" * 32)
+    with pytest.raises(DataFormatError, match="checksum mismatch: md5"):
+        load_dataset("ml-1m-seq")
+    assert not (isolated / "cache" / "ml-1m-seq" / "sequences.txt").exists()
+    _archive_spec(monkeypatch, archive, hashlib.md5(archive.read_bytes()).hexdigest())
+    assert str(resolved_source("ml-1m-seq")).endswith(f"derived from ml-1m from download: {archive.as_uri()}")
+    assert len(load_dataset("ml-1m-seq")) == 100_000
+    assert resolved_source("ml-1m-seq").kind == "derived" and resolved_source("ml-1m").kind == "download"
+
+
+def test_ml1m_seq_without_a_copy_names_the_official_archive(isolated):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("ml-1m-seq")
+    message = str(err.value)
+    assert "no public URL" not in message
+    assert "derive from ml-1m (https://files.grouplens.org/datasets/movielens/ml-1m.zip)" in message
+    assert "offline" in message  # why it did not happen here
+
+
+def test_cli_data_info_of_a_derived_dataset(shared_data, isolated, monkeypatch, capsys):
+    from qrec.cli import main
+
+    _folder(isolated, "data/ml-1m", {"ratings.dat": _ratings_dat(shared_data)})
+    monkeypatch.setenv("QREC_DATA_DIR", str(isolated / "data"))
+    assert main(["data", "info", "ml-1m-seq"]) == 0
+    assert "derived from ml-1m from QREC_DATA_DIR" in capsys.readouterr().out

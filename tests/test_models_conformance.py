@@ -122,7 +122,7 @@ class TestGMFBinary(RecommenderConformance):
 
 
 class TestNeuMFDPQ(RecommenderConformance):
-    model, spec = "neumf", "dpq8x16"
+    model, spec = "neumf", "dpq8x16c"
 
 
 class TestNeuMFUniform2(RecommenderConformance):

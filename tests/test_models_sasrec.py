@@ -152,7 +152,7 @@ def test_sasrec_artifact_scores_like_the_trained_model(tmp_path):
     from qrec.export.artifact import export_model, load_model
 
     cfg = RunConfig(dataset="sequences", data_path=str(_cycle_file(tmp_path)), model="sasrec",
-                    embedding="dpq8x16", dim=16, epochs=1, batch_size=32, threads=1, model_options={"maxlen": 8})
+                    embedding="dpq8x16c", dim=16, epochs=1, batch_size=32, threads=1, model_options={"maxlen": 8})
     res = fit(cfg, None, progress=False, log=lambda s: None)
     manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors")
     assert manifest["serving_bits"] == res.model.serving_bits()

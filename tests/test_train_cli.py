@@ -71,7 +71,7 @@ def test_same_seed_same_numbers_other_seed_differs(seq_file, tmp_path):
 
 def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
     run = tmp_path / "run"
-    args = ["--dataset", "sequences", "--path", str(seq_file), "--model", "neumf", "--embedding", "dpq8x16",
+    args = ["--dataset", "sequences", "--path", str(seq_file), "--model", "neumf", "--embedding", "dpq8x16c",
             "--dim", "8", "--epochs", "2", "--batch-size", "64", "--threads", "1"]
     assert main(["train", *args, "--out", str(run), "--quiet"]) == 0
     record = json.loads((run / "record.json").read_text())
@@ -80,10 +80,10 @@ def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
     assert record["protocol"] == "leave-one-out" and 0 < record["size"]["relative"] < 1
 
     capsys.readouterr()
-    assert main(["evaluate", str(run)]) == 0
+    assert main(["evaluate", str(run), "--json"]) == 0
     evaluated = json.loads(capsys.readouterr().out)
     assert evaluated["metrics"] == pytest.approx(record["metrics"]["test"])
-    assert main(["evaluate", str(run), "--mask", "none"]) == 0  # nothing masked: seen items compete
+    assert main(["evaluate", str(run), "--mask", "none", "--json"]) == 0  # nothing masked: seen items compete
     unmasked = json.loads(capsys.readouterr().out)
     assert unmasked["mask"] == "none" and unmasked["metrics"]["users"] == evaluated["metrics"]["users"]
 
@@ -93,13 +93,13 @@ def test_cli_train_evaluate_export_recommend(seq_file, tmp_path, capsys):
 
     assert read_manifest(artifact)["serving_bits"] == record["size"]["serving_bits"]
     capsys.readouterr()
-    assert main(["evaluate", str(artifact)]) == 0  # the model as served (codes), on the same test users
+    assert main(["evaluate", str(artifact), "--json"]) == 0  # the model as served (codes), on the same test users
     served = json.loads(capsys.readouterr().out)
     assert served["metrics"] == pytest.approx(evaluated["metrics"], abs=1e-9)
     assert served["serving_bits"] == record["size"]["serving_bits"]
     assert main(["evaluate", str(artifact), "--last"]) == 2  # an artifact holds one model
     capsys.readouterr()
-    assert main(["recommend", str(artifact), "--user", "1", "7", "-k", "5"]) == 0
+    assert main(["recommend", str(artifact), "--user", "1", "7", "--k", "5"]) == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.strip().splitlines()]
     assert [x["user"] for x in lines] == ["1", "7"] and all(len(x["items"]) == 5 for x in lines)
     seen_by_1 = set(map(int, seq_file.read_text().splitlines()[0].split()[1:-2]))  # user 1's training items
@@ -122,7 +122,7 @@ def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, 
     assert main(["export", str(tmp_path / "run"), str(tmp_path / "m.safetensors")]) == 0
 
 
-@pytest.mark.parametrize("model, spec", [("gmf", "sq4"), ("gmf", "mgqe4x16/4@0.25"), ("gmf", "dpq2x16"),
+@pytest.mark.parametrize("model, spec", [("gmf", "sq4"), ("gmf", "mgqe4x16/4@0.25"), ("gmf", "dpq2x16c"),
                                          ("neumf", "mgqe-ud4/2x16@0.25")])
 def test_exported_model_scores_like_the_trained_one(seq_file, tmp_path, model, spec):
     """DPQ / MGQE tables are served as codes (scored from them), the others decoded: same scores either way."""
@@ -319,7 +319,7 @@ model_options = [{{ bits = 2, estimator = "ste" }}, {{ bits = 2, estimator = "ew
 def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys):
     out = tmp_path / "run"
     args = ["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lowbit-gcn",
-            "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]
+            "--epochs", "1", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(out), "--quiet"]
     assert main(args + ["--option", "bits=4", "--option", "estimator=ste"]) == 0
     record = json.loads((out / "record.json").read_text())
     assert record["config"]["model_options"] == {"bits": 4, "estimator": "ste"}
@@ -421,7 +421,7 @@ model_options = [{{ teacher = "runs/kd/lightgcn-lightgcn-full-d16-s0" }}]
 def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     out = tmp_path / "lgcn"
     assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "lightgcn",
-                 "--epochs", "2", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(out), "--quiet"]) == 0
+                 "--epochs", "2", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
     assert main(["ptq", str(out), "--bits", "1", "2"]) == 0
     text = capsys.readouterr().out
@@ -433,7 +433,7 @@ def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     assert "| 9.4% |" in rows[1] and "| 9.4% |" in rows[2]  # (16 + 32) / (16 x 32) bits: 16 sign bits + a float32 step
     binary = tmp_path / "bgcn"
     assert main(["train", "--dataset", "lightgcn", "--path", str(graph_dir), "--protocol", "given", "--model", "binary-gcn",
-                 "--epochs", "1", "--dim", "16", "--ks", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
+                 "--epochs", "1", "--dim", "16", "--k", "20", "--threads", "1", "--out", str(binary), "--quiet"]) == 0
     assert main(["ptq", str(binary)]) == 2  # not a float lightgcn run: a clear error
     assert "lightgcn" in capsys.readouterr().err
 
@@ -443,16 +443,16 @@ def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
     assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "2",
                  "--dim", "8", "--batch-size", "64", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]) == 0
+    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
-        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4", "mgqe4x4/2@0.5"]
+        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]
     assert rows[0].endswith("| 100.0% | 100.0% |")
     hr = [float(r.split(" | ")[1]) for r in rows]
     assert abs(hr[1] - hr[0]) <= abs(hr[2] - hr[0]) + 1e-9  # 8 bits hold the float model at least as well as 1
     mgqe = tmp_path / "mgqe"
     assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "1",
-                 "--dim", "8", "--embedding", "dpq8x4", "--threads", "1", "--out", str(mgqe), "--quiet"]) == 0
+                 "--dim", "8", "--embedding", "dpq8x4c", "--threads", "1", "--out", str(mgqe), "--quiet"]) == 0
     assert main(["ptq", str(mgqe)]) == 2  # already compressed: a clear error
     assert "full tables" in capsys.readouterr().err
 
@@ -515,8 +515,10 @@ def test_cli_codes_compares_genres_of_trained_runs(seq_file, tmp_path, capsys):
     assert main(["codes", str(runs[0]), str(runs[1]), "--per-set", "3", "--output", str(png)]) == 0
     out = capsys.readouterr().out
     assert out.count("separation") == 2 and "| Horror |" in out and png.stat().st_size > 0
-    assert main(["codes", str(runs[0]), "--genres", str(tmp_path / "movies.dat"), "--per-set", "3"]) == 0
+    one = tmp_path / "one" / "fig8.png"  # a single run's narrow panel: title wrapped, folder created
+    assert main(["codes", str(runs[0]), "--genres", str(tmp_path / "movies.dat"), "--per-set", "3", "--output", str(one)]) == 0
     assert capsys.readouterr().out.split("\n\n")[0] == out.split("\n\n")[0]  # the same first table
+    assert one.stat().st_size > 0
     assert main(["codes", str(runs[2])]) == 2
     assert "needs a model with an item table of codes" in capsys.readouterr().err
 

@@ -1,4 +1,4 @@
-"""qrec's command line: ``qrec train | evaluate | demo | experiment | report | plot | codes | data``."""
+"""qrec: recommenders whose embeddings are stored in 1 to 8 bits; train, compress, evaluate and serve them."""
 
 from __future__ import annotations
 
@@ -9,34 +9,83 @@ import time
 from pathlib import Path
 
 from qrec.errors import QrecError, SpecError
+from qrec.logs import setup_console
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every option's default in its help line, where it has one (not None, False or an empty list)."""
+
+    def _get_help_string(self, action):
+        default = action.default
+        if (default is None or default is False or default == [] or "%(default)" in (action.help or "")
+                or isinstance(action, argparse._CountAction)):
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _Spelling(argparse.Action):
+    """Stores like ``store``; an old spelling (``--ks``, ``-k``) still works but says on stderr that it is
+    deprecated, so scripts keep running while their authors learn the one spelling."""
+
+    old: tuple[str, ...] = ()
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if option_string in self.old:
+            print(f"qrec: {option_string} is deprecated; use {self.option_strings[0]}", file=sys.stderr)
+        setattr(namespace, self.dest, values)
+
+
+def _cutoffs(p: argparse.ArgumentParser, *old: str, help: str, **kwargs) -> None:
+    """``--k``: the one spelling of the cut-off(s) in every command; ``old`` spellings as deprecated aliases."""
+    action = type("Spelling", (_Spelling,), {"old": old})
+    note = f" ({', '.join(old)}: deprecated spelling)" if old else ""
+    p.add_argument("--k", *old, dest="k", type=int, action=action, metavar="K", help=help + note, **kwargs)
+
+
+def _run_default(key: str) -> str:
+    from qrec.train.config import RunConfig
+
+    value = getattr(RunConfig(), key)
+    return " ".join(map(str, value)) if isinstance(value, tuple) else str(value)
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("run (each overrides --config)")
+    g = p.add_argument_group("run (each overrides --config; defaults are RunConfig's)")
+    d = _run_default
     g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
-    g.add_argument("--dataset", help="registered name (qrec data list) e.g. ml-1m-seq, gowalla")
+    g.add_argument("--dataset", help=f"registered name (qrec data list) e.g. ml-1m-seq, gowalla (default: {d('dataset')})")
     g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
-    g.add_argument("--protocol", choices=["loo", "ratio", "given"], help="split: leave-one-out by time, random ratio, pre-split files")
-    g.add_argument("--min-count", type=int, help="one-pass k-core filter (5 reproduces SASRec's ML-1M)")
-    g.add_argument("--model", help="backbone: gmf, neumf, lightgcn, ...")
-    g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, mgqe64x256/64@0.1")
-    g.add_argument("--user-embedding", help="separate spec for the user tables")
-    g.add_argument("--dim", type=int)
-    g.add_argument("--epochs", type=int)
-    g.add_argument("--batch-size", type=int)
-    g.add_argument("--lr", type=float)
-    g.add_argument("--n-neg", type=int)
-    g.add_argument("--seed", type=int)
-    g.add_argument("--patience", type=int, help="stop after this many epochs without validation gain (0: never)")
-    g.add_argument("--ks", type=int, nargs="+", help="cut-offs of the metrics, e.g. 20 50")
-    g.add_argument("--eval-every", type=int, help="evaluate every n epochs")
+    g.add_argument("--protocol", choices=["loo", "ratio", "given"], help="split: leave-one-out by time, random ratio, "
+                   f"pre-split files (default: {d('protocol')})")
+    g.add_argument("--min-count", type=int, help=f"one-pass k-core filter (5 reproduces SASRec's ML-1M) (default: {d('min_count')})")
+    g.add_argument("--model", help=f"backbone: gmf, neumf, lightgcn, ... (default: {d('model')})")
+    g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, dpq16x8b, "
+                   f"mgqe64x256/64@0.1 (default: {d('embedding')})")
+    g.add_argument("--user-embedding", help="separate spec for the user tables (default: --embedding)")
+    g.add_argument("--dim", type=int, help=f"embedding size d (default: {d('dim')})")
+    g.add_argument("--epochs", type=int, help=f"training epochs (default: {d('epochs')})")
+    g.add_argument("--batch-size", type=int, help=f"training rows per step (default: {d('batch_size')})")
+    g.add_argument("--lr", type=float, help=f"Adam learning rate (default: {d('lr')})")
+    g.add_argument("--n-neg", type=int, help=f"pointwise models: sampled negatives per positive (default: {d('n_neg')})")
+    g.add_argument("--seed", type=int, help=f"seeds initialisation, sampling and shuffling (default: {d('seed')})")
+    g.add_argument("--patience", type=int, help=f"stop after this many epochs without validation gain (0: never) (default: {d('patience')})")
+    _cutoffs(g, "--ks", nargs="+", help=f"cut-offs of the metrics, e.g. 20 50; the first selects the epoch (default: {d('ks')})")
+    g.add_argument("--eval-every", type=int, help=f"evaluate every n epochs (default: {d('eval_every')})")
     g.add_argument("--option", action="append", metavar="KEY=VALUE", default=[],
                    help="backbone option, repeatable: e.g. --option bits=2 --option estimator=ewgs (lowbit-gcn), "
                         "--option n_layers=2 (GCNs)")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
-    g.add_argument("--device", help="cpu or cuda")
+    g.add_argument("--device", help=f"cpu or cuda (default: {d('device')})")
     g.add_argument("--given-test", choices=["error", "drop", "keep"],
                    help="pre-split data: test rows without a trained user or item, or also in training (default error)")
+
+
+def _add_console_options(p: argparse.ArgumentParser) -> None:
+    """``--quiet`` / ``-v`` on a (sub)command that does not define them itself."""
+    if "--quiet" not in p._option_string_actions:
+        p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only: no progress bars, no per-epoch lines")
+    if "--verbose" not in p._option_string_actions:
+        p.add_argument("-v", "--verbose", action="count", default=0, help="more detail (debug messages)")
 
 
 def _config(args):
@@ -45,7 +94,7 @@ def _config(args):
     keys = ["dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
             "batch_size", "lr", "n_neg", "seed", "patience", "threads", "device", "given_test"]
     overrides = {k: getattr(args, k, None) for k in keys}
-    overrides["ks"] = tuple(args.ks) if getattr(args, "ks", None) else None
+    overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
     base = RunConfig.from_toml(args.config) if args.config else RunConfig()
     ks = overrides["ks"] or base.ks
@@ -80,9 +129,8 @@ def cmd_train(args) -> int:
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())
-    print(f"qrec train: {cfg.run_name()} -> {out}", file=sys.stderr)
     with run_folder_lock(out):  # the record too: a second writer never replaces this run's record
-        result = fit(cfg, out, progress=not args.quiet, log=lambda s: print(s, file=sys.stderr))
+        result = fit(cfg, out, progress=not args.quiet)
         record = build_record(result)
         write_record(out / "record.json", record)
     if args.record:
@@ -93,12 +141,13 @@ def cmd_train(args) -> int:
 
 def summary_line(rec: dict) -> str:
     t = rec["metrics"]["test"]
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall"))
+    shown = "  ".join(f"{k} {100 * v:.2f}%" for k, v in t.items() if "@" in k and k.split("@")[0] in ("hr", "ndcg", "recall"))
     return (f"{rec['run']}: test {shown}  size {rec['size']['relative']:.1%} of full "
             f"({rec['size']['serving_bits'] / 8 / 2**20:.2f} MiB)  best epoch {rec['best_epoch']}  {rec['train_seconds']:.0f}s")
 
 
 def cmd_evaluate(args) -> int:
+    from qrec.eval.evaluate import format_metrics
     from qrec.models.evaluate import evaluate_model
 
     artifact = Path(args.checkpoint).suffix == ".safetensors"
@@ -106,9 +155,18 @@ def cmd_evaluate(args) -> int:
         raise QrecError("--last applies to a run's checkpoint; an artifact holds one model")
     model, cfg, split = _load_artifact(args.checkpoint) if artifact else _load_checkpoint_model(args.checkpoint, last=args.last)
     cfg.check_catalogue(split.n_items, args.k)
-    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator, progress=True, mask=args.mask)
-    print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
-                      "metrics": metrics, "serving_bits": model.serving_bits(), "full_bits": model.full_bits()}, indent=1))
+    metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator,
+                             progress=not args.quiet, mask=args.mask)
+    serving, full = model.serving_bits(), model.full_bits()
+    if args.json:
+        print(json.dumps({"artifact" if artifact else "checkpoint": args.checkpoint, "stage": args.stage, "mask": args.mask,
+                          "metrics": metrics, "serving_bits": serving, "full_bits": full}, indent=1))
+        return 0
+    what = "exported model as served" if artifact else "last epoch" if args.last else "selected epoch"
+    print(f"{args.checkpoint} ({what}): {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {cfg.dataset}")
+    print(f"{args.stage} split, {metrics['users']:,} users, mask {args.mask}; metrics in %\n")
+    print(format_metrics(metrics))
+    print(f"\nmodel size {serving / 8 / 2**20:.2f} MiB = {serving / full:.1%} of the float32 model ({full / 8 / 2**20:.2f} MiB)")
     return 0
 
 
@@ -203,7 +261,10 @@ def cmd_ptq(args) -> int:
     from qrec.experiments.ptq import ptq_table
 
     specs = {"specs": tuple(args.specs)} if args.specs else {}
-    print(ptq_table(args.run, tuple(args.bits), tuple(args.k) if args.k else None, **specs))
+    records = Path(args.records) if args.records else None
+    print(ptq_table(args.run, tuple(args.bits), tuple(args.k) if args.k else None, records=records, **specs))
+    if records:
+        print(f"\nrecords in {records}/ (qrec plot --results {records}; qrec report --results {records})")
     return 0
 
 
@@ -234,20 +295,23 @@ def cmd_plot(args) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="qrec", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
+    from qrec import __version__
+
+    p = argparse.ArgumentParser(prog="qrec", formatter_class=HelpFormatter)
+    p.add_argument("--version", action="version", version=f"qrec {__version__}")
+    sub = p.add_subparsers(title="commands", dest="cmd", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train one model, checkpoint every epoch, write a JSON record")
     _add_run_options(t)
     t.add_argument("--out", help="run folder for checkpoint and record (default runs/<run name>); an existing checkpoint resumes")
     t.add_argument("--record", help="also write the record to this path (e.g. results/adhoc/x.json)")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(fn=cmd_train)
 
     e = sub.add_parser("evaluate", help="evaluate a checkpoint, or an exported model as served, with full ranking")
     e.add_argument("checkpoint", help="run folder, checkpoint file, or .safetensors artifact (qrec export)")
-    e.add_argument("--stage", choices=["valid", "test"], default="test")
-    e.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
+    e.add_argument("--stage", choices=["valid", "test"], default="test", help="which held-out part to rank")
+    _cutoffs(e, nargs="+", help="cut-offs (default: the run's)")
+    e.add_argument("--json", action="store_true", help="one JSON object (fractions, full precision) instead of the table")
     e.add_argument("--last", action="store_true", help="use the last epoch, not the best validation epoch")
     e.add_argument("--mask", choices=["seen", "train", "none"], default="seen",
                    help="items that cannot be recommended: every known one (default, qrec's protocol), the "
@@ -255,8 +319,8 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(fn=cmd_evaluate)
 
     d = sub.add_parser("demo", help="train full and quantized GMF and LightGCN on the embedded MovieLens-100K; print a table")
-    d.add_argument("--epochs", type=int, default=10)
-    d.add_argument("--out", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=10, help="epochs per model")
+    d.add_argument("--out", default="runs/demo", help="folder of the demo's runs")
     d.set_defaults(fn=cmd_demo)
 
     x = sub.add_parser("experiment", help="run a preset grid (resumable: finished records are skipped)")
@@ -271,20 +335,24 @@ def parser() -> argparse.ArgumentParser:
                                                        "--threads threads; logs in runs/<preset>/<run>/train.log)")
     x.add_argument("--device", help="cpu (default) or cuda; CUDA numbers differ from the CPU's in float rounding, "
                                     "so a record keeps its device and never stands in for a CPU run")
-    x.add_argument("--dry-run", action="store_true", help="list what would run")
+    x.add_argument("--dry-run", action="store_true", help="list what would run, with the time each should take "
+                   "(from finished seeds, else from a few timed training steps)")
     x.add_argument("--dataset", help="run the grid on this dataset instead (registered name, or the format of "
                                      "--path); records go to results/<preset>-<dataset>/")
     x.add_argument("--path", help="a local file or folder for --dataset (records: results/<preset>-<file stem>/)")
     x.set_defaults(fn=cmd_experiment)
 
-    r = sub.add_parser("report", help="regenerate RESULTS.md from the records")
-    r.add_argument("--results", default="results")
-    r.add_argument("--output", default="RESULTS.md")
+    r = sub.add_parser("report", help="a Markdown report (RESULTS.md) of any folder of records: mean +/- std over seeds")
+    r.add_argument("--results", default="results", help="folder of JSON records (searched recursively), e.g. from "
+                   "qrec train --record, qrec experiment, qrec ptq --records")
+    r.add_argument("--output", default="RESULTS.md", help="Markdown file to write (its folder is created)")
     r.set_defaults(fn=cmd_report)
 
-    pl = sub.add_parser("plot", help="figures from records (performance vs size, training loss)")
-    pl.add_argument("--results", default="results")
-    pl.add_argument("--output", default="docs/figures")
+    pl = sub.add_parser("plot", help="figures of any folder of records: quality vs model size (Pareto frontier), "
+                                     "training curves")
+    pl.add_argument("--results", default="results", help="folder of JSON records (searched recursively); one figure "
+                    "set per preset or sub-folder")
+    pl.add_argument("--output", default="docs/figures", help="folder for the PNGs (created)")
     pl.set_defaults(fn=cmd_plot)
 
     pq = sub.add_parser("ptq", help="compress a trained float run after training (lightgcn: 1-8 bits, ITQ, per layer; "
@@ -293,16 +361,18 @@ def parser() -> argparse.ArgumentParser:
     pq.add_argument("--bits", type=int, nargs="+", default=[1, 2, 4, 8], help="b-bit codes (lightgcn) / sq<b> (gmf, neumf)")
     pq.add_argument("--specs", nargs="+", help="gmf / neumf: formats besides sq<b> (default: lr48, dpq at D = 64/16/8 "
                     "and mgqe at D = 64/16, K = 256 and 64)")
-    pq.add_argument("--k", type=int, nargs="+", help="cut-offs (default: the run's)")
+    _cutoffs(pq, nargs="+", help="cut-offs (default: the run's)")
+    pq.add_argument("--records", help="also write one JSON record per row into this folder (for qrec plot / report)")
     pq.set_defaults(fn=cmd_ptq)
     cs = sub.add_parser("codes", help="MGQE Fig. 8: how alike the item codes of same-category items are "
                                       "(runs with sq / dpq / mgqe item tables, MovieLens genres)")
     cs.add_argument("runs", nargs="+", help="run folders")
     cs.add_argument("--genres", help="movies.dat (ML-1M) or u.item (ML-100K) of the runs' dataset (default: the "
                                      "one beside the runs' data files)")
-    cs.add_argument("--categories", nargs="+", default=["Sci-Fi", "Romance", "Animation", "Horror"])
+    cs.add_argument("--categories", nargs="+", default=["Sci-Fi", "Romance", "Animation", "Horror"],
+                    help="genres compared")
     cs.add_argument("--per-set", type=int, default=50, help="items per category in each of the two sets")
-    cs.add_argument("--seed", type=int, default=0)
+    cs.add_argument("--seed", type=int, default=0, help="seeds the choice of items")
     cs.add_argument("--output", help="heatmap PNG (one panel per run)")
     cs.set_defaults(fn=cmd_codes)
     ex = sub.add_parser("export", help="write a trained run's served form (codes, codebooks, dense weights) as safetensors")
@@ -311,23 +381,43 @@ def parser() -> argparse.ArgumentParser:
     ex.set_defaults(fn=cmd_export)
 
     rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model (seen items filtered)")
-    rc.add_argument("artifact")
+    rc.add_argument("artifact", help="a .safetensors file written by qrec export")
     rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
-    rc.add_argument("-k", type=int, default=10)
+    _cutoffs(rc, "-k", default=10, help="items recommended per user")
     rc.set_defaults(fn=cmd_recommend)
 
     dt = sub.add_parser("data", help="datasets: list, info")
     dsub = dt.add_subparsers(dest="data_cmd", required=True)
     dsub.add_parser("list", help="registered datasets")
     di = dsub.add_parser("info", help="counts, sparsity, popularity skew")
-    di.add_argument("name")
-    di.add_argument("--path")
+    di.add_argument("name", help="registered name (qrec data list)")
+    di.add_argument("--path", help="a local file or folder instead of the registered places")
     dt.set_defaults(fn=cmd_data)
+    _finish(p, sub)
     return p
+
+
+def _finish(p: argparse.ArgumentParser, sub) -> None:
+    """What every command shares, added once for all (so a new command gets it without a line of its own):
+    the defaults formatter and ``--quiet`` / ``-v``."""
+    p.description = __doc__.strip()
+    for sp in _all_parsers(sub):
+        sp.formatter_class = HelpFormatter
+        _add_console_options(sp)
+
+
+def _all_parsers(sub):
+    """Every parser under a subparsers action, nested ones (``data list``) included."""
+    for sp in sub.choices.values():
+        yield sp
+        for action in sp._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                yield from _all_parsers(action)
 
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
+    setup_console(-1 if args.quiet else args.verbose)
     try:
         return args.fn(args)
     except (QrecError, ValueError, OSError) as e:

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import os
 import platform
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import torch
+
+from qrec.errors import QrecError
+from qrec.train.config import DEFAULT_DIM
 
 SCHEMA_VERSION = 1
 
@@ -92,9 +97,43 @@ def read_records(root: str | Path) -> list[dict]:
             rec = json.loads(p.read_text())
         except json.JSONDecodeError as e:
             raise ValueError(f"{p}: not a valid record ({e})") from e
+        if not isinstance(rec, dict):
+            raise ValueError(f"{p}: not a record (a JSON {type(rec).__name__}, not an object)")
         rec["_path"] = str(p)
         out.append(rec)
     return out
+
+
+def records_or_explain(root: str | Path) -> list[dict]:
+    """``read_records(root)``, or a ``QrecError`` saying why there is nothing to read and what writes records."""
+    root = Path(root)
+    if not root.is_dir():
+        raise QrecError(f"{root}: no such folder of records")
+    records, others = [], []
+    for r in read_records(root):
+        (records if {"metrics", "embedding", "size"} <= set(r) else others).append(r)
+    for r in others:  # a folder of records may hold other JSON (configs, notes): named, then left out
+        logging.getLogger("qrec.records").warning(f"{r['_path']}: not a qrec record (no metrics / embedding / size); skipped")
+    if not records:
+        raise QrecError(f"{root}: no JSON records here (they are written by qrec experiment, qrec train --record FILE "
+                        "and qrec ptq --records FOLDER)")
+    return records
+
+
+def headline_metrics(records: list[dict]) -> list[str]:
+    """Two test metrics every record has, at the smallest shared cut-off: hr (or recall) and ndcg."""
+    shared = set.intersection(*(set(r["metrics"]["test"]) for r in records))
+    for k in sorted({int(m.split("@")[1]) for m in shared if "@" in m}):
+        chosen = [m for m in (f"hr@{k}", f"recall@{k}", f"ndcg@{k}") if m in shared]
+        if chosen:
+            return [chosen[0], chosen[-1]] if len(chosen) > 1 else chosen
+    return []
+
+
+def common_dim(records: list[dict], default: int = DEFAULT_DIM) -> int:
+    """The d of most full-table runs among ``records`` (what their sizes are measured against), else ``default``."""
+    dims = Counter(r["config"]["dim"] for r in records if "config" in r and r["embedding"]["item"] == "full")
+    return dims.most_common(1)[0][0] if dims else default
 
 
 def relative_sizes(records: list[dict], base_dim: int) -> list[float]:

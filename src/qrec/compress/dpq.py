@@ -70,6 +70,17 @@ def code_bits(d: int, D: int, K: int) -> int:
     return K.bit_length() - 1
 
 
+#: a bare ``dpq<D>x<n>`` above this reads as centroids: FAISS's nbits never exceeds it (``qrec.compress.spec``)
+MAX_BARE_AMBIGUOUS = 16
+
+
+def dpq_spec(D: int, K: int, softmax: bool = False, bn: bool = False) -> str:
+    """The canonical spec of a DPQ table: ``dpq<D>x<K>`` above 16 centroids (every record so far), else the
+    bits form ``dpq<D>x<b>b``, so a spec read back never meets the ambiguous form."""
+    count = f"{K}" if K > MAX_BARE_AMBIGUOUS else f"{K.bit_length() - 1}b" if K & (K - 1) == 0 else f"{K}c"
+    return f"dpq{D}x{count}" + "-sx" * softmax + "-bn" * bn
+
+
 def dpq_bits(n: int, d: int, D: int, K: int) -> int:
     """Serving size of ``dpq<D>x<K>``: packed codes ``8 ceil(n D log2 K / 8)`` + centroids ``32 K d``."""
     return 8 * packed_nbytes(n * D, code_bits(d, D, K)) + 32 * K * d
@@ -266,7 +277,7 @@ class DPQEmbedding(EmbeddingTable):
 
     @property
     def spec(self) -> str:
-        return f"dpq{self.num_subspaces}x{self.num_centroids}" + "-sx" * self.softmax + "-bn" * self.bn
+        return dpq_spec(self.num_subspaces, self.num_centroids, self.softmax, self.bn)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not (self.softmax or self.bn):  # rows are quantized independently: each distinct row once

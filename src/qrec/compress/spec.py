@@ -5,11 +5,18 @@ Grammar (faiss ``index_factory`` in spirit):
   lr<r>                         low-rank n x r times r x d
   sq<b>[-ptq]                   scalar quantization, b bits per dim, 1 <= b <= 16 (quantization-aware;
                                 -ptq: post-training)
-  dpq<D>x<K>[-sx][-bn]          DPQ, D subspaces x K centroids (VQ flavour; -sx: softmax flavour;
-                                -bn: batch-normalised responses); D divides d, K a power of two
+  dpq<D>x<b>b[-sx][-bn]         DPQ, D subspaces, b-bit codes (K = 2^b centroids, 1 <= b <= 16): FAISS's
+                                PQ<M>x<nbits>; dpq16x8b is 16 subspaces of 256 centroids (VQ flavour;
+                                -sx: softmax flavour; -bn: batch-normalised responses); D divides d
+  dpq<D>x<K>[-sx][-bn]          the same with K centroids, K a power of two above 16: dpq64x256
+  dpq<D>x<K>c[-sx][-bn]         K centroids, any power of two 2..65536: dpq8x4c is 8 subspaces of 4
+  pq<D>x<b>                     FAISS's spelling of dpq<D>x<b>b (VQ flavour)
+                                A bare dpq<D>x<n> with n <= 16 is refused as ambiguous: FAISS reads n as
+                                bits, earlier qrec read it as centroids; say b or c.
   mgqe<D>x<K1>/<K2>@<f>         MGQE shared centroids, head fraction f gets K1, tail K2
   mgqe-uk<D>x<K1>/<K2>@<f>      MGQE unshared centroids, variable K
   mgqe-ud<D1>/<D2>x<K>@<f>      MGQE unshared centroids, variable D
+                                MGQE keeps its paper's notation: the numbers after x are centroid counts.
   bin[-ste|-gaussian|-fourier]  1 bit per value: sign x per-row scale (L2Q / BiGeaR), sign surrogate gradient
   q<b>                          b bits per value (1 <= b <= 8) on a symmetric per-row grid (HQ-GNN), STE
   More MGQE tiers: one more K (or D) and one more cumulative fraction each, e.g. mgqe64x256/64/16@0.1/0.3
@@ -23,6 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from qrec.compress.base import EmbeddingTable
+from qrec.compress.dpq import MAX_BARE_AMBIGUOUS
 from qrec.errors import SpecError
 
 
@@ -74,6 +82,34 @@ def code_size(spec: str, n: int, d: int) -> int:
     return int(entry.size(m, n, d))
 
 
+#: ``dpq<D>x<n>[b|c][-sx][-bn]`` and FAISS's ``pq<D>x<nbits>`` (no unit, no flavour: bits)
+DPQ_PATTERN = r"(?:dpq(?P<D>\d+)x(?P<K>\d+)(?P<unit>[bc])?(?P<sx>-sx)?(?P<bn>-bn)?|pq(?P<pqD>\d+)x(?P<pqbits>\d+))"
+def dpq_centroids(m: re.Match) -> int:
+    """K of a DPQ / PQ spec match: ``2^b`` for ``<b>b`` and FAISS's ``pq``, ``n`` for ``<n>c`` and a bare
+    ``n > 16``; a bare ``n <= 16`` is refused (FAISS reads it as bits, qrec before 0.2 as centroids)."""
+    if m["pqD"] is not None:
+        return _bits_to_centroids(m, int(m["pqbits"]))
+    n, unit = int(m["K"]), m["unit"]
+    if unit == "b":
+        return _bits_to_centroids(m, n)
+    if unit is None and n <= MAX_BARE_AMBIGUOUS:
+        D, rest = m["D"], (m["sx"] or "") + (m["bn"] or "")
+        raise SpecError(f"{m.string!r} is ambiguous: write dpq{D}x{n}b{rest} for {n}-bit codes ({2 ** n} centroids "
+                        f"per subspace, as FAISS reads PQ{D}x{n}) or dpq{D}x{n}c{rest} for {n} centroids "
+                        f"(qrec's earlier reading); a bare count is read as centroids only above {MAX_BARE_AMBIGUOUS}")
+    return n
+
+
+def dpq_subspaces(m: re.Match) -> int:
+    return int(m["D"] if m["pqD"] is None else m["pqD"])
+
+
+def _bits_to_centroids(m: re.Match, bits: int) -> int:
+    if not 1 <= bits <= 16:
+        raise SpecError(f"{m.string!r}: codes take 1..16 bits, got {bits}")
+    return 1 << bits
+
+
 def _register_builtin() -> None:
     from qrec.compress.dpq import DPQEmbedding, dpq_bits
     from qrec.compress.full import FullEmbedding
@@ -115,12 +151,12 @@ def _register_builtin() -> None:
         lambda m, w, f, seed: ScalarQuantized.from_float(w, _sq_bits(m)),
     )
     register(
-        r"dpq(?P<D>\d+)x(?P<K>\d+)(?P<sx>-sx)?(?P<bn>-bn)?",
+        DPQ_PATTERN,
         lambda m, n, d, frequencies=None, bn=False, **o: DPQEmbedding(
-            n, d, int(m["D"]), int(m["K"]), softmax=bool(m["sx"]), bn=bool(m["bn"]) or bn, **o
+            n, d, dpq_subspaces(m), dpq_centroids(m), softmax=bool(m["sx"]), bn=bool(m["bn"]) or bn, **o
         ),
-        lambda m, n, d: dpq_bits(n, d, int(m["D"]), int(m["K"])),
-        lambda m, w, f, seed: _vq_only(m).from_float(w, int(m["D"]), int(m["K"]), seed=seed),
+        lambda m, n, d: dpq_bits(n, d, dpq_subspaces(m), dpq_centroids(m)),
+        lambda m, w, f, seed: _vq_only(m).from_float(w, dpq_subspaces(m), dpq_centroids(m), seed=seed),
     )
     register(
         MGQE_PATTERN,
@@ -146,7 +182,7 @@ def _register_builtin() -> None:
         )
 
     def _vq_only(m: re.Match):
-        if m["sx"] or m["bn"]:
+        if m["pqD"] is None and (m["sx"] or m["bn"]):
             raise SpecError(f"{m.string!r}: post-training DPQ fits the VQ flavour only (drop -sx / -bn)")
         return DPQEmbedding
 

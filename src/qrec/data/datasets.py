@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable
 from urllib.parse import urlparse
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from qrec.data.interactions import Interactions, Split
@@ -51,6 +52,7 @@ from qrec.errors import DataFormatError, DatasetNotFoundError
 __all__ = [
     "ModifiedDataWarning",
     "DatasetSpec",
+    "Derivation",
     "Layout",
     "Remote",
     "Source",
@@ -96,6 +98,17 @@ class Remote:
 
 
 @dataclass(frozen=True)
+class Derivation:
+    """How a dataset is computed from another registered one (e.g. ``ml-1m-seq`` from the official
+    ``ml-1m`` archive): ``write(source_data, target_file)`` writes the canonical layout's one file;
+    ``side`` files found beside the source (e.g. ``movies.dat``) are copied beside the result."""
+
+    source: str
+    write: Callable[[Interactions, Path], None]
+    side: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class DatasetSpec:
     """A named dataset: its layouts (first = canonical), known hashes and download recipe."""
 
@@ -106,6 +119,7 @@ class DatasetSpec:
     remote: tuple[Remote, ...] = ()
     bundled: Callable[[], Path | None] | None = None  # a folder shipped inside an installed package
     note: str = ""  # extra advice when the dataset cannot be found
+    derived: Derivation | None = None  # computed from another dataset when no copy is found
 
 
 def _github(repo: str, ref: str, path: str) -> str:
@@ -186,8 +200,9 @@ DATASETS: dict[str, DatasetSpec] = {
             "MovieLens-1M as per-user chronological sequences, no timestamps (SASRec/DiffuRec ml-1m)",
             layouts=(Layout(("sequences.txt",), read_sequences),),
             sha256={"sequences.txt": "3b3803d72c034929ada18b2cbd114296261c012b7a3e10282543adeceba53fb1"},
-            note="sequences.txt is derived from DiffuRec's dataset.pkl and has no download URL; "
-            "the same ratings with real timestamps are the 'ml-1m' dataset.",
+            note="without a copy, sequences.txt is derived from the official ML-1M archive (the 'ml-1m' "
+            "dataset, md5-checked): each user's ratings sorted by timestamp, ties in file order.",
+            derived=Derivation("ml-1m", lambda data, target: write_sequences(data, target), side=("movies.dat",)),
         ),
         DatasetSpec(
             "ml-1m-lgcn",
@@ -301,6 +316,8 @@ class Source:
 
     def __str__(self) -> str:
         where = self.url if self.kind == "download" and self.url else ", ".join(str(f) for f in self.files)
+        if self.kind == "derived" and self.url:
+            where += f", derived from {self.url}"
         return f"{self.name} from {self.kind}: {where}"
 
 
@@ -369,6 +386,7 @@ def _local_sources(spec: DatasetSpec) -> tuple[Source | None, list[str]]:
             continue
         match = _match_folder(spec, folder)
         if match is not None:
+            kind = "derived" if kind == "cache" and (folder / DERIVED_NOTE).is_file() else kind
             return Source(spec.name, kind, match[1], match[0]), looked
         looked.append(f"{folder} ({kind}): no {_expected(spec)}")
     return None, looked
@@ -406,6 +424,12 @@ def resolved_source(name: str, path=None) -> Source:
     if spec.remote and not _offline():
         files = tuple(cache_dir() / spec.name / r.file for r in spec.remote)
         return Source(name, "download", files, 0, url=spec.remote[0].url)
+    if spec.derived is not None:
+        try:
+            origin = resolved_source(spec.derived.source)
+        except DatasetNotFoundError as err:
+            raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+        return Source(name, "derived", (cache_dir() / name / spec.layouts[0].files[0],), 0, url=str(origin))
     raise _not_found(spec, looked + (["download: offline (QREC_OFFLINE)"] if spec.remote else []))
 
 
@@ -434,6 +458,8 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
 
 
 def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    if spec.derived is not None and not spec.remote:
+        return _derived_source(spec, looked, allowed)
     if not spec.remote:
         raise _not_found(spec, looked + ["download: no public URL for this dataset"])
     if not allowed:
@@ -448,6 +474,68 @@ def _download_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Sou
     return Source(spec.name, "download", files, layout, url=spec.remote[0].url)
 
 
+DERIVED_NOTE = "DERIVED.txt"  # beside a derived dataset in the cache: what it was computed from
+
+
+def _derived_source(spec: DatasetSpec, looked: list[str], allowed: bool) -> Source:
+    """Derive ``spec`` into the cache from its source dataset, found or downloaded (checksummed) as
+    ``load_dataset`` finds any dataset; written through a temporary file, so a reader never sees half."""
+    derivation = spec.derived
+    try:
+        data = load_dataset(derivation.source, download=allowed)
+    except DatasetNotFoundError as err:
+        raise _not_found(spec, looked + [_derive_failed(spec, err)]) from None
+    if not isinstance(data, Interactions):
+        raise DataFormatError(derivation.source, "a derivation needs raw interactions, not a pre-split dataset")
+    origin = _LAST_SOURCE[derivation.source]
+    folder = cache_dir() / spec.name
+    folder.mkdir(parents=True, exist_ok=True)
+    target = folder / spec.layouts[0].files[0]
+    fd, tmp_name = tempfile.mkstemp(dir=folder, prefix=f".{target.name}.", suffix=".part")
+    os.close(fd)
+    try:
+        derivation.write(data, Path(tmp_name))
+        os.replace(tmp_name, target)
+    finally:
+        Path(tmp_name).unlink(missing_ok=True)
+    for side in derivation.side:
+        beside = origin.files[0].parent / side
+        if beside.is_file() and not (folder / side).exists():
+            shutil.copyfile(beside, folder / side)
+    sources = "\n".join(f"- {f.name}: sha256 {_sha256(f)}" for f in origin.files)
+    (folder / DERIVED_NOTE).write_text(f"{spec.name} derived by qrec from {origin}\n{sources}\n"
+                                       f"{target.name}: sha256 {_sha256(target)}\n")
+    return Source(spec.name, "derived", (target,), 0, url=str(origin))
+
+
+def _derive_failed(spec: DatasetSpec, err: Exception) -> str:
+    source = DATASETS[spec.derived.source]
+    url = f" ({source.remote[0].url})" if source.remote else ""
+    looked = [line.strip()[2:] for line in str(err).splitlines() if line.strip().startswith("- ")]
+    return f"derive from {spec.derived.source}{url}: not possible, {spec.derived.source} " + (
+        f"{looked[-1]}" if looked else str(err).splitlines()[0])
+
+
+def write_sequences(data: Interactions, target: Path) -> None:
+    """``data`` as per-user chronological sequences, ``user item item ...`` with raw ids, oldest first:
+    each user's interactions sorted by timestamp, ties kept in file order; users in raw-id order."""
+    if data.timestamps is None:
+        raise DataFormatError(target, f"{data.name} has no timestamps to order the sequences by")
+    order = np.lexsort((np.arange(len(data)), data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    lines = {data.user_ids[users[a]]: items[a:b] for a, b in zip(starts, np.r_[starts[1:], len(users)])}
+    with target.open("w") as f:
+        for raw in sorted(lines, key=_raw_key):
+            f.write(" ".join(map(str, [raw, *data.item_ids[lines[raw]]])) + "\n")
+
+
+def _raw_key(raw):
+    """Raw ids sort as numbers where they are numbers (MovieLens), else as text."""
+    text = str(raw)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
+
+
 @functools.lru_cache(maxsize=16)
 def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, kind: str) -> Interactions | Split:
     """Read and hash the files once per (files, sizes, mtimes); ``stamps`` invalidates on change."""
@@ -456,14 +544,16 @@ def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, k
     paths = tuple(Path(f) for f in files)
     data = spec.layouts[layout].read(*paths, name=name)
     hashes = {p.name: _sha256(p) for p in paths}
-    _warn_on_mismatch(spec, paths, hashes)
+    _warn_on_mismatch(spec, paths, hashes, kind)
     parts = (data.train, data.valid, data.test) if isinstance(data, Split) else (data,)
     for meta in {id(part.meta): part.meta for part in parts}.values():
         meta.update(dataset=name, source=kind, sha256=hashes)
     return data
 
 
-def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str]) -> None:
+def _warn_on_mismatch(spec: DatasetSpec, paths: tuple[Path, ...], hashes: dict[str, str], kind: str) -> None:
+    if kind == "derived":  # checked through its source's checksum; its own hash is recorded, not compared
+        return
     for p in paths:
         expected = spec.sha256.get(p.name)
         if expected is not None and hashes[p.name] != expected:

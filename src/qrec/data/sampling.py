@@ -105,19 +105,28 @@ class NegativeSampler:
         return out
 
 
-def _batches(arrays: dict[str, np.ndarray], order: np.ndarray, batch_size: int) -> Iterator[dict[str, torch.Tensor]]:
-    """Slices of ``arrays`` in ``order``, ``batch_size`` rows at a time, as torch tensors."""
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0, got {batch_size}")
-    for start in range(0, len(order), batch_size):
-        rows = order[start : start + batch_size]
-        yield {key: torch.from_numpy(values[rows]) for key, values in arrays.items()}
+class Batches:
+    """Slices of ``arrays`` in ``order``, ``batch_size`` rows at a time, as torch tensors. Sized, so a
+    progress bar knows the epoch's total; the epoch's sampling is already done when it is built."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], order: np.ndarray, batch_size: int):
+        if batch_size <= 0:
+            raise ValueError(f"batch_size must be > 0, got {batch_size}")
+        self.arrays, self.order, self.batch_size = arrays, order, batch_size
+
+    def __len__(self) -> int:
+        return -(-len(self.order) // self.batch_size)
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for start in range(0, len(self.order), self.batch_size):
+            rows = self.order[start : start + self.batch_size]
+            yield {key: torch.from_numpy(values[rows]) for key, values in self.arrays.items()}
 
 
 def pointwise_epoch(
     train: Interactions | sp.spmatrix, sampler: NegativeSampler, n_neg: int, batch_size: int,
     rng: np.random.Generator,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Batches:
     """One epoch of (user, item, label) rows for pointwise losses (NCF style): every training
     pair as a positive (label 1) plus ``n_neg`` fresh negatives for it (label 0), all rows
     shuffled. Yields ``{"users": int64, "items": int64, "labels": float32}`` tensors. All the
@@ -129,24 +138,24 @@ def pointwise_epoch(
         "items": np.column_stack([items, negatives]).reshape(-1),  # each positive, then its negatives
         "labels": np.tile(np.r_[np.float32(1), np.zeros(n_neg, dtype=np.float32)], len(users)),
     }
-    yield from _batches(arrays, rng.permutation(len(arrays["users"])), batch_size)
+    return Batches(arrays, rng.permutation(len(arrays["users"])), batch_size)
 
 
 def bpr_epoch(
     train: Interactions | sp.spmatrix, sampler: NegativeSampler, batch_size: int, rng: np.random.Generator,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Batches:
     """One epoch of BPR triples, LightGCN style: one pass over all training pairs in shuffled
     order, each with one fresh negative. Yields ``{"users", "pos", "neg"}`` int64 tensors."""
     users, items, _, _ = _pairs(train)
     order = rng.permutation(len(users))
     arrays = {"users": users[order], "pos": items[order]}
     arrays["neg"] = sampler.sample(arrays["users"], 1, rng)[:, 0]
-    yield from _batches(arrays, np.arange(len(order)), batch_size)
+    return Batches(arrays, np.arange(len(order)), batch_size)
 
 
 def sequence_epoch(
     train: Interactions, sampler: NegativeSampler, length: int, batch_size: int, rng: np.random.Generator,
-) -> Iterator[dict[str, torch.Tensor]]:
+) -> Batches:
     """One epoch of next-item windows, SASRec style: every user with at least two training items once, in
     shuffled order. ``seq`` holds the user's last ``length`` items before their last one, ``pos`` the item
     that follows each of them (``seq`` shifted by one), ``neg`` one fresh negative per slot; all ``(B,
@@ -161,4 +170,4 @@ def sequence_epoch(
     neg = np.full_like(seq, PAD)
     neg[filled] = sampler.sample(np.broadcast_to(users[:, None], seq.shape)[filled], 1, rng)[:, 0]
     arrays = {"users": users, "seq": seq, "pos": pos, "neg": neg}
-    yield from _batches(arrays, rng.permutation(len(users)), batch_size)
+    return Batches(arrays, rng.permutation(len(users)), batch_size)

@@ -48,3 +48,20 @@ def evaluate_split(score_fn: ScoreFn, split: Split, stage: str = "test", ks=(10,
         score_fn, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
         recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,
     )
+
+
+def format_metrics(metrics: dict) -> str:
+    """Metrics as a table of percentages (two decimals), a row per metric and a column per cut-off, e.g.
+    ``{"hr@10": 0.4512, "ndcg@10": 0.2231}`` -> ``hr  45.12`` / ``ndcg  22.31`` under ``@10``."""
+    names, ks = [], []
+    for key in metrics:
+        if "@" in key:
+            name, k = key.split("@")
+            names += [name] * (name not in names)
+            ks += [int(k)] * (int(k) not in ks)
+    width = max(map(len, names), default=0)
+    lines = [" " * width + "".join(f"{f'@{k}':>9}" for k in ks)]
+    for name in names:
+        cells = [metrics.get(f"{name}@{k}") for k in ks]
+        lines.append(f"{name:<{width}}" + "".join(f"{100 * v:>8.2f}%" if v is not None else " " * 9 for v in cells))
+    return "\n".join(lines)

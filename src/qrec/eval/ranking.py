@@ -20,9 +20,9 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from qrec.eval.metrics import metric_fn
+from qrec.logs import bar as progress_bar
 from qrec.retrieval.topk import topk_deterministic
 
 ScoreFn = Callable[[Tensor], Tensor]
@@ -110,7 +110,7 @@ def evaluate_full_ranking(
     per_user: dict[str, list[Tensor]] = {key: [] for key in _result_keys(ks, fns)}
     starts = range(0, len(evaluated), batch_size)
     with torch.no_grad():
-        for start in tqdm(starts, desc="evaluate", disable=not progress):
+        for start in progress_bar(starts, desc="evaluate", enabled=progress):
             batch = evaluated[start : start + batch_size]
             scores = _masked_scores(score_fn, batch, excludes, truth.shape[1], device)
             hits = _hit_matrix(scores, batch, truth, max(ks))

@@ -114,9 +114,10 @@ def plot_fig8(results: list[dict], categories, output: Path) -> Path:
         for (a, b), v in np.ndenumerate(r["matrix"]):
             ax.text(b, a, f"{v:.3f}", ha="center", va="center", fontsize=8)
         ax.set_title(f"{r['spec']} (separation {r['separation']:.2f})", fontsize=10)
-    fig.suptitle("Code similarity between categories (fraction of positions with the same code)", fontsize=10)
+    sep = "\n" if len(results) < 2 else " "  # one narrow panel: the title on two lines, never clipped
+    fig.suptitle(f"Code similarity between categories{sep}(fraction of positions with the same code)", fontsize=10)
     fig.tight_layout()
     output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=120)
+    fig.savefig(output, dpi=120, bbox_inches="tight")
     plt.close(fig)
     return output

@@ -15,6 +15,8 @@ to the quantization-aware run of the same format is training's contribution.
 from __future__ import annotations
 
 import copy
+import datetime as dt
+import re
 from pathlib import Path
 
 import torch
@@ -29,6 +31,7 @@ from qrec.models.lightgcn import LightGCN
 from qrec.models.lowbit_gcn import LowBitGCN
 from qrec.models.neumf import NeuMF
 from qrec.models.registry import row_frequencies
+from qrec.records import SCHEMA_VERSION, git_commit, write_record
 from qrec.train.trainer import load_trained
 
 #: formats ``qrec ptq`` fits to a GMF / NeuMF run's tables besides SQ at ``--bits`` (MGQE Table 3 / Fig. 6)
@@ -72,25 +75,26 @@ def compressed_copies(model, split, specs, seed: int = 0):
 
 
 def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[int, ...] | None = None,
-              specs: tuple[str, ...] = TABLE_SPECS) -> str:
+              specs: tuple[str, ...] = TABLE_SPECS, records: Path | None = None) -> str:
     """Markdown table: metrics of each variant at the run's cut-offs (or ``ks``), size, and % of the float
-    model's first metric."""
+    model's first metric. ``records``: also a JSON record per row in that folder (``qrec plot`` / ``report``)."""
     model, cfg, split = load_trained(run)  # the reported epoch: best on validation, else the last
     cfg.check_catalogue(split.n_items, ks)
     if type(model) is LightGCN:
         with torch.no_grad():
             spectrum = spectrum_line(model)
-        return _table(run, model, cfg, split, ks, quantized_variants(model, bits), spectrum, f"{model.n_layers} layers")
+        return _table(run, model, cfg, split, ks, quantized_variants(model, bits), spectrum, f"{model.n_layers} layers",
+                      records)
     if not isinstance(model, (GMF, NeuMF)) or any(type(t) is not FullEmbedding for t in model.embedding_tables().values()):
         raise QrecError(f"{run}: a {cfg.model} run with {cfg.embedding} tables; qrec ptq quantizes a trained "
                         "full-precision run (lightgcn, or gmf / neumf with full tables)")
     variants = [(f"float32 (the trained {cfg.model})", model)]
     per_bits = [f"sq{b}-ptq" for b in bits] + [f"q{b}" for b in bits]  # per-dimension min/max, per-row grid
     variants += compressed_copies(model, split, per_bits + list(specs), seed=cfg.seed)
-    return _table(run, model, cfg, split, ks, variants, "", "best validation epoch")
+    return _table(run, model, cfg, split, ks, variants, "", "best validation epoch", records)
 
 
-def _table(run, reference, cfg, split, ks, variants, preamble: str, what: str) -> str:
+def _table(run, reference, cfg, split, ks, variants, preamble: str, what: str, records: Path | None) -> str:
     ks = tuple(ks or cfg.ks)
     first = "hr" if cfg.protocol == "loo" else "recall"
     names = [f"{m}@{k}" for k in ks for m in (first, "ndcg")]
@@ -108,4 +112,23 @@ def _table(run, reference, cfg, split, ks, variants, preamble: str, what: str) -
         size = model.serving_bits() / reference.serving_bits()
         lines.append(f"| {label} | " + " | ".join(f"{100 * metrics[n]:.2f}" for n in names)
                      + f" | {100 * size:.1f}% | {100 * metrics[names[0]] / base:.1f}% |")
+        if records is not None:
+            record = ptq_record(run, cfg, split, label, model, reference, metrics)
+            write_record(Path(records) / f"{record['run']}.json", record)
     return "\n".join(lines)
+
+
+def ptq_record(run, cfg, split, label: str, model, reference, metrics: dict) -> dict:
+    """One row of the table as a record: ``kind = "ptq"``, its label as the embedding, sizes like a trained
+    run's. The float run's config is kept as ``ptq_of_config`` (not ``config``: this is not that run, and a
+    grid must never take it for a finished one)."""
+    slug = re.sub(r"[^a-z0-9.]+", "-", label.lower()).strip("-")
+    family = "float32" if label.startswith("float32") else re.match(r"[a-z]+|\d+-bit", slug).group(0)
+    return {"schema": SCHEMA_VERSION, "kind": "ptq", "run": f"{cfg.run_name()}-ptq-{slug}", "label": label,
+            "family": family, "dataset": cfg.dataset, "model": cfg.model, "seed": cfg.seed,
+            "protocol": split.protocol, "embedding": {"user": label, "item": label},
+            "metrics": {"test": metrics, "valid": {}}, "history": [],
+            "size": {"serving_bits": model.serving_bits(), "full_bits": reference.full_bits(),
+                     "relative": model.serving_bits() / reference.full_bits(), "dense_bits": model.dense_bits()},
+            "ptq_of": str(run), "ptq_of_config": cfg.to_dict(), "git_commit": git_commit(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}

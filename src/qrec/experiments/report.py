@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from qrec.experiments.presets import load_preset, preset_names
-from qrec.records import read_records, relative_sizes
+from qrec.records import common_dim, headline_metrics, records_or_explain, relative_sizes
 from qrec.train.config import DEFAULT_DIM, RunConfig
 
 HEADER = """# qrec results
@@ -69,10 +69,10 @@ def _find_preset(name: str, records: list[dict]):
 
 def preset_table(name: str, records: list[dict]) -> str:
     preset = _find_preset(name, records)
-    paper, metrics = (preset.paper, preset.metrics) if preset else ({}, ["hr@10", "ndcg@10"])
+    paper, metrics = (preset.paper, preset.metrics) if preset else ({}, headline_metrics(records))
     reference = preset.reference if preset else ""
     ref_cols = [f"{metrics[0]} vs {reference.replace('|', ' ')}"] if reference else []
-    base_dim = int(preset.base.get("dim", DEFAULT_DIM)) if preset else DEFAULT_DIM
+    base_dim = int(preset.base.get("dim", DEFAULT_DIM)) if preset else common_dim(records)
     groups = _group(records, base_dim)
     sizes = dict(zip(map(id, records), relative_sizes(records, base_dim)))
     cols = ["dataset", "model", "embedding", "n"] + metrics + ["size"] + ref_cols + ["epoch s"]
@@ -111,6 +111,8 @@ def _count(recs: list[dict]) -> str:
 def _epoch_seconds(recs: list[dict]) -> str:
     """Median epoch time of the row's CPU runs (GPU runs are another machine), else of its GPU runs."""
     cpu = [r for r in recs if _device(r) == "cpu"]
+    if not any(r.get("history") for r in recs):  # nothing trained (qrec ptq rows)
+        return ""
     seconds = np.median([h["seconds"] for r in (cpu or recs) for h in r["history"]])
     return f"{seconds:.1f}" if cpu else f"{seconds:.1f} (cuda)"
 
@@ -124,7 +126,9 @@ def _relative(recs: list[dict], ref: list[dict] | None, metric: str) -> str:
 
 
 def write_results_md(results_dir: Path, output: Path) -> Path:
-    records = read_records(results_dir) if results_dir.exists() else []
+    """Write the report of every record under ``results_dir`` to ``output`` (its folder is created).
+    Raises ``QrecError`` when there is no record to report: an empty report is never what was meant."""
+    records = records_or_explain(results_dir)
     by_preset = defaultdict(list)
     for r in records:
         by_preset[r.get("preset") or Path(r["_path"]).parent.name].append(r)
@@ -139,6 +143,7 @@ def write_results_md(results_dir: Path, output: Path) -> Path:
         if notes.exists():
             parts += ["", notes.read_text().strip()]
         parts.append("")
+    output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_suffix(".tmp")
     tmp.write_text("\n".join(parts).rstrip() + "\n")
     tmp.replace(output)  # atomic: two grid processes may regenerate it at once

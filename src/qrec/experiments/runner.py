@@ -7,8 +7,9 @@ from its last epoch checkpoint under ``runs/<preset>/``.
 from __future__ import annotations
 
 import json
-import sys
+import logging
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,11 @@ import numpy as np
 from qrec.experiments.presets import load_preset, preset_path
 from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
-from qrec.errors import SpecError
+from qrec.errors import QrecError, SpecError
 from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
-from qrec.train.trainer import fit
+from qrec.train.trainer import fit, probe_epoch_seconds
+
+LOG = logging.getLogger("qrec.experiment")
 
 
 def record_path(results_dir: Path, preset: str, run_name: str) -> Path:
@@ -39,11 +42,16 @@ def finished_runs(results_dir: Path) -> dict[str, dict]:
     """Records of every finished run under ``results_dir``, keyed by config: presets share identical runs
     (Fig. 7's curves are Table 3's full/MGQE runs) instead of training them twice."""
     done = {}
-    for r in read_records(results_dir) if results_dir.exists() else []:
+    for r in _run_records(results_dir):
         key = _config_key(r["config"])
         if key not in done or "shared_from" in done[key]:  # point at the trained record, not at a copy of it
             done[key] = r
     return done
+
+
+def _run_records(results_dir: Path) -> list[dict]:
+    """The records of trained runs under ``results_dir`` (not ``qrec ptq`` rows, which have no config)."""
+    return [r for r in (read_records(results_dir) if results_dir.exists() else []) if "config" in r]
 
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
@@ -63,9 +71,9 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         for c in configs:  # identical finished runs from other presets are shared, not retrained
             _share_twin(c, results_dir, preset.name, done)
     todo = [c for c in configs if not record_path(results_dir, preset.name, c.run_name()).exists()]
-    print(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run", file=sys.stderr)
-    if dry_run:
-        _print_plan(todo, preset.name, results_dir)
+    LOG.info(f"preset {preset.name}: {len(configs)} runs, {len(configs) - len(todo)} done, {len(todo)} to run")
+    if dry_run:  # probes time the runs as they would run: same threads and device
+        _print_plan([c.replace(threads=threads, device=device) for c in todo], preset.name, results_dir)
         return 0
     # neither threads nor device is in a run's name; device is in its record
     todo = [c.replace(threads=threads, device=device) for c in (todo[:max_runs] if max_runs else todo)]
@@ -80,30 +88,25 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
     for i, (cfg, rec) in enumerate(runs):
         if isinstance(rec, BaseException):
             failed += 1
-            print(f"[{i + 1}/{len(todo)}] {cfg.run_name()} FAILED: {rec!r} (log: {_log_path(cfg, preset.name)})", file=sys.stderr)
+            LOG.error(f"[{i + 1}/{len(todo)}] {cfg.run_name()} FAILED: {rec!r} (log: {_log_path(cfg, preset.name)})")
             continue
         t = rec["metrics"]["test"]
-        print(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {t[k]:.4f}" for k in preset.metrics if k in t)
-              + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({sum(h['seconds'] for h in rec['history']):.0f}s"
-              f" of training, {time.time() - t0:.0f}s into the grid)", file=sys.stderr)
+        LOG.info(f"[{i + 1}/{len(todo)}] {cfg.run_name()}: " + " ".join(f"{k} {100 * t[k]:.2f}%" for k in preset.metrics if k in t)
+                 + f" size {rec['size']['relative']:.1%} of full d={cfg.dim} ({sum(h['seconds'] for h in rec['history']):.0f}s"
+                 f" of training, {time.time() - t0:.0f}s into the grid)")
         if report:
             write_results_md(results_dir, report)
     return failed
 
 
-def _train_and_record(cfg, results_dir: Path, extra: dict, log_file: Path | None = None) -> dict:
-    """One run: train (resuming its checkpoint), then write its record. Top level, so worker processes can run it.
-    A twin finished meanwhile by another grid (two presets share runs, and grids run side by side) is copied."""
+def _train_and_record(cfg, results_dir: Path, extra: dict) -> dict:
+    """One run: train (resuming its checkpoint; its log in ``runs/<preset>/<run>/train.log``), then write
+    its record. Top level, so worker processes can run it. A twin finished meanwhile by another grid (two
+    presets share runs, and grids run side by side) is copied."""
     twin = _share_twin(cfg, results_dir, extra["preset"], finished_runs(results_dir))
     if twin is not None:
         return twin
-    run_dir = Path("runs") / extra["preset"] / cfg.run_name()
-    if log_file is None:
-        result = fit(cfg, run_dir, progress=False, log=_log)
-    else:
-        log_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_file, "a") as f:
-            result = fit(cfg, run_dir, progress=False, log=lambda line: print(line, file=f, flush=True))
+    result = fit(cfg, _log_path(cfg, extra["preset"]).parent, progress=False)
     rec = build_record(result, extra=extra)
     write_record(record_path(results_dir, extra["preset"], cfg.run_name()), rec)
     return rec
@@ -136,7 +139,7 @@ def _in_processes(todo, jobs: int, results_dir: Path, extra: dict):
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = {pool.submit(_train_and_record, cfg, results_dir, extra, _log_path(cfg, extra["preset"])): cfg
+        futures = {pool.submit(_train_and_record, cfg, results_dir, extra): cfg
                    for cfg in todo}
         for future in as_completed(futures):
             error = future.exception()
@@ -145,30 +148,58 @@ def _in_processes(todo, jobs: int, results_dir: Path, extra: dict):
 
 def _print_plan(todo, preset_name: str, results_dir: Path) -> None:
     """``--dry-run``: one line per run to do (its name first, so the list stays scriptable), with how far its
-    checkpoint got and how long it should take: the median training time of the finished seeds of the same
-    config (any preset), scaled to the epochs left. The total goes to stderr."""
+    checkpoint got and how long it should take: the median epoch time of the finished seeds of the same
+    config (any preset), else a short timed probe of the config on this machine (``probe_epoch_seconds``),
+    scaled to the epochs left. The total goes to stderr."""
     seconds: dict[str, list[float]] = {}
-    for r in read_records(results_dir) if results_dir.exists() else []:
+    for r in _run_records(results_dir):
         if r["config"].get("device", "cpu") == "cpu" and "shared_from" not in r and r.get("history"):
-            seconds.setdefault(_key_without(r["config"], "threads", "seed", "device"), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
-    total, unknown = 0.0, 0
+            seconds.setdefault(_plan_key(r["config"]), []).append(sum(h["seconds"] for h in r["history"]) / len(r["history"]))
+    probes: dict[str, float | str] = {}
+    total, counts = 0.0, Counter()
     for c in todo:
         ckpt = Path("runs") / preset_name / c.run_name() / CHECKPOINT
         done = _checkpoint_epoch(ckpt)
-        per_epoch = seconds.get(_key_without(c.to_dict(), "threads", "seed", "device"))
         line = [c.run_name(), "not started" if done == 0 else f"epoch {done}/{c.epochs} checkpointed" if done > 0
                 else f"{ckpt} is unreadable: the run will stop on it"]
-        done = max(done, 0)
-        if per_epoch:
-            left = float(np.median(per_epoch)) * (c.epochs - done)
-            total += left
-            line.append(f"~{left / 60:.0f} min of training (median of {len(per_epoch)} finished seed(s))")
+        done, key = max(done, 0), _plan_key(c.to_dict())
+        if key in seconds:
+            per_epoch, how, source = float(np.median(seconds[key])), f"median of {len(seconds[key])} finished seed(s)", "finished seeds"
         else:
-            unknown += 1
+            if key not in probes:
+                probes[key] = _probe(c)
+            per_epoch, how, source = probes[key], "timed probe of a few training steps", "a timed probe"
+        if isinstance(per_epoch, str):
+            line.append(f"no estimate: {per_epoch}")
+            counts["without an estimate"] += 1
+        else:
+            total += per_epoch * (c.epochs - done)
+            counts[f"from {source}"] += 1
+            line.append(f"~{_duration(per_epoch * (c.epochs - done))} of training ({how})")
         print("\t".join(line))
     if todo:
-        print(f"estimated {total / 3600:.1f} h of training, one run at a time at the finished runs' speed"
-              + (f", plus {unknown} run(s) with no finished seed to estimate from" if unknown else ""), file=sys.stderr)
+        sources = ", ".join(f"{n} {how}" for how, n in counts.items())
+        LOG.info(f"estimated {_duration(total)} of training, one run at a time ({sources})")
+
+
+def _plan_key(config: dict) -> str:
+    return _key_without(config, "threads", "seed", "device")
+
+
+def _probe(cfg) -> float | str:
+    """Seconds per epoch of ``cfg`` from a timed probe, or why there is none (e.g. its data is missing)."""
+    # a teacher run only sets a student's starting point, not its cost: probe the same model from scratch
+    options = {k: v for k, v in cfg.model_options.items() if k != "teacher"}
+    try:
+        return probe_epoch_seconds(cfg.replace(model_options=options))
+    except QrecError as e:
+        return str(e).splitlines()[0]
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def _checkpoint_epoch(path: Path) -> int:
@@ -181,10 +212,6 @@ def _checkpoint_epoch(path: Path) -> int:
         return -1
 
 
-def _log(line: str) -> None:
-    print("   ", line, file=sys.stderr)
-
-
 def _ensure_teacher(cfg, preset_name: str, configs, threads: int | None) -> None:
     """A student (``model_options.teacher = "runs/<preset>/<run>"``) needs its teacher's checkpoint. On a fresh
     clone the teacher's record exists but its checkpoint does not: retrain that run of the preset (same
@@ -194,8 +221,8 @@ def _ensure_teacher(cfg, preset_name: str, configs, threads: int | None) -> None
         return
     for c in configs:
         if Path("runs") / preset_name / c.run_name() == Path(teacher):
-            print(f"    training the teacher {c.run_name()} first (its checkpoint {teacher} is missing)", file=sys.stderr)
-            fit(c.replace(threads=threads) if threads else c, Path(teacher), progress=False, log=_log)
+            LOG.info(f"training the teacher {c.run_name()} first (its checkpoint {teacher} is missing)")
+            fit(c.replace(threads=threads) if threads else c, Path(teacher), progress=False)
             return
     raise SpecError(f"{cfg.run_name()}: teacher checkpoint {teacher}/{CHECKPOINT} is missing and no run of preset "
                     f"{preset_name} writes it")

@@ -8,17 +8,20 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
+import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from qrec.data import Split
 from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
 from qrec.errors import QrecError, SpecError
+from qrec.logs import bar as progress_bar
+from qrec.logs import run_log
 from qrec.models.evaluate import evaluate_model
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
@@ -27,7 +30,9 @@ from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
 from qrec.train.runlock import run_folder_lock
 
-__all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "seed_everything"]
+__all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "probe_epoch_seconds",
+           "seed_everything"]
+_DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
 
 
 @dataclass
@@ -93,7 +98,7 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     model.train()
     model.on_epoch_start()
     total, seen, n_batches = 0.0, 0, 0
-    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, disable=not progress, unit="batch")
+    bar = progress_bar(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", enabled=progress)
     start = time.perf_counter()
     for batch in bar:
         batch = {k: v.to(cfg.device, non_blocking=True) for k, v in batch.items()}
@@ -123,17 +128,19 @@ def _improved(metrics: dict, best: dict, key: str) -> bool:
     return not best or metrics.get(key, -np.inf) > best.get(key, -np.inf)
 
 
-def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=print) -> FitResult:
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
     With no validation part (pre-split train/test files) the last epoch is reported and nothing is
-    selected on the test set. ``out_dir`` is locked for the whole run: a second writer fails at once.
+    selected on the test set. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
+    without ``log`` to the ``qrec.train`` logger (``qrec.logs``). ``out_dir`` is locked for the whole run: a
+    second writer fails at once.
     """
-    with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext():
-        return _fit(cfg, Path(out_dir) / CHECKPOINT if out_dir else None, progress, resume, log)
+    with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext(), run_log(out_dir, log) as emit:
+        return _fit(cfg, out_dir, progress, resume, emit)
 
 
-def _fit(cfg: RunConfig, ckpt: Path | None, progress: bool, resume: bool, log) -> FitResult:
+def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg)
@@ -143,10 +150,18 @@ def _fit(cfg: RunConfig, ckpt: Path | None, progress: bool, resume: bool, log) -
     sampler = NegativeSampler(split.train, seed=cfg.seed)
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
+
+    ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
         state = _resume(ckpt, cfg, model, optimizer)
         log(f"resumed {ckpt} after epoch {state['epoch']}")
 
+    log(f"{cfg.run_name()}: {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {len(split.train):,} training "
+        f"interactions, {cfg.epochs} epochs, {cfg.device}" + (f", checkpoints in {out_dir}" if out_dir else ""))
+    _DEBUG.debug(f"config {json.dumps(cfg.to_dict(), default=str)}")
+    _DEBUG.debug(f"data {cfg.dataset} from {split.train.meta.get('source', '?')} {split.train.meta.get('files', '')}, "
+                 f"sha256 {split.train.meta.get('sha256', {})}; {split.n_users:,} users, {split.n_items:,} items; "
+                 f"{torch.get_num_threads()} torch threads")
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
@@ -185,6 +200,48 @@ def _fit(cfg: RunConfig, ckpt: Path | None, progress: bool, resume: bool, log) -
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
         interactions_per_second=state["seen"] / max(state["train_seconds"], 1e-9),
     )
+
+
+def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) -> float:
+    """Seconds one epoch of ``cfg`` should take here, from a short timed probe: the epoch's sampling, the
+    median of up to ``steps`` training steps (at least 3, for about ``budget`` seconds, after an untimed
+    warm-up step) scaled to the epoch's batch count, and the scoring of one batch of users scaled to the
+    validation users, once per ``eval_every`` epochs. An estimate for a plan (``qrec experiment
+    --dry-run``) on this machine as loaded now; it leaves out what changes over training (early stopping)."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    split = load_split(cfg)
+    model = build(cfg, split)
+    optimizer = make_optimizer(model, cfg)
+    t0 = time.perf_counter()
+    batches = _epoch_batches(model, split, NegativeSampler(split.train, seed=cfg.seed), cfg, 0)
+    sampling = time.perf_counter() - t0
+    timed, start = [], time.perf_counter()
+    for _, batch in zip(range(steps + 1), batches):
+        if len(timed) > 3 and time.perf_counter() - start > budget:
+            break
+        t0 = time.perf_counter()
+        batch = {k: v.to(cfg.device) for k, v in batch.items()}
+        loss = model.training_loss(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        float(loss.detach())  # waits for the step (an asynchronous device would otherwise time nothing)
+        timed.append(time.perf_counter() - t0)
+    per_step = float(np.median(timed[1:] or timed))
+    return sampling + per_step * len(batches) + _probe_eval_seconds(model, split, cfg) / max(1, cfg.eval_every)
+
+
+@torch.no_grad()
+def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, users: int = 256) -> float:
+    part = split.valid if len(split.valid) else split.test
+    n = int(np.count_nonzero(np.diff(part.to_csr().indptr)))
+    model.eval()
+    model.refresh()
+    batch = torch.arange(min(users, split.n_users), device=cfg.device)
+    t0 = time.perf_counter()
+    torch.topk(model.score_all(batch), min(max(cfg.ks), split.n_items)).indices.cpu()
+    return (time.perf_counter() - t0) * n / len(batch)
 
 
 def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
@@ -229,6 +286,6 @@ def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunC
 
 def _epoch_line(row: dict, key: str) -> str:
     valid, curve = row.get("valid", {}), row.get("test_curve", {})
-    shown = f" valid {key} {valid[key]:.4f}" if key in valid else ""
-    shown += "".join(f" test {k} {v:.4f}" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
+    shown = f" valid {key} {100 * valid[key]:.2f}%" if key in valid else ""
+    shown += "".join(f" test {k} {100 * v:.2f}%" for k, v in curve.items() if k.startswith(("recall", "ndcg")))
     return f"epoch {row['epoch']:3d}  loss {row['loss']:.4f}{shown}  {row['seconds']:.1f}s  {row['rows_per_second']:,} rows/s"
