@@ -30,7 +30,7 @@ import fuzz_cases  # noqa: E402
 from mdtable import table  # noqa: E402
 
 
-def _worker(conn, name: str, start: int, stop: int) -> None:
+def _worker(conn, name: str, start: int, stop: int, out: Path) -> None:
     import torch
 
     torch.set_num_threads(1)
@@ -39,7 +39,22 @@ def _worker(conn, name: str, start: int, stop: int) -> None:
     with fuzz_cases.scratch() as folder:
         for i in range(start, stop):
             inputs = fuzz_cases.make_input(reader, random.Random(f"{name}-{i}"))
-            conn.send((i,) + fuzz_cases.outcome(reader, inputs, Path(folder)))
+            got, detail = fuzz_cases.outcome(reader, inputs, Path(folder))
+            if got not in ("ok", "refused"):
+                _keep(out / f"{name}-{i}-{got}", reader, inputs)
+            conn.send((i, got, detail))
+
+
+def _keep(folder: Path, reader, inputs) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    for file, data in zip(reader.files, inputs):
+        (folder / file).write_bytes(data)
+
+
+def _keep_input(name: str, i: int, folder: Path) -> None:
+    """In a process of its own: the parent never imports what it fuzzes (a hang's input is rebuilt here)."""
+    reader = fuzz_cases.readers()[name]
+    _keep(folder, reader, fuzz_cases.make_input(reader, random.Random(f"{name}-{i}")))
 
 
 def fuzz_reader(name: str, n: int, time_limit: float, out: Path, log=print) -> tuple[Counter, float, list[str]]:
@@ -48,13 +63,13 @@ def fuzz_reader(name: str, n: int, time_limit: float, out: Path, log=print) -> t
     counts, findings, i, t0 = Counter(), [], 0, time.perf_counter()
     while i < n:
         parent, child = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_worker, args=(child, name, i, n), daemon=True)
+        proc = ctx.Process(target=_worker, args=(child, name, i, n, out), daemon=True)
         proc.start()
         child.close()
         limit = time_limit + 60  # the first input also pays the worker's imports
         while i < n:
             if not parent.poll(limit):
-                _finding(name, i, "hang", f"over {time_limit:g} s", out, findings)
+                _finding(ctx, name, i, "hang", f"over {time_limit:g} s", out, findings)
                 counts["hang"] += 1
                 proc.kill()
                 i += 1
@@ -62,13 +77,13 @@ def fuzz_reader(name: str, n: int, time_limit: float, out: Path, log=print) -> t
             try:
                 j, got, detail = parent.recv()
             except EOFError:  # the worker died (a hard crash in C code): that input is a crash
-                _finding(name, i, "crash", f"worker died (exit {proc.exitcode})", out, findings)
+                _finding(ctx, name, i, "crash", f"worker died (exit {proc.exitcode})", out, findings)
                 counts["crash"] += 1
                 i += 1
                 break
             counts[got] += 1
-            if got not in ("ok", "refused"):
-                _finding(name, j, got, detail, out, findings)
+            if got not in ("ok", "refused"):  # the worker kept its input
+                findings.append(f"{name} input {j}: {got}: {detail}")
             i, limit = j + 1, time_limit
             if i % 10_000 == 0:
                 log(f"  {name}: {i:,} inputs, {dict(counts)}, {time.perf_counter() - t0:,.0f} s")
@@ -79,13 +94,11 @@ def fuzz_reader(name: str, n: int, time_limit: float, out: Path, log=print) -> t
     return counts, time.perf_counter() - t0, findings
 
 
-def _finding(name: str, i: int, got: str, detail: str, out: Path, findings: list[str]) -> None:
-    """Keep the input of a finding (a folder of its files) and a line about it."""
-    reader = fuzz_cases.readers()[name]
-    folder = out / f"{name}-{i}-{got}"
-    folder.mkdir(parents=True, exist_ok=True)
-    for file, data in zip(reader.files, fuzz_cases.make_input(reader, random.Random(f"{name}-{i}"))):
-        (folder / file).write_bytes(data)
+def _finding(ctx, name: str, i: int, got: str, detail: str, out: Path, findings: list[str]) -> None:
+    """Keep the input of a finding the worker could not report (a folder of its files) and a line about it."""
+    keeper = ctx.Process(target=_keep_input, args=(name, i, out / f"{name}-{i}-{got}"))
+    keeper.start()
+    keeper.join()
     findings.append(f"{name} input {i}: {got}: {detail}")
 
 

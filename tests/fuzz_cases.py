@@ -178,7 +178,7 @@ def _model_files() -> dict:
 def _load_artifact(paths):
     from qrec.export.artifact import load_model
 
-    return load_model(paths[0], _model_files()["split"])
+    return load_model(paths[0], _model_files()["split"])  # read_manifest's json.loads may raise: issue 17
 
 
 def _load_checkpoint(paths):
