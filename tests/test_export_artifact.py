@@ -138,3 +138,19 @@ def test_a_loaded_graph_model_exports_to_the_same_bytes(served_models):
     _, path = served_models["binary-gcn"]
     artifact = load_artifact(path)
     assert artifact_bytes(artifact.model, artifact.manifest["config"], artifact.data)[0] == path.read_bytes()
+
+
+def test_an_artifact_naming_a_foreign_file_as_its_data_echoes_none_of_it(served_models, tmp_path, capsys):
+    """``qrec evaluate <artifact>`` reads the held-out data its manifest names: a crafted manifest (hashes made
+    consistent) pointing at another file gets an error that prints none of that file (it used to echo the first
+    line of /etc/passwd)."""
+    from qrec.cli import main
+
+    _, path = served_models["gmf"]
+    secret = tmp_path / "secret.txt"
+    secret.write_text("root:x:0:0:secret-first-line\n")
+    crafted = tmp_path / "crafted.safetensors"
+    crafted.write_bytes(_repacked(path, lambda t, m: m["config"].update(dataset="table", data_path=str(secret))))
+    assert main(["evaluate", str(crafted)]) == 2
+    err = capsys.readouterr().err
+    assert "its manifest names the data 'table'" in err and "secret-first-line" not in err

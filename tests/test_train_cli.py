@@ -112,7 +112,7 @@ def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, 
 
     fit(_cfg(seq_file, epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
     ckpt = tmp_path / "run" / CHECKPOINT
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)
     saved["config"]["device"] = "cuda"
     torch.save(saved, ckpt)
     model, cfg, _ = load_trained(tmp_path / "run")

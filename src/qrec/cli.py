@@ -82,6 +82,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "--option n_layers=2 (GCNs)")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--device", help=f"cpu or cuda (default: {d('device')})")
+    g.add_argument("--given-test", choices=["error", "drop", "keep"],
+                   help="pre-split data: test rows without a trained user or item, or also in training (default error)")
 
 
 def _add_console_options(p: argparse.ArgumentParser) -> None:
@@ -93,20 +95,25 @@ def _add_console_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
+    from qrec.eval.regression import REGRESSION_METRICS
     from qrec.train.config import RunConfig
 
     keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "l2", "n_neg", "seed", "patience", "threads", "device"]
+            "batch_size", "lr", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
-    cfg = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig().replace(**overrides)
+    base = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    ks = overrides["ks"] or base.ks
+    if (overrides["task"] or base.task) == "regression":
+        if base.select_metric not in REGRESSION_METRICS:
+            overrides["select_metric"] = "rmse"
+    elif base.select_metric.rpartition("@")[2] != str(ks[0]):  # select on the first requested cut-off
+        overrides["select_metric"] = f"ndcg@{ks[0]}"
     options = _parse_options(getattr(args, "option", []))
     if options:
-        cfg = cfg.replace(model_options=cfg.model_options | options)
-    if cfg.task == "ranking" and cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # the first requested cut-off
-        cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
-    return cfg
+        overrides["model_options"] = base.model_options | options
+    return base.replace(**overrides)
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -127,13 +134,15 @@ def _parse_options(items: list[str]) -> dict:
 
 def cmd_train(args) -> int:
     from qrec.records import build_record, write_record
+    from qrec.train.runlock import run_folder_lock
     from qrec.train.trainer import fit
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())
-    result = fit(cfg, out, progress=not args.quiet)
-    record = build_record(result)
-    write_record(out / "record.json", record)
+    with run_folder_lock(out):  # the record too: a second writer never replaces this run's record
+        result = fit(cfg, out, progress=not args.quiet)
+        record = build_record(result)
+        write_record(out / "record.json", record)
     if args.record:
         write_record(Path(args.record), record)
     print(summary_line(record))
@@ -161,6 +170,7 @@ def cmd_evaluate(args) -> int:
 
         metrics = make_task(cfg, split).evaluate(model, args.stage)
     else:
+        cfg.check_catalogue(split.n_items, args.k)
         metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator,
                                  progress=not args.quiet, mask=args.mask)
     serving, full = model.serving_bits(), model.full_bits()
@@ -189,7 +199,12 @@ def _load_artifact(path: str):
 
     model, manifest = load_model(path)
     cfg = RunConfig.from_dict(manifest["config"], source=path)
-    split = load_split(cfg)
+    try:
+        split = load_split(cfg)
+    except QrecError as e:  # the file was chosen by the artifact, not by the user: echo none of its content
+        raise QrecError(f"{path}: its manifest names the data {cfg.dataset!r} at {cfg.data_path}, which cannot be "
+                        f"read as such ({type(e).__name__}; `qrec data info {cfg.dataset} --path ...` on your own "
+                        "copy shows why)") from None
     if model.loss_kind == "sequence":  # SASRec
         model.set_windows(history_windows(split.train, split.valid, model.maxlen))
     return model, cfg, split
@@ -450,9 +465,12 @@ def main(argv=None) -> int:
     setup_console(-1 if args.quiet else args.verbose)
     try:
         return args.fn(args)
-    except (QrecError, ValueError, FileNotFoundError) as e:
+    except (QrecError, ValueError, OSError) as e:
         print(f"qrec: error: {e}", file=sys.stderr)
         return 2
+    except ArithmeticError as e:  # FloatingPointError (a diverged loss), ZeroDivisionError, OverflowError
+        print(f"qrec: error: numeric failure ({type(e).__name__}): {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

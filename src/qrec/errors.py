@@ -23,3 +23,7 @@ class DatasetNotFoundError(QrecError, FileNotFoundError):
 
 class SpecError(QrecError, ValueError):
     """An embedding spec string (e.g. 'dpq64x256') could not be parsed."""
+
+
+class ConfigError(QrecError, ValueError):
+    """A run's configuration (CLI flag, TOML key or ``RunConfig`` argument) has a wrong type or value."""

@@ -33,7 +33,7 @@ def build_model(name: str, split: Split, user_spec: str, item_spec: str, dim: in
     Row frequencies for MGQE's head/tail partition are the training counts (never valid/test).
     """
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {model_names()}")
+        raise SpecError(f"unknown model {name!r}; choose one of {model_names()}")
     try:
         return _BUILDERS[name](split, user_spec, item_spec, dim, **options)
     except TypeError as e:  # an option the backbone does not take: say which, not a bare traceback

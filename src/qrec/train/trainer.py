@@ -6,10 +6,10 @@ Resume is exact by construction: every epoch draws its negatives and shuffling f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +24,14 @@ from qrec.logs import bar as progress_bar
 from qrec.logs import run_log
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
+from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, restore, save_checkpoint
 from qrec.train.config import RunConfig
 from qrec.train.pipeline import load_split
+from qrec.train.runlock import run_folder_lock
 from qrec.train.tasks import make_task
 
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "probe_epoch_seconds",
+           "seed_everything"]
 _DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
 
 
@@ -51,6 +54,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build(cfg: RunConfig, split: Split) -> Recommender:
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise QrecError(f"device {cfg.device!r} asked for, but this torch sees no CUDA device; use --device cpu")
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
@@ -111,12 +116,6 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     return total / max(1, n_batches), seen
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
-
-
 def _resumable_key(config: dict) -> dict:
     """What must match to resume a checkpoint: everything but ``threads`` (speed, and float rounding: the
     replay is bit for bit with the same threads) and ``epochs``
@@ -133,9 +132,9 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     selected on the test set; with no test part either (protocol ``all``: train on everything, to serve)
     nothing is evaluated. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
     without ``log`` to the ``qrec.train`` logger (``qrec.logs``). ``split``: the data, when it does not come
-    from ``cfg`` (the Python API's frames).
+    from ``cfg`` (the Python API's frames). ``out_dir`` is locked for the whole run: a second writer fails at once.
     """
-    with run_log(out_dir, log) as emit:
+    with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext(), run_log(out_dir, log) as emit:
         return _fit(cfg, out_dir, progress, resume, emit, split)
 
 
@@ -143,6 +142,8 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     split = load_split(cfg) if split is None else split
+    if cfg.task == "ranking":
+        cfg.check_catalogue(split.n_items)
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
     task = make_task(cfg, split)  # batches, loss and metrics: top-k ranking or score regression
@@ -151,19 +152,7 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
 
     ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
-        try:
-            saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
-        except Exception as e:  # saves are atomic, so this is a damaged or foreign file: never overwrite it silently
-            raise QrecError(f"{ckpt}: not a readable qrec checkpoint ({type(e).__name__}: {e}); "
-                            "move or delete it to start this run over") from e
-        if _resumable_key(saved["config"]) != _resumable_key(cfg.to_dict()):
-            raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
-        if saved["state"]["epoch"] > cfg.epochs:
-            raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
-                             f"{cfg.epochs} asked for; ask for at least as many or use another --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+        state = _resume(ckpt, cfg, model, optimizer)
         log(f"resumed {ckpt} after epoch {state['epoch']}")
 
     log(f"{cfg.run_name()}: {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {len(split.train):,} training "
@@ -194,8 +183,7 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt:
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
+            save_checkpoint(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
         log(_epoch_line(row, task.select_metric))
         if cfg.patience and stale >= cfg.patience:
             log(f"early stop: no {task.select_metric} gain for {stale} epochs")
@@ -260,21 +248,43 @@ def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, task, 
     return (time.perf_counter() - t0) * n / len(batch)
 
 
+def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
+    """Load ``ckpt`` (written by this config) into ``model`` and ``optimizer``; its loop state. A damaged or
+    foreign file stops the run naming it, and is never overwritten."""
+    try:
+        saved = load_checkpoint(ckpt, map_location=cfg.device)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; move or delete it to start this run over") from None
+    if _resumable_key(_saved_config(saved, ckpt).to_dict()) != _resumable_key(cfg.to_dict()):
+        raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
+    if saved["state"]["epoch"] > cfg.epochs:
+        raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
+                         f"{cfg.epochs} asked for; ask for at least as many or use another --out")
+    restore(model, saved["model"], ckpt)
+    restore(optimizer, saved["optimizer"], ckpt)
+    return saved["state"]
+
+
+def _saved_config(saved: dict, path: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(saved["config"], source=str(path))
+    except QrecError as e:
+        raise CheckpointError(f"not a usable qrec checkpoint: {e}") from None
+
+
 def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunConfig, Split]:
     """The model of a run folder (or its checkpoint file): weights of the best validation epoch, or of the
     last epoch with ``last=True`` or when the run had no validation split."""
     path = Path(run)
     path = path / CHECKPOINT if path.is_dir() else path
-    if not path.exists():
-        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    saved = load_checkpoint(path)
+    cfg = _saved_config(saved, path)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         cfg = cfg.replace(device="cpu")  # trained on a GPU, evaluated or exported on a machine without one
     split = load_split(cfg)
     model = build(cfg, split)
     best = saved["state"].get("best_model")
-    model.load_state_dict(best if (best is not None and not last) else saved["model"])
+    restore(model, best if (best is not None and not last) else saved["model"], path)
     return model.eval(), cfg, split
 
 
