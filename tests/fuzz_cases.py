@@ -156,7 +156,7 @@ def _model_files() -> dict:
 
     from qrec.data.splits import make_split
     from qrec.data.synthetic import random_interactions
-    from qrec.export.artifact import export_model
+    from qrec.export.artifact import export_model, history_length, serving_data
     from qrec.train.checkpoint import save_checkpoint
     from qrec.train.config import RunConfig
     from qrec.train.trainer import build, make_optimizer
@@ -165,7 +165,7 @@ def _model_files() -> dict:
     cfg = RunConfig(dataset="synthetic", dim=4, embedding="sq4")
     model = build(cfg, split)
     folder = Path(tempfile.mkdtemp(prefix="qrec-fuzz-seeds-"))
-    export_model(model, cfg.to_dict(), folder / "m.safetensors", split.train.user_ids, split.train.item_ids)
+    export_model(model, cfg.to_dict(), folder / "m.safetensors", serving_data(split, history_length(model)))
     state = {"epoch": 1, "history": [{"epoch": 1, "loss": 0.5}], "best": {}, "best_epoch": 1, "best_model": None,
              "train_seconds": 0.1, "seen": 10}
     save_checkpoint(folder / "checkpoint.pt", {"config": cfg.to_dict(), "model": model.state_dict(),
@@ -178,7 +178,7 @@ def _model_files() -> dict:
 def _load_artifact(paths):
     from qrec.export.artifact import load_model
 
-    return load_model(paths[0], _model_files()["split"])  # read_manifest's json.loads may raise: issue 17
+    return load_model(paths[0])
 
 
 def _load_checkpoint(paths):
@@ -188,17 +188,17 @@ def _load_checkpoint(paths):
 
 
 def _manifest_mutation(rng: random.Random, files: tuple[bytes, ...]) -> tuple[bytes, ...]:
-    """The artifact with its JSON manifest changed as a value, then re-serialized: reaches the manifest's
-    readers past the safetensors header parser that byte mutations mostly stop at."""
-    data = files[0]
-    (n,) = struct.unpack("<Q", data[:8])
-    header = json.loads(data[8 : 8 + n])
-    manifest = json.loads(header["__metadata__"]["qrec"])
+    """The artifact with its JSON manifest changed as a value and every hash recomputed: reaches the manifest's
+    readers past the checksums that byte mutations mostly stop at (a crafted file, not a damaged one)."""
+    from qrec.export.container import pack, unpack
+
+    tensors, manifest = unpack(files[0], "m.safetensors")
+    manifest.pop("tensors")
     _mutate_json(rng, manifest)
-    header["__metadata__"]["qrec"] = json.dumps(manifest)
-    raw = json.dumps(header).encode()
-    raw += b" " * (-len(raw) % 8)
-    return (struct.pack("<Q", len(raw)) + raw + data[8 + n :],)
+    try:
+        return (pack(tensors, manifest)[0],)
+    except (TypeError, ValueError):  # the writer refuses what JSON cannot hold (nan keys, ...): keep the original
+        return files
 
 
 _ODD_VALUES = (None, True, -1, 0, 2**63, 1e300, float("nan"), "", "x" * 300, "/etc/passwd", [], {}, [1, "a"],

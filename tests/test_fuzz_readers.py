@@ -14,9 +14,8 @@ from hypothesis import strategies as st
 from fuzz_cases import make_input, outcome, readers, scratch
 
 EXAMPLES = 60
-ISSUE_17 = pytest.mark.xfail(reason="artifact v2 lands in issue 17", strict=False)
 # the artifact reader's own errors (a manifest that is not JSON, a missing key) are issue 17's to make QrecErrors
-NAMES = [pytest.param(n, marks=ISSUE_17) if n in ("artifact", "manifest") else n for n in readers()]
+NAMES = list(readers())
 
 
 def _inputs(reader):

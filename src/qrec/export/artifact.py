@@ -141,7 +141,8 @@ def load_artifact(source: str | Path | bytes, name: str = "artifact") -> Artifac
         model = _rebuild(tensors, manifest, data, where)
     except DataFormatError:
         raise
-    except (KeyError, IndexError, RuntimeError, ValueError, TypeError) as e:  # consistent hashes, foreign content
+    except (KeyError, IndexError, AttributeError, RuntimeError, ValueError, TypeError, OverflowError, MemoryError) as e:
+        # consistent hashes, foreign content (a crafted file): the manifest is data, never trusted to be well formed
         raise DataFormatError(where, f"does not describe a model this qrec can serve ({type(e).__name__}: {e})") from e
     if (model.n_users, model.n_items) != (len(data.user_ids), len(data.item_ids)):
         raise DataFormatError(where, f"model has {model.n_users} x {model.n_items} rows, the vocabularies "
