@@ -58,6 +58,31 @@ def graph_dir(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def served_models(seq_file, graph_dir, tmp_path_factory):
+    """Small trained models and their artifacts (name -> (FitResult, artifact path)): GMF-MGQE and SASRec-DPQ on
+    ``seq_file``, the 1-bit GCN on ``graph_dir``; one epoch each (what is tested is serving, not quality)."""
+    from qrec.export.artifact import export_model, history_length, serving_data
+    from qrec.train.config import RunConfig
+    from qrec.train.trainer import fit
+
+    folder = tmp_path_factory.mktemp("artifacts")
+    seq = dict(dataset="sequences", data_path=str(seq_file), dim=8, epochs=1, batch_size=64, threads=1)
+    configs = {
+        "gmf": RunConfig(model="gmf", embedding="mgqe4x16/4@0.25", **seq),
+        "sasrec": RunConfig(model="sasrec", embedding="dpq4x16c", model_options={"maxlen": 8}, **seq),
+        "binary-gcn": RunConfig(dataset="lightgcn", data_path=str(graph_dir), protocol="given", model="binary-gcn",
+                                epochs=1, batch_size=64, dim=64, ks=(20,), select_metric="ndcg@20", threads=1),
+    }
+    out = {}
+    for name, cfg in configs.items():
+        res = fit(cfg, None, progress=False, log=lambda s: None)
+        path = folder / f"{name}.safetensors"
+        export_model(res.model, cfg.to_dict(), path, serving_data(res.split, history_length(res.model)))
+        out[name] = (res, path)
+    return out
+
+
+@pytest.fixture(scope="session")
 def ratings_file(tmp_path_factory):
     """A MovieLens-100K-format ``u.data`` (user, item, 1-5 stars, time; tab-separated): 60 users x 40 items, each
     user rating about half of them, stars from a rank-2 taste model plus noise (so co-ratings correlate)."""

@@ -344,3 +344,100 @@ def test_read_table_unknown_column(tmp_path):
     path = write(tmp_path, "t.csv", "u,i\n1,2\n")
     with raises_at(path, 1, "no column 'item' (columns: u, i)"):
         read_table(path, columns={"user": "u", "item": "item"})
+
+
+# ---- values no real file holds: refused, never cast (inf used to become -2^63 and merge two users) ----
+
+
+@pytest.mark.parametrize(
+    "text, line, message",
+    [
+        ("user,item\n1,2\ninf,3\n", 3, "user id inf is out of range (ids are integers below 2^53 when written as floats)"),
+        ("user,item\n1,2\n1e300,3\n", 3, "user id 1e+300 is out of range (ids are integers below 2^53 when written as floats)"),
+        ("user,item\n1,2.5\n2,-inf\n", 3, "item id -inf is out of range (ids are integers below 2^53 when written as floats)"),
+        ("user,item,timestamp\n1,2,5\n2,3,inf\n", 3, "timestamp inf is out of range"),
+        ("user,item,timestamp\n1,2,5.5\n2,3,1e300\n", 3, "timestamp 1e+300 is out of range"),
+        ("user,item,timestamp\n1,2,2020-01-01\n2,3,NaT\n", 3, "timestamp 'NaT' is neither a number nor a date"),
+        ("user,item,rating\n1,2,5\n2,3,inf\n", 3, "rating inf is not a finite number in range"),
+        ("user,item,rating\n1,2,5\n2,3,1e300\n", 3, "rating 1e+300 is not a finite number in range"),
+    ],
+)
+def test_non_finite_and_out_of_range_values_are_refused(tmp_path, text, line, message):
+    path = write(tmp_path, "x.csv", text)
+    with raises_at(path, line, message):
+        read_named_table(path)
+
+
+def test_two_huge_ids_are_not_merged_into_one(tmp_path):
+    """Both used to become -2^63: two raw users silently merged into one."""
+    path = write(tmp_path, "x.csv", "user,item\n1e300,1\n-1e300,2\n")
+    with pytest.raises(DataFormatError, match="out of range"):
+        read_named_table(path)
+
+
+def test_a_huge_timestamp_token_fails_fast_with_a_short_echo(tmp_path):
+    """pandas' date parser is quadratic in the token length: a 10 MB token used to run for minutes."""
+    import time
+
+    path = write(tmp_path, "x.csv", "user,item,timestamp\n1,2,2020-01-01\n2,3," + "9" * 10_000_000 + "x\n")
+    start = time.perf_counter()
+    with pytest.raises(DataFormatError, match=r"line 3: timestamp value '9{30,}\.\.\. is longer than 256") as err:
+        read_named_table(path)
+    assert time.perf_counter() - start < 10 and len(str(err.value)) < 200
+
+
+def test_a_huge_id_token_in_an_integer_file_fails_fast_with_a_short_echo(tmp_path):
+    path = tmp_path / "sequences.txt"
+    path.write_bytes(b"1 2 3\n4 " + b"9" * 10_000_000 + b"\n")
+    with pytest.raises(DataFormatError, match="line 2: id '9+...' is too large") as err:
+        read_sequences(path)
+    assert len(str(err.value)) < 200
+
+
+@pytest.mark.parametrize("name, text, reader", [
+    ("u.data", "1\t2\t5\t100\n2\t3\t4\t101\n", read_ml100k),
+    ("sequences.txt", "1 10 11\n2 12 13\n", read_sequences),
+    ("x.inter", "user_id:token\titem_id:token\n1\t2\n2\t3\n", read_recbole_inter),
+    ("x.csv", "user,item\n1,2\n2,3\n", read_named_table),
+])
+def test_a_utf8_byte_order_mark_is_ignored(tmp_path, name, text, reader):
+    plain = reader(write(tmp_path, name, text))
+    path = tmp_path / ("bom-" + name)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert pairs(reader(path)) == pairs(plain)
+
+
+def test_non_utf8_bytes_are_an_error_naming_the_file(tmp_path):
+    for text in (b"\xffuser_id:token\titem_id:token\n1\t2\n", b"user_id:token\titem_id:token\n\xff1\t2\n"):
+        path = tmp_path / "x.inter"
+        path.write_bytes(text)
+        with pytest.raises(DataFormatError, match=re.escape(f"{path}: not UTF-8 text")):
+            read_recbole_inter(path)
+
+
+def test_unicode_digits_are_not_ids(tmp_path):
+    """``str.isdigit`` and regex ``\\d`` accept "³" and "٣", which ``int`` / numpy then fail on."""
+    from qrec.data.loaders import read_movie_genres
+
+    movies = tmp_path / "movies.dat"
+    movies.write_bytes("³::Jumanji (1995)::Adventure\n".encode("latin-1"))  # GroupLens files are latin-1
+    with raises_at(movies, 1, "movie id '³' is not an integer"):
+        read_movie_genres(movies)
+    path = write(tmp_path, "x.csv", "user,item\n1,2\n٣,3\n")
+    data = read_named_table(path)  # not integers: kept as string ids
+    assert sorted(data.user_ids.tolist()) == ["1", "٣"]
+
+
+@pytest.mark.parametrize("reader, files, where, line, message", [
+    (read_lightgcn_split, ("0 1 2\n1 2 3\n", "0 3\n1 100000000000000000\n"), "test.txt", 2,
+     "item id 100000000000000000 is far beyond the 4 items of these files (this format numbers the rows by id, from 0)"),
+    (read_lightgcn_split, ("0 1 2\n5000000000 2 3\n", "0 3\n"), "train.txt", 2,
+     "user id 5000000000 is far beyond the 2 users of these files (this format numbers the rows by id, from 0)"),
+    (read_lastfm, ("1\t1\t3\n2\t99999999999\t4\n", "1\t2\t1\n"), "train.txt", 2,
+     "item id 99999999999 is far beyond the 3 items of these files (this format numbers the rows by id, from 1)"),
+])
+def test_an_id_far_beyond_the_others_is_refused_not_allocated(tmp_path, reader, files, where, line, message):
+    """Found by fuzzing: one stray id of 10^18 made the reader allocate 10^18 rows (MemoryError; 10^9: a hang)."""
+    paths = [write(tmp_path, n, text) for n, text in zip(("train.txt", "test.txt"), files)]
+    with raises_at(tmp_path / where, line, message):
+        reader(*paths)

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from qrec.data.sampling import NegativeSampler, bpr_epoch, pointwise_epoch, sequence_epoch
+from qrec.data.sequences import history_windows
 from qrec.data.splits import leave_one_out
 from qrec.data.synthetic import random_interactions
-from qrec.export.artifact import export_model, load_model, read_manifest
+from qrec.export.artifact import export_model, history_length, load_model, read_manifest, serving_data
 from qrec.models.base import Recommender
 from qrec.models.evaluate import evaluate_model
 from qrec.models.registry import build_model
@@ -99,10 +100,13 @@ class RecommenderConformance:
         model = self.trained(split)
         path = tmp_path / "model.safetensors"
         manifest = export_model(model, {"model": self.model, "embedding": self.spec, "user_embedding": None,
-                                        "dim": DIM, "model_options": self.options, "dataset": "x"}, path)
+                                        "dim": DIM, "model_options": self.options, "dataset": "x"}, path,
+                                serving_data(split, history_length(model)))
         assert manifest == read_manifest(path)
         assert manifest["serving_bits"] == model.serving_bits()
-        served, _ = load_model(path, split)
+        served, _ = load_model(path)  # the file alone; a sequential model then reads the split's windows
+        if served.loss_kind == "sequence":
+            served.set_windows(history_windows(split.train, split.valid, served.maxlen))
         for stage in ("valid", "test"):
             want = evaluate_model(model, split, stage, ks=(5, 10))
             got = evaluate_model(served, split, stage, ks=(5, 10))

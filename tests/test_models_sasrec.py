@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from qrec.compress import build_table
 from qrec.data.interactions import Interactions, Split
 from qrec.data.sampling import NegativeSampler, sequence_epoch
-from qrec.data.sequences import PAD, last_items, user_sequences
+from qrec.data.sequences import PAD, history_windows, last_items, user_sequences
 from qrec.models.sasrec import SASRec
 from qrec.train.config import RunConfig
 from qrec.train.trainer import fit
@@ -85,7 +85,8 @@ def _model(split: Split, spec: str = "full", d: int = 16, maxlen: int = 6) -> SA
     torch.manual_seed(0)
     freq = np.bincount(split.train.items, minlength=split.n_items)
     table = build_table(spec, split.n_items, d, frequencies=freq, init_std=0.3)
-    return SASRec(table, split, maxlen=maxlen, blocks=2, heads=2, dropout=0.2)
+    return SASRec(table, split.n_users, history_windows(split.train, split.valid, maxlen), maxlen=maxlen, blocks=2,
+                  heads=2, dropout=0.2)
 
 
 def test_each_stage_reads_its_own_history():
@@ -149,14 +150,17 @@ def test_sasrec_learns_to_continue_a_cycle(tmp_path, spec):
 
 
 def test_sasrec_artifact_scores_like_the_trained_model(tmp_path):
-    from qrec.export.artifact import export_model, load_model
+    from qrec.export.artifact import export_model, load_model, serving_data
 
     cfg = RunConfig(dataset="sequences", data_path=str(_cycle_file(tmp_path)), model="sasrec",
                     embedding="dpq8x16c", dim=16, epochs=1, batch_size=32, threads=1, model_options={"maxlen": 8})
     res = fit(cfg, None, progress=False, log=lambda s: None)
-    manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors")
+    manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors", serving_data(res.split, 8))
     assert manifest["serving_bits"] == res.model.serving_bits()
-    served, _ = load_model(tmp_path / "m.safetensors", res.split)
+    served, _ = load_model(tmp_path / "m.safetensors")
+    every = last_items(*user_sequences(res.split.train, res.split.valid, res.split.test), 8)
+    assert np.array_equal(served.history(torch.arange(res.split.n_users)).numpy(), every)  # serving: all history
+    served.set_windows(history_windows(res.split.train, res.split.valid, 8))  # evaluation: the split's windows
     users = torch.arange(res.split.n_users)
     with torch.no_grad():
         torch.testing.assert_close(served.score_all(users), res.model.eval().score_all(users), rtol=1e-5, atol=1e-5)

@@ -112,7 +112,7 @@ def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, 
 
     fit(_cfg(seq_file, epochs=1), tmp_path / "run", progress=False, log=lambda s: None)
     ckpt = tmp_path / "run" / CHECKPOINT
-    saved = torch.load(ckpt, weights_only=False)
+    saved = torch.load(ckpt, weights_only=True)
     saved["config"]["device"] = "cuda"
     torch.save(saved, ckpt)
     model, cfg, _ = load_trained(tmp_path / "run")
@@ -127,11 +127,11 @@ def test_a_gpu_trained_checkpoint_evaluates_and_exports_without_a_gpu(seq_file, 
 def test_exported_model_scores_like_the_trained_one(seq_file, tmp_path, model, spec):
     """DPQ / MGQE tables are served as codes (scored from them), the others decoded: same scores either way."""
     from qrec.compress.coded import CodedEmbedding
-    from qrec.export.artifact import export_model, load_model
+    from qrec.export.artifact import export_model, load_model, serving_data
 
     res = fit(_cfg(seq_file, model=model, embedding=spec, epochs=1), None, progress=False, log=lambda s: None)
-    export_model(res.model, res.config.to_dict(), tmp_path / "m.safetensors")
-    served, _ = load_model(tmp_path / "m.safetensors", res.split)
+    export_model(res.model, res.config.to_dict(), tmp_path / "m.safetensors", serving_data(res.split))
+    served, _ = load_model(tmp_path / "m.safetensors")
     coded = [isinstance(t, CodedEmbedding) for t in served.embedding_tables().values()]
     assert coded and all(coded) == (not spec.startswith("sq"))
     users = torch.arange(res.split.n_users)
@@ -339,16 +339,16 @@ def test_cli_model_options_and_unknown_option_error(graph_dir, tmp_path, capsys)
 ])
 def test_graph_model_artifact_scores_from_its_codes(graph_dir, tmp_path, model, options, ratio):
     """A GCN's artifact holds its final embeddings' codes (not layer-0 tables) and scores like the model."""
-    from qrec.export.artifact import export_model, load_model
+    from qrec.export.artifact import export_model, load_model, serving_data
     from qrec.models.served import ServedScorer
 
     cfg = RunConfig(dataset="lightgcn", data_path=str(graph_dir), protocol="given", model=model, epochs=1,
                     batch_size=64, dim=64, ks=(20,), select_metric="ndcg@20", model_options=options, threads=1)
     res = fit(cfg, None, progress=False, log=lambda s: None)
-    manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors")
+    manifest = export_model(res.model, cfg.to_dict(), tmp_path / "m.safetensors", serving_data(res.split))
     assert manifest["serving_bits"] == res.model.serving_bits()
     assert manifest["serving_bits"] / manifest["full_bits"] == pytest.approx(ratio)
-    served, _ = load_model(tmp_path / "m.safetensors", res.split)
+    served, _ = load_model(tmp_path / "m.safetensors")
     assert isinstance(served, ServedScorer) and not any(True for _ in served.parameters())
     users = torch.arange(res.split.n_users)
     with torch.no_grad():

@@ -99,7 +99,7 @@ def test_what_the_regression_task_refuses(seq_file, ratings_file):
         _quiet(RunConfig(task="regression", dataset="sequences", data_path=str(seq_file), epochs=1, dim=8))
     with pytest.raises(SpecError, match="row_bias"):
         _quiet(_cfg(ratings_file, model="sasrec", epochs=1))
-    with pytest.raises(QrecError, match="unknown task"):
+    with pytest.raises(QrecError, match=r"expected one of \['ranking', 'regression'\]"):
         _quiet(_cfg(ratings_file, task="classification"))
 
 

@@ -55,15 +55,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--config", type=Path, help="TOML file with RunConfig keys")
     g.add_argument("--dataset", help=f"registered name (qrec data list) e.g. ml-1m-seq, gowalla (default: {d('dataset')})")
     g.add_argument("--path", dest="data_path", help="explicit data file or folder for the dataset")
-    g.add_argument("--protocol", help="split: loo (leave-one-out by time), ratio, given (pre-split files); for the "
-                   "regression task holdout (random 90/10 of the pairs) or kfold-5 (fold = seed mod 5) "
-                   f"(default: {d('protocol')})")
+    g.add_argument("--protocol", help="split: loo (leave-one-out by time), ratio, given (pre-split files), all (train "
+                   "on everything, to serve); for the regression task holdout (random 90/10 of the pairs) or kfold-5 "
+                   f"(fold = seed mod 5) (default: {d('protocol')})")
     g.add_argument("--task", choices=["ranking", "regression"], help="ranking (top-k) or regression (squared loss on "
                    f"the ratings / scores, RMSE and MAE) (default: {d('task')})")
     g.add_argument("--l2", type=float, help="regression: L2 on each training pair's looked-up rows and biases "
                    f"(default: {d('l2')})")
     g.add_argument("--min-count", type=int, help=f"one-pass k-core filter (5 reproduces SASRec's ML-1M) (default: {d('min_count')})")
-    g.add_argument("--model", help=f"backbone: gmf, neumf, lightgcn, ... (default: {d('model')})")
+    g.add_argument("--model", help="backbone: gmf, neumf, sasrec, lightgcn, binary-gcn, lowbit-gcn, pop (popularity) "
+                   f"(default: {d('model')})")
     g.add_argument("--embedding", help="table spec for users and items, e.g. full, lr48, sq8, dpq64x256, dpq16x8b, "
                    f"mgqe64x256/64@0.1 (default: {d('embedding')})")
     g.add_argument("--user-embedding", help="separate spec for the user tables (default: --embedding)")
@@ -83,6 +84,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
                         "--option n_layers=2 (GCNs)")
     g.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     g.add_argument("--device", help=f"cpu or cuda (default: {d('device')})")
+    g.add_argument("--given-test", choices=["error", "drop", "keep"],
+                   help="pre-split data: test rows without a trained user or item, or also in training (default error)")
 
 
 def _add_console_options(p: argparse.ArgumentParser) -> None:
@@ -94,20 +97,25 @@ def _add_console_options(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args):
+    from qrec.eval.regression import REGRESSION_METRICS
     from qrec.train.config import RunConfig
 
     keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device"]
+            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
-    cfg = RunConfig.from_toml(args.config, **overrides) if args.config else RunConfig().replace(**overrides)
+    base = RunConfig.from_toml(args.config) if args.config else RunConfig()
+    ks = overrides["ks"] or base.ks
+    if (overrides["task"] or base.task) == "regression":
+        if base.select_metric not in REGRESSION_METRICS:
+            overrides["select_metric"] = "rmse"
+    elif base.select_metric.rpartition("@")[2] != str(ks[0]):  # select on the first requested cut-off
+        overrides["select_metric"] = f"ndcg@{ks[0]}"
     options = _parse_options(getattr(args, "option", []))
     if options:
-        cfg = cfg.replace(model_options=cfg.model_options | options)
-    if cfg.task == "ranking" and cfg.ks and f"@{cfg.ks[0]}" not in cfg.select_metric:  # the first requested cut-off
-        cfg = cfg.replace(select_metric=f"ndcg@{cfg.ks[0]}")
-    return cfg
+        overrides["model_options"] = base.model_options | options
+    return base.replace(**overrides)
 
 
 def _parse_options(items: list[str]) -> dict:
@@ -129,16 +137,20 @@ def _parse_options(items: list[str]) -> dict:
 def cmd_train(args) -> int:
     from qrec.records import build_record, write_record
     from qrec.train.distributed import finish, is_worker
+    from qrec.train.runlock import run_folder_lock
     from qrec.train.trainer import fit
 
     cfg = _config(args)
     out = Path(args.out or Path("runs") / cfg.run_name())
-    result = fit(cfg, out, progress=not args.quiet)
-    finish()  # a torchrun rank leaves its process group; rank 0 alone writes the record
-    if is_worker():
+    if is_worker():  # a torchrun rank other than 0: trains its slices, writes nothing
+        fit(cfg, out, progress=False)
+        finish()
         return 0
-    record = build_record(result)
-    write_record(out / "record.json", record)
+    with run_folder_lock(out):  # the record too: a second writer never replaces this run's record
+        result = fit(cfg, out, progress=not args.quiet)
+        finish()  # leave the process group of a torchrun launch
+        record = build_record(result)
+        write_record(out / "record.json", record)
     if args.record:
         write_record(Path(args.record), record)
     print(summary_line(record))
@@ -166,6 +178,7 @@ def cmd_evaluate(args) -> int:
 
         metrics = make_task(cfg, split).evaluate(model, args.stage)
     else:
+        cfg.check_catalogue(split.n_items, args.k)
         metrics = evaluate_model(model, split, args.stage, ks=args.k or cfg.ks, recall_denominator=cfg.recall_denominator,
                                  progress=not args.quiet, mask=args.mask)
     serving, full = model.serving_bits(), model.full_bits()
@@ -185,14 +198,24 @@ def cmd_evaluate(args) -> int:
 
 
 def _load_artifact(path: str):
-    """The served model of an exported artifact (codes, not the training state) and its dataset's split."""
-    from qrec.export.artifact import load_model, read_manifest
+    """The served model of an artifact (its codes, not the training state) and its dataset's split, to
+    evaluate on: a sequential model reads each stage's history from the split, as the checkpoint did."""
+    from qrec.data.sequences import history_windows
+    from qrec.export.artifact import load_model
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
 
-    cfg = RunConfig.from_dict(read_manifest(path)["config"], source=path)
-    split = load_split(cfg)
-    return load_model(path, split)[0], cfg, split
+    model, manifest = load_model(path)
+    cfg = RunConfig.from_dict(manifest["config"], source=path)
+    try:
+        split = load_split(cfg)
+    except QrecError as e:  # the file was chosen by the artifact, not by the user: echo none of its content
+        raise QrecError(f"{path}: its manifest names the data {cfg.dataset!r} at {cfg.data_path}, which cannot be "
+                        f"read as such ({type(e).__name__}; `qrec data info {cfg.dataset} --path ...` on your own "
+                        "copy shows why)") from None
+    if model.loss_kind == "sequence":  # SASRec
+        model.set_windows(history_windows(split.train, split.valid, model.maxlen))
+    return model, cfg, split
 
 
 def _load_checkpoint_model(run: str, last: bool = False):
@@ -202,32 +225,38 @@ def _load_checkpoint_model(run: str, last: bool = False):
 
 
 def cmd_export(args) -> int:
-    from qrec.export.artifact import export_model
+    from qrec.export.artifact import export_model, history_length, serving_data
 
     model, cfg, split = _load_checkpoint_model(args.run)
-    manifest = export_model(model, cfg.to_dict(), args.output, split.train.user_ids, split.train.item_ids)
+    manifest = export_model(model, cfg.to_dict(), args.output, serving_data(split, history_length(model)))
     size = Path(args.output).stat().st_size
-    print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {manifest['serving_bits'] / 8 / 2**20:.2f} MiB"
-          f" = {manifest['serving_bits'] / manifest['full_bits']:.1%} of the float32 model")
+    mib = lambda bits: f"{bits / 8 / 2**20:.2f} MiB"  # noqa: E731
+    print(f"wrote {args.output}: {size / 2**20:.2f} MiB on disk; model {mib(manifest['serving_bits'])}"
+          f" = {manifest['serving_bits'] / manifest['full_bits']:.1%} of the float32 model; besides the model: "
+          f"id vocabularies {mib(manifest['vocab_bits'])}, seen items and histories {mib(manifest['history_bits'])}")
+    if args.faiss:
+        from qrec.export.faiss_index import write_faiss_index
+
+        print(write_faiss_index(model, args.faiss))
     return 0
 
 
 def cmd_recommend(args) -> int:
-    import numpy as np
-    import torch
+    from qrec.serving.model import Model
 
-    model, cfg, split = _load_artifact(args.artifact)
-    raw_users = np.asarray(split.train.user_ids)
-    index = {str(u): k for k, u in enumerate(raw_users)}
-    missing = [u for u in args.user if u not in index]
-    if missing:
-        raise QrecError(f"unknown user id(s) {missing} for dataset {cfg.dataset}")
-    users = torch.tensor([index[u] for u in args.user])
-    top, val = model.topk(users, args.k, exclude=split.train.to_csr()[users.numpy()])
-    items = np.asarray(split.train.item_ids)
-    for row, u in enumerate(args.user):
-        print(json.dumps({"user": u, "items": items[top[row].numpy()].tolist(), "scores": [round(float(v), 4) for v in val[row]]}))
+    model = Model.load(args.artifact)
+    items, scores = model.recommend(args.user, args.k, filter_seen=not args.keep_seen)
+    for user, row, val in zip(args.user, items, scores):
+        keep = val > -float("inf")
+        print(json.dumps({"user": user, "items": row[keep].tolist(), "scores": [round(float(v), 4) for v in val[keep]]}))
     return 0
+
+
+def cmd_serve(args) -> int:
+    from qrec.serving.http import serve
+
+    return serve(args.artifact, host=args.host, port=args.port, max_batch=args.max_batch, access_log=args.access_log,
+                 threads=args.threads or None)
 
 
 def cmd_data(args) -> int:
@@ -385,11 +414,9 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("output", help="e.g. model.safetensors")
     ex.set_defaults(fn=cmd_export)
 
-    rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model (seen items filtered)")
-    rc.add_argument("artifact", help="a .safetensors file written by qrec export")
-    rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
-    _cutoffs(rc, "-k", default=10, help="items recommended per user")
-    rc.set_defaults(fn=cmd_recommend)
+    ex.add_argument("--faiss", metavar="OUT.index", help="also write a FAISS index of the item codes (1-bit sign "
+                    "codes: IndexBinaryFlat; DPQ / shared MGQE codes: IndexPQ with qrec's codebooks)")
+    _add_serving_parsers(sub)
 
     dt = sub.add_parser("data", help="datasets: list, info")
     dsub = dt.add_subparsers(dest="data_cmd", required=True)
@@ -400,6 +427,27 @@ def parser() -> argparse.ArgumentParser:
     dt.set_defaults(fn=cmd_data)
     _finish(p, sub)
     return p
+
+
+def _add_serving_parsers(sub) -> None:
+    rc = sub.add_parser("recommend", help="top-k items for raw user ids from an exported model alone (every "
+                                          "item in the user's history filtered)")
+    rc.add_argument("artifact", help="a .safetensors file written by qrec export")
+    rc.add_argument("--user", nargs="+", required=True, help="raw user ids as in the data file")
+    _cutoffs(rc, "-k", default=10, help="items recommended per user")
+    rc.add_argument("--keep-seen", action="store_true", help="do not filter the items the user has seen")
+    rc.set_defaults(fn=cmd_recommend)
+
+    sv = sub.add_parser("serve", help="HTTP service of an exported model (POST /recommend, GET /similar/{item}, "
+                                      "/health, /metadata); loopback by default")
+    sv.add_argument("artifact", help="a .safetensors file written by qrec export")
+    sv.add_argument("--host", default="127.0.0.1", help="interface to listen on (loopback: this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="TCP port")
+    sv.add_argument("--max-batch", type=int, default=256, help="most users scored in one call when requests queue up")
+    sv.add_argument("--access-log", action="store_true", help="log every request (costs throughput)")
+    sv.add_argument("--threads", type=int, default=1, help="threads of the scoring kernels (default 1: best on a "
+                                                           "small or shared machine; 0: torch's and numba's default)")
+    sv.set_defaults(fn=cmd_serve)
 
 
 def _finish(p: argparse.ArgumentParser, sub) -> None:
@@ -425,9 +473,12 @@ def main(argv=None) -> int:
     setup_console(-1 if args.quiet else args.verbose)
     try:
         return args.fn(args)
-    except (QrecError, ValueError, FileNotFoundError) as e:
+    except (QrecError, ValueError, OSError) as e:
         print(f"qrec: error: {e}", file=sys.stderr)
         return 2
+    except ArithmeticError as e:  # FloatingPointError (a diverged loss), ZeroDivisionError, OverflowError
+        print(f"qrec: error: numeric failure ({type(e).__name__}): {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130

@@ -23,3 +23,7 @@ class DatasetNotFoundError(QrecError, FileNotFoundError):
 
 class SpecError(QrecError, ValueError):
     """A spec string could not be parsed: an embedding spec (e.g. 'dpq64x256') or a generated dataset's options."""
+
+
+class ConfigError(QrecError, ValueError):
+    """A run's configuration (CLI flag, TOML key or ``RunConfig`` argument) has a wrong type or value."""

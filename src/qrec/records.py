@@ -83,7 +83,7 @@ def build_record(result, extra: dict | None = None) -> dict:
 def write_record(path: str | Path, record: dict) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # this process's own: writers never share one
     tmp.write_text(json.dumps(record, indent=1, sort_keys=False) + "\n")
     os.replace(tmp, path)
     return path

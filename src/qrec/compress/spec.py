@@ -73,7 +73,7 @@ def compress_trained(spec: str, weight, frequencies=None, seed: int = 0) -> Embe
     entry, m = parse_spec(spec)
     if entry.post is None:
         raise SpecError(f"{spec!r}: this format has no post-training fit (it needs training)")
-    return entry.post(m, weight, frequencies, seed)
+    return entry.post(m, weight, frequencies, seed).eval()  # fitted, not to be trained: eval mode, as served
 
 
 def code_size(spec: str, n: int, d: int) -> int:

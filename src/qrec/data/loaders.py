@@ -43,6 +43,13 @@ __all__ = [
 _ID_BYTES = b"0123456789 \t\r\n"
 # Every decimal of up to 18 digits fits in int64; longer ones would overflow silently in C.
 _MAX_DIGITS = 18
+# Longest field of a delimited table: checked before any number or date parsing (pandas' date parser
+# is quadratic in the token length; a 10 MB token ran for minutes). Longer than any real id or date.
+MAX_TOKEN = 256
+# Numbers read as float64 are exact integers below 2**53: a larger "id" would merge with its neighbours.
+_MAX_EXACT = 2.0**53
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+_BOM = b"\xef\xbb\xbf"
 
 
 # --------------------------------------------------------------------------------------------
@@ -73,22 +80,33 @@ class _IntLines:
 
 
 def _read_bytes(path: Path) -> bytes:
+    """The file's bytes, a UTF-8 byte-order mark (Windows editors write one) removed."""
     try:
-        return path.read_bytes()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise DataFormatError(path, "is a folder, expected a file") from None
+    return raw[len(_BOM):] if raw.startswith(_BOM) else raw
+
+
+def _echo(value) -> str:
+    """A value from a file as an error shows it (text quoted), cut to 40 characters: never a whole huge token."""
+    return _cut(repr(value) if isinstance(value, str) else f"{value:g}" if isinstance(value, float) else str(value))
+
+
+def _cut(text: str, limit: int = 40) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _token_at(raw: bytes, pos: int) -> str:
     """The whitespace-delimited token around byte ``pos``, for error messages."""
     start = max(raw.rfind(b" ", 0, pos), raw.rfind(b"\t", 0, pos), raw.rfind(b"\n", 0, pos)) + 1
+    start = max(start, pos - 40)  # never walk a huge token: 40 characters are all an error message shows
     end = pos
-    while end < len(raw) and raw[end : end + 1] not in b" \t\r\n":
+    while end < min(len(raw), pos + 41) and raw[end : end + 1] not in b" \t\r\n":
         end += 1
-    token = raw[start:end].decode("utf-8", errors="replace")
-    return token if len(token) <= 40 else token[:37] + "..."
+    return _cut(raw[start:end].decode("utf-8", errors="replace"))
 
 
 def _line_of(raw: bytes, pos: int) -> int:
@@ -257,8 +275,8 @@ def read_lastfm(train_path, test_path, name: str | None = None) -> Split:
     """
     paths = [Path(train_path), Path(test_path)]
     tables = [_lastfm_table(p) for p in paths]
-    n_users = int(max(users.max() for users, *_ in tables))
-    n_items = int(max(items.max() for _, items, *_ in tables))
+    n_users = _id_space(paths, [(users, line_no) for users, _, _, line_no in tables], "user", base=1)
+    n_items = _id_space(paths, [(items, line_no) for _, items, _, line_no in tables], "item", base=1)
     user_ids, item_ids = np.arange(1, n_users + 1), np.arange(1, n_items + 1)
     name = name or _default_name(paths[0])
     parts = []
@@ -307,8 +325,8 @@ def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split
         lines = _int_lines(p, _read_bytes(p))
         _check_unique_heads(p, lines)
         parsed.append(lines.heads_and_tails() + (lines,))
-    n_users = int(max(lines.column(0).max() for *_, lines in parsed)) + 1
-    n_items = int(max((items.max() for _, items, _, _ in parsed if items.size), default=-1)) + 1
+    n_users = _id_space(paths, [(lines.column(0), lines.line_no) for *_, lines in parsed], "user")
+    n_items = _id_space(paths, [(items, line_no) for _, items, line_no, _ in parsed], "item")
     ids_u, ids_i = np.arange(n_users), np.arange(n_items)
     name = name or _default_name(paths[0])
     parts = []
@@ -319,6 +337,22 @@ def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split
             item_ids=ids_i, name=name, meta={"format": "lightgcn", "files": [str(p) for p in paths]},
         ))
     return Split(train=parts[0], valid=_empty_like(parts[0]), test=parts[1], protocol="given")
+
+
+def _id_space(paths: list[Path], ids_per_file: list[tuple[np.ndarray, np.ndarray]], what: str, base: int = 0) -> int:
+    """Rows of an id space numbered by the files themselves (largest id + 1 - ``base``), refused when it would be
+    mostly empty: a stray huge id would otherwise allocate that many rows (10^18: a MemoryError; 10^9: minutes)."""
+    present = [ids for ids, _ in ids_per_file if ids.size]
+    if not present:
+        return 0
+    n = int(max(ids.max() for ids in present)) + 1 - base
+    distinct = len(np.unique(np.concatenate(present)))
+    if n > 10 * distinct + 1_000_000:
+        path, (ids, line_no) = max(zip(paths, ids_per_file), key=lambda f: f[1][0].max() if f[1][0].size else -1)
+        k = int(np.argmax(ids))
+        raise DataFormatError(path, f"{what} id {ids[k]} is far beyond the {distinct} {what}s of these files (this "
+                                    f"format numbers the rows by id, from {base})", int(line_no[k]))
+    return n
 
 
 def read_sequences(path, name: str | None = None) -> Interactions:
@@ -418,52 +452,82 @@ def _column_ids(
         return values.to_numpy(dtype=np.int64)
     if pd.api.types.is_numeric_dtype(values):  # floats: integral ones are ids (blank lines make NaN)
         array = values.to_numpy(dtype=np.float64)
+        bad = np.flatnonzero(~(np.abs(array) < _MAX_EXACT))  # inf, nan and ids beyond exact float range
+        if bad.size:
+            k = bad[0]
+            raise DataFormatError(path, f"{role} id {array[k]:g} is out of range (ids are integers below 2^53 "
+                                        "when written as floats)", int(line_no[k]))
         fractional = np.flatnonzero(array != np.floor(array))
         if fractional.size:
             k = fractional[0]
             raise DataFormatError(path, f"{role} id {array[k]:g} is not an integer", int(line_no[k]))
         return array.astype(np.int64)
     strings = values.astype(str).str.strip()
-    is_int = strings.str.fullmatch(r"-?\d{1,18}").to_numpy(dtype=bool)
+    is_int = strings.str.fullmatch(r"-?[0-9]{1,18}").to_numpy(dtype=bool)  # [0-9]: "³" is a \d, not an int
     if is_int.all():  # integer ids read as text (e.g. RecBole tokens)
         return strings.astype(np.int64).to_numpy()
     if integer_only:
         k = int(np.flatnonzero(~is_int)[0])
-        raise DataFormatError(path, f"{role} id {strings.iloc[k]!r} is not an integer", int(line_no[k]))
+        raise DataFormatError(path, f"{role} id {_echo(strings.iloc[k])} is not an integer", int(line_no[k]))
     return strings.to_numpy(dtype=str)
 
 
 def _column_numbers(path: Path, values: pd.Series, line_no: np.ndarray, role: str) -> np.ndarray:
-    """A numeric column as float64; a value that is not a number is an error naming its line."""
+    """A numeric column as float64, every value finite and within float32 (how ratings are kept); anything
+    else is an error naming its line."""
     _check_present(path, values, line_no, role)
     numbers = pd.to_numeric(values, errors="coerce")
     bad = np.flatnonzero(numbers.isna().to_numpy())
     if bad.size:
         k = bad[0]
-        raise DataFormatError(path, f"{role} {values.iloc[k]!r} is not a number", int(line_no[k]))
-    return numbers.to_numpy(dtype=np.float64)
+        raise DataFormatError(path, f"{role} {_echo(values.iloc[k])} is not a number", int(line_no[k]))
+    array = numbers.to_numpy(dtype=np.float64)
+    out = np.flatnonzero(~(np.abs(array) <= _FLOAT32_MAX))
+    if out.size:
+        k = out[0]
+        raise DataFormatError(path, f"{role} {_echo(values.iloc[k])} is not a finite number in range", int(line_no[k]))
+    return array
 
 
 def _column_times(path: Path, values: pd.Series, line_no: np.ndarray) -> np.ndarray:
     """Timestamps: numbers (int64 when all integral, else float64) or dates (Unix seconds)."""
     _check_present(path, values, line_no, "timestamp")
+    if pd.api.types.is_integer_dtype(values):  # int64 as parsed: no round trip through float64
+        return values.to_numpy(dtype=np.int64)
     numbers = pd.to_numeric(values, errors="coerce")
     if numbers.notna().all():
         times = numbers.to_numpy(dtype=np.float64)
+        out = np.flatnonzero(~(np.abs(times) < 2.0**63))  # inf, nan, or beyond int64: never cast to -2^63
+        if out.size:
+            k = out[0]
+            raise DataFormatError(path, f"timestamp {_echo(values.iloc[k])} is out of range", int(line_no[k]))
         return times.astype(np.int64) if np.all(times == np.floor(times)) else times
-    try:
-        dates = pd.to_datetime(values, utc=True, format="mixed")
-    except (ValueError, TypeError):
-        k = int(np.flatnonzero(numbers.isna().to_numpy())[0])
-        message = f"timestamp {values.iloc[k]!r} is neither a number nor a date"
-        raise DataFormatError(path, message, int(line_no[k])) from None
-    return ((dates - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)).to_numpy(dtype=np.int64)
+    is_number = numbers.notna().to_numpy()
+    dates = pd.to_datetime(values.where(~is_number), utc=True, format="mixed", errors="coerce")
+    bad = np.flatnonzero(dates.isna().to_numpy() & ~is_number)  # also "NaT", which parses to a missing date
+    if bad.size:
+        k = bad[0]
+        message = f"timestamp {_echo(values.iloc[k])} is neither a number nor a date"
+        raise DataFormatError(path, message, int(line_no[k]))
+    if is_number.any():
+        k = int(np.flatnonzero(is_number)[0])
+        raise DataFormatError(path, f"timestamp {_echo(values.iloc[k])} is a number among dates", int(line_no[k]))
+    # Unix seconds through numpy, whatever unit pandas parsed in (subtracting a nanosecond Timestamp would
+    # overflow on dates before 1677)
+    return dates.dt.tz_convert(None).to_numpy().astype("datetime64[s]").astype(np.int64)
 
 
 def _check_present(path: Path, values: pd.Series, line_no: np.ndarray, role: str) -> None:
+    """Every value is there, and (text columns) no longer than ``MAX_TOKEN``: checked before parsing."""
     missing = np.flatnonzero(values.isna().to_numpy())
     if missing.size:
         raise DataFormatError(path, f"missing {role} value", int(line_no[missing[0]]))
+    if not pd.api.types.is_numeric_dtype(values):
+        long = np.flatnonzero(values.astype(str).str.len().to_numpy() > MAX_TOKEN)
+        if long.size:
+            k = long[0]
+            raise DataFormatError(path, f"{role} value {_echo(values.iloc[k])} is longer than {MAX_TOKEN} "
+                                        "characters", int(line_no[k]))
 
 
 def _from_frame(path: Path, frame: pd.DataFrame, line_no: np.ndarray, roles: dict, name: str, fmt: str) -> Interactions:
@@ -485,18 +549,14 @@ def read_recbole_inter(path, name: str | None = None) -> Interactions:
     ``rating`` (optional); other columns are ignored.
     """
     path = Path(path)
-    try:
-        with path.open(encoding="utf-8") as f:
-            header = f.readline().rstrip("\r\n").split("\t")
-    except FileNotFoundError:
-        raise DatasetNotFoundError(f"{path}: no such file") from None
+    header = _first_line(path, errors="strict").rstrip("\r\n").split("\t")
     if header == [""]:
         raise DataFormatError(path, "file is empty: no interactions found")
     by_field = {column.split(":", 1)[0].strip(): column for column in header}
     wanted = {"user": "user_id", "item": "item_id", "timestamp": "timestamp", "rating": "rating"}
     missing = [field for role, field in wanted.items() if role in ("user", "item") and field not in by_field]
     if missing:
-        raise DataFormatError(path, f"header lacks {', '.join(missing)} (found: {', '.join(header)})", 1)
+        raise DataFormatError(path, f"header lacks {', '.join(missing)} (found: {_cut(', '.join(header), 200)})", 1)
     roles = {role: by_field[field] for role, field in wanted.items() if field in by_field}
     frame, line_no = _read_delimited(path, "\t", header=True)
     return _from_frame(path, frame, line_no, roles, name or path.stem, "recbole-inter")
@@ -571,8 +631,7 @@ def _header(path: Path) -> list[str]:
         except (OSError, ValueError) as err:
             raise DataFormatError(path, f"cannot read parquet: {err}") from None
     sep = _guess_sep(path)
-    with path.open(encoding="utf-8", errors="replace") as f:
-        first = f.readline().rstrip("\r\n")
+    first = _first_line(path).rstrip("\r\n")
     if not first.strip():
         raise DataFormatError(path, "file is empty or its first line is blank: no header", 1)
     return [c.strip('"') for c in re.split(sep, first) if c.strip()]  # as pandas names them: spaces kept
@@ -581,12 +640,22 @@ def _header(path: Path) -> list[str]:
 def _guess_sep(path: Path) -> str:
     if path.suffix.lower() in _SEP_BY_SUFFIX:
         return _SEP_BY_SUFFIX[path.suffix.lower()]
+    first = _first_line(path)
+    return next((s for s in ("\t", ",", ";") if s in first), r"\s+")
+
+
+def _first_line(path: Path, errors: str = "replace", limit: int = 1 << 20) -> str:
+    """The first line (at most ``limit`` characters), a byte-order mark dropped. ``errors="strict"``: bytes
+    that are not UTF-8 are an error naming the file."""
     try:
-        with path.open(encoding="utf-8", errors="replace") as f:
-            first = f.readline()
+        with path.open(encoding="utf-8-sig", errors=errors) as f:
+            return f.readline(limit)
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: no such file") from None
-    return next((s for s in ("\t", ",", ";") if s in first), r"\s+")
+    except IsADirectoryError:
+        raise DataFormatError(path, "is a folder, expected a file") from None
+    except UnicodeDecodeError as err:
+        raise DataFormatError(path, f"not UTF-8 text ({err.reason} at byte {err.start})") from None
 
 
 def _require_pyarrow(path: Path) -> None:
@@ -622,9 +691,11 @@ def read_movie_genres(path) -> dict[int, frozenset[str]]:
     ``ml-100k.item`` (tab-separated, genres space-separated in its ``class`` column)."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="latin-1")
+        text = path.read_text(encoding="latin-1").removeprefix(_BOM.decode("latin-1"))
     except FileNotFoundError:
         raise DatasetNotFoundError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise DataFormatError(path, "is a folder, expected a file") from None
     lines = text.splitlines()
     header = lines[0].split("\t") if lines and lines[0].startswith("item_id:") else None
     genre_column = next((k for k, c in enumerate(header or []) if c.split(":")[0] == "class"), None)
@@ -646,8 +717,8 @@ def read_movie_genres(path) -> dict[int, frozenset[str]]:
         else:
             raise DataFormatError(path, f"expected `id::title::genres` or `id|title|date|video|url|` + "
                                         f"{len(_ML100K_GENRES)} 0/1 flags, found {len(fields)} fields", line_no)
-        if not fields[0].strip().isdigit():
-            raise DataFormatError(path, f"movie id {fields[0]!r} is not an integer", line_no)
+        if not re.fullmatch(r"[0-9]{1,18}", fields[0].strip()):  # not isdigit(): "³" is a digit to it
+            raise DataFormatError(path, f"movie id {_echo(fields[0])} is not an integer", line_no)
         genres[int(fields[0])] = names
     if not genres:
         raise DataFormatError(path, "file is empty: no movies found")

@@ -12,10 +12,12 @@ from dataclasses import replace
 
 import numpy as np
 
+from qrec.data.given import check_given
 from qrec.data.interactions import Interactions, Split
+from qrec.errors import DataFormatError
 
 __all__ = ["kcore_filter", "reindex", "leave_one_out", "ratio_split", "holdout_split", "kfold_split", "make_split",
-           "seeded_protocol"]
+           "seeded_protocol", "everything"]
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +129,12 @@ def ratio_split(data: Interactions, train: float = 0.8, valid: float = 0.1, seed
     )
 
 
+def everything(data: Interactions) -> Split:
+    """Every interaction in training, empty validation and test parts: a model fitted to serve, not to score."""
+    none = data.subset(np.zeros(len(data), dtype=bool))
+    return Split(train=data, valid=none, test=none, protocol="all")
+
+
 def _parts(data: Interactions, order: np.ndarray, n_test: int, valid: float, protocol: str) -> Split:
     """``order`` (a permutation of the rows): its first ``n_test`` rows are test; of the rest, the first
     ``floor(valid * rest)`` are validation and the others train. Parts keep file order."""
@@ -196,16 +204,32 @@ def _random_split(data: Interactions, name: str, seed: int) -> Split | None:
 _RATIO = re.compile(r"ratio(?:[-:]([\d.]+)/([\d.]+)(?:/([\d.]+))?)?")
 
 
-def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed: int = 0) -> Split:
+def make_split(data_or_split: Interactions | Split, protocol: str = "loo", seed: int = 0,
+               given_test: str = "error") -> Split:
     """Split by protocol name: ``"loo"`` / ``"leave-one-out"``, or ``"ratio"`` (0.8/0.1/0.1) /
     ``"ratio-0.7/0.1/0.2"`` (per user), or the row-level random splits of regression tasks, ``"holdout"`` /
-    ``"holdout-0.1"`` and ``"kfold-5"`` (see ``_random_split``). A dataset that ships its own split (a ``Split``) is returned as is,
-    protocol ``"given"``, whatever ``protocol`` asks: its published split is the benchmark."""
+    ``"holdout-0.1"`` and ``"kfold-5"`` (see ``_random_split``), or ``"all"`` (train on every interaction, to
+    serve; nothing held out). A dataset that ships its own split (a ``Split``) is returned as is,
+    protocol ``"given"``, whatever ``protocol`` asks: its published split is the benchmark, once its test
+    rows pass :func:`~qrec.data.given.check_given` (``given_test``: "error", "drop" or "keep").
+    A split without test interactions is an error: it would report metrics of nothing (NaN)."""
+    split = _split(data_or_split, protocol, seed, given_test)
+    if len(split.test) == 0 and split.protocol != "all":  # "all" holds nothing out, by design (serving)
+        raise DataFormatError(split.name, f"the {split.protocol} split has no test interactions"
+                              + ("" if isinstance(data_or_split, Split) else
+                                 f" ({len(data_or_split)} interactions of {data_or_split.n_users} users; "
+                                 "leave-one-out holds out only users with at least 3)"))
+    return split
+
+
+def _split(data_or_split: Interactions | Split, protocol: str, seed: int, given_test: str) -> Split:
     if isinstance(data_or_split, Split):
         if protocol != "given":
             log.debug("%s ships its own split; protocol %r not applied", data_or_split.name, protocol)
-        return data_or_split
+        return check_given(data_or_split, given_test) if data_or_split.protocol == "given" else data_or_split
     name = protocol.strip().lower()
+    if name == "all":
+        return everything(data_or_split)
     if name in ("loo", "leave-one-out"):
         return leave_one_out(data_or_split)
     random_split = _random_split(data_or_split, name, seed)

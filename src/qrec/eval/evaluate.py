@@ -13,6 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from qrec.data import Split
+from qrec.errors import QrecError
 from qrec.eval.ranking import ScoreFn, evaluate_full_ranking
 
 DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
@@ -41,6 +42,8 @@ def evaluate_split(score_fn: ScoreFn, split: Split, stage: str = "test", ks=(10,
                    device: torch.device | str | None = None) -> dict:
     """Full-ranking metrics of ``score_fn`` (user ids ``(B,)`` -> scores ``(B, n_items)``) at ``stage``."""
     users, truth, exclude = ranking_problem(split, stage, mask)
+    if users.size == 0:  # metrics of nobody would be NaN: never write them as a result
+        raise QrecError(f"{split.name}: no {stage} interactions to evaluate")
     return evaluate_full_ranking(
         score_fn, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
         recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,

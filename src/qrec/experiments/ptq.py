@@ -79,6 +79,7 @@ def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[i
     """Markdown table: metrics of each variant at the run's cut-offs (or ``ks``), size, and % of the float
     model's first metric. ``records``: also a JSON record per row in that folder (``qrec plot`` / ``report``)."""
     model, cfg, split = load_trained(run)  # the reported epoch: best on validation, else the last
+    cfg.check_catalogue(split.n_items, ks)
     if type(model) is LightGCN:
         with torch.no_grad():
             spectrum = spectrum_line(model)

@@ -18,7 +18,8 @@ from qrec.experiments.presets import load_preset, preset_path
 from qrec.experiments.report import write_results_md
 from qrec.records import build_record, read_records, write_record
 from qrec.errors import QrecError, SpecError
-from qrec.train.trainer import CHECKPOINT, fit, probe_epoch_seconds
+from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint
+from qrec.train.trainer import fit, probe_epoch_seconds
 
 LOG = logging.getLogger("qrec.experiment")
 
@@ -205,11 +206,9 @@ def _checkpoint_epoch(path: Path) -> int:
     """Epochs a run's checkpoint holds (0 without one, -1 if it cannot be read)."""
     if not path.exists():
         return 0
-    import torch
-
     try:
-        return int(torch.load(path, map_location="cpu", weights_only=False)["state"]["epoch"])
-    except Exception:  # a dry run reports the file; the real run raises on it with the loader's message
+        return load_checkpoint(path)["state"]["epoch"]
+    except CheckpointError:  # a dry run reports the file; the real run raises on it with the loader's message
         return -1
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 import numpy as np
+import torch
 
 from qrec.compress import build_table
 from qrec.data import Split
@@ -32,7 +33,7 @@ def build_model(name: str, split: Split, user_spec: str, item_spec: str, dim: in
     Row frequencies for MGQE's head/tail partition are the training counts (never valid/test).
     """
     if name not in _BUILDERS:
-        raise ValueError(f"unknown model {name!r}; choose one of {model_names()}")
+        raise SpecError(f"unknown model {name!r}; choose one of {model_names()}")
     try:
         return _BUILDERS[name](split, user_spec, item_spec, dim, **options)
     except TypeError as e:  # an option the backbone does not take: say which, not a bare traceback
@@ -74,10 +75,41 @@ def _neumf(split, user_spec, item_spec, dim, init_std: float = 0.01, row_bias: b
 def _sasrec(split, user_spec, item_spec, dim, init_std: float = 0.01, maxlen: int = 50, blocks: int = 2,
             heads: int = 1, dropout: float = 0.2):
     """SASRec: one item table (the user spec is unused: a user is their history); MGQE's settings by default."""
+    from qrec.data.sequences import history_windows
     from qrec.models.sasrec import SASRec
 
     _, item = _tables(split, user_spec, item_spec, dim, init_std)
-    return SASRec(item(), split, maxlen=maxlen, blocks=blocks, heads=heads, dropout=dropout)
+    windows = history_windows(split.train, split.valid, maxlen)
+    return SASRec(item(), split.n_users, windows, maxlen=maxlen, blocks=blocks, heads=heads, dropout=dropout)
+
+
+@register_model("pop")
+def _pop(split, user_spec, item_spec, dim):
+    """Popularity: every user gets the items with the most training interactions (the specs are unused)."""
+    from qrec.models.pop import Popularity
+
+    return Popularity(split.n_users, row_frequencies(split)[1])
+
+
+def assemble_model(name: str, tables: dict, n_users: int, history=None, options: dict | None = None) -> Recommender:
+    """A backbone around already-built (served) ``tables``, named as the trained model's attributes: what an
+    artifact loads into, without a split or training data. ``history``: SASRec's served windows."""
+    from qrec.models.gmf import GMF
+    from qrec.models.neumf import NeuMF
+    from qrec.models.sasrec import SASRec
+
+    options = options or {}
+    with torch.random.fork_rng(devices=[]):  # the throw-away init of dense layers leaves the caller's RNG alone
+        if name == "gmf":
+            return GMF(tables["user_table"], tables["item_table"])
+        if name == "neumf":
+            return NeuMF(tables["gmf_user"], tables["gmf_item"], tables["mlp_user"], tables["mlp_item"])
+        if name == "sasrec":
+            if history is None:
+                raise ValueError("a SASRec artifact needs its users' history windows (history/items)")
+            kept = {k: options[k] for k in ("blocks", "heads", "dropout") if k in options}
+            return SASRec(tables["item_table"], n_users, {"test": history}, maxlen=history.shape[1], **kept)
+    raise ValueError(f"no served form for model {name!r}")
 
 
 def _graph_tables(split: Split, user_spec: str, item_spec: str, dim: int, init_std: float) -> dict:

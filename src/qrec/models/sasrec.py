@@ -8,21 +8,21 @@ x = q + MHA(q, x, x)`` under a causal mask, then ``x = LN_f(x); x = x + FFN(x)``
 layers with ReLU and dropout), empty slots zeroed again; a final LayerNorm. The input and output item embeddings are
 tied: the logit of item ``i`` after slot ``t`` is ``h_t . E_i``. Training: BCE on each slot's next item
 against one sampled negative (``sequence_epoch``); Adam with beta2 = 0.98. There is no user embedding: a
-user is their history, which the model reads from the split it was built on (training items for
-validation; training and validation items for test and serving).
+user is their history window, given per stage (``windows``: the split's training items for validation,
+training and validation items for test; an artifact's every known item for serving).
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
 from qrec.compress.base import EmbeddingTable
-from qrec.data import Split
-from qrec.data.sequences import PAD, history_windows
+from qrec.data.sequences import PAD
 from qrec.models.base import Recommender
 
 
@@ -30,9 +30,9 @@ class SASRec(Recommender):
     loss_kind = "sequence"
     adam_betas = (0.9, 0.98)  # the reference code's
 
-    def __init__(self, item_table: EmbeddingTable, split: Split, maxlen: int = 50, blocks: int = 2,
-                 heads: int = 1, dropout: float = 0.2):
-        super().__init__(split.n_users, item_table.num_embeddings)
+    def __init__(self, item_table: EmbeddingTable, n_users: int, windows: dict[str, np.ndarray], maxlen: int = 50,
+                 blocks: int = 2, heads: int = 1, dropout: float = 0.2):
+        super().__init__(n_users, item_table.num_embeddings)
         d = item_table.dim
         if d % heads:
             raise ValueError(f"SASRec: {heads} attention heads must divide d = {d}")
@@ -50,8 +50,15 @@ class SASRec(Recommender):
         for name, p in self.named_parameters():  # the reference code's xavier-normal; items keep MGQE's N(0, 0.01^2)
             if p.dim() > 1 and not name.startswith("item_table."):
                 nn.init.xavier_normal_(p)
-        self._windows = history_windows(split.train, split.valid, self.maxlen)  # data, not state: rebuilt from the split
         self._stage = "test"
+        self.set_windows(windows)
+
+    def set_windows(self, windows: dict[str, np.ndarray]) -> None:
+        """The ``(n_users, maxlen)`` history window of each stage (``qrec.data.sequences.history_windows``);
+        ``"test"`` is also what serving reads. Data, not state: never in the checkpoint."""
+        if "test" not in windows or any(w.shape != (self.n_users, self.maxlen) for w in windows.values()):
+            raise ValueError(f"SASRec needs a 'test' history window of shape ({self.n_users}, {self.maxlen}) per stage")
+        self._windows = dict(windows)
 
     # -- what a user is: their history window at the current stage
 

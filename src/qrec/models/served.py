@@ -47,9 +47,18 @@ class FloatServed(ServedScorer):
 class CodesServed(ServedScorer):
     """Codes with a ``score`` against all items (``BinaryCodes`` or ``IntCodes``) and a ``decode``."""
 
-    def __init__(self, users, items, dim: int, bits: int, backend: str = "auto"):
+    def __init__(self, users, items, dim: int, bits: int, backend: str = "auto", kind: str = "BinaryGCN"):
         super().__init__(len(users), len(items), bits)
         self.users, self.items, self.dim, self.backend = users, items, int(dim), backend
+        self.served_kind = kind  # the trained class whose codes these are: what its artifact records
+
+    def export(self) -> dict[str, torch.Tensor]:
+        """The stored code tensors, as the trained model exported them (an artifact can be written again)."""
+        return {f"{side}_{name}": t for side, c in (("user", self.users), ("item", self.items))
+                for name, t in c.export().items()}
+
+    def serving_meta(self) -> dict:
+        return {"served_kind": self.served_kind} | ({"bits": self.items.bits} if isinstance(self.items, IntCodes) else {})
 
     def score(self, users, items):
         return pair_scores(self.users, self.items, users, items)
@@ -115,6 +124,10 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
     """Rebuild the scorer of a model exported with ``served/`` tensors (``kind``: its class name; ``options``:
     the run's model options updated by the artifact's ``served_meta``)."""
     bits = sum(t.numel() * t.element_size() * 8 for t in tensors.values())
+    if kind == "Popularity":
+        from qrec.models.pop import Popularity
+
+        return Popularity(int(options["n_users"]), tensors["item_counts"])
     if kind == "LightGCN":
         return FloatServed(tensors["user_emb"], tensors["item_emb"], bits)
     if kind == "BinaryGCN":
@@ -129,5 +142,5 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
             c = unpack_codes(tensors[f"{side}_codes"], b, dim)
             return IntCodes(*int8_codes(c, b, tensors[f"{side}_step"]), bits=b)
 
-        return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"))
+        return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"), kind)
     raise ValueError(f"no served form for model class {kind!r}")

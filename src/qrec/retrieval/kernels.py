@@ -88,23 +88,28 @@ def popcount_scores(a, sa, b, sbT, d, start, end, out):  # a (B,L,W) u64, sa (B,
 @numba.njit(nogil=True, cache=True)
 def popcount_topk(a, sa, b, sbT, d, k, indptr, excluded, start, end, top_i, top_v, chunk):
     """Rows ``start..end-1`` of ``(top_i, top_v)``: best ``k`` items by (score desc, index asc), the
-    items ``excluded[indptr[u]:indptr[u+1]]`` (sorted) scored ``-inf``, as ``topk_deterministic``."""
+    items ``excluded[indptr[u]:indptr[u+1]]`` (sorted) scored ``-inf``, as ``topk_deterministic``.
+    Item chunks outermost: a chunk's codes are read from memory once for all the users of the call (a
+    million items' codes do not fit in cache; one chunk does), each user's candidates still in index order."""
     N = b.shape[2]
     cnt = np.empty(chunk, np.uint64)
     buf = np.empty(chunk, np.float32)
-    for u in range(start, end):
-        vi, vv = top_i[u], top_v[u]
-        filled = 0
-        e, e_end = indptr[u], indptr[u + 1]
-        for lo in range(0, N, chunk):
-            hi = min(N, lo + chunk)
+    filled = np.zeros(end - start, np.int64)
+    cursor = indptr[start:end].copy()
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        for u in range(start, end):
             score_row(a, sa, b, sbT, d, u, lo, hi, cnt, buf)
+            e, e_end = cursor[u - start], indptr[u + 1]
             while e < e_end and excluded[e] < hi:
                 if excluded[e] >= lo:
                     buf[excluded[e] - lo] = -np.inf
                 e += 1
+            cursor[u - start] = e
+            vi, vv, f = top_i[u], top_v[u], filled[u - start]
             for i in range(hi - lo):
-                filled = insert(vi, vv, filled, k, buf[i], lo + i)
+                f = insert(vi, vv, f, k, buf[i], lo + i)
+            filled[u - start] = f
     return 0
 
 

@@ -1,18 +1,37 @@
-"""One frozen dataclass describes a run; TOML presets and CLI overrides both land here."""
+"""One frozen dataclass describes a run; TOML presets and CLI overrides both land here.
+
+Every ``RunConfig`` is checked when it is made (``__post_init__``), whether from CLI flags, a TOML file, a
+checkpoint or Python: a value of the wrong type or out of range is a :class:`~qrec.errors.ConfigError`
+naming the key, never a traceback deep in training nor a silently useless run. Integral floats (TOML
+``epochs = 2e1``) become ints and ints become floats; strings are never read as numbers.
+"""
 
 from __future__ import annotations
 
 import dataclasses
-from qrec import toml as tomllib
+import math
+import numbers
+import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
+from qrec import toml as tomllib
+from qrec.errors import ConfigError
+from qrec.eval.evaluate import DEFAULT_METRICS
+from qrec.eval.metrics import RECALL_DENOMINATORS
+from qrec.eval.regression import REGRESSION_METRICS
 
 DEFAULT_DIM = 64
 OPTIMIZERS = ("adam", "rowwise-adagrad")
 TASKS = ("ranking", "regression")
 # Fields added after records existed: written only when set, so older checkpoints and records keep their identity.
-_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "optimizer": "adam"}
+_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "given_test": "error", "optimizer": "adam"}
+GIVEN_TEST = ("error", "drop", "keep")
+# smallest allowed value of each integer key (threads: when set)
+_INT_MIN = {"min_count": 0, "dim": 1, "epochs": 1, "batch_size": 1, "n_neg": 1, "seed": 0, "eval_every": 1,
+            "patience": 0, "threads": 1}
+_SEED_BOUND = 2**32  # torch and numpy seed from it; a larger one would be folded silently
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?")
 
 
 @dataclass(frozen=True)
@@ -39,8 +58,8 @@ class RunConfig:
     seed: int = 0
     eval_every: int = 1                    # validate every n epochs (pre-split data: test curve for plots only)
     patience: int = 0                      # epochs without validation gain before stopping; 0 = never stop
-    select_metric: str = "ndcg@10"         # validation metric that picks the reported epoch (regression: rmse
-                                           # unless this names mae)
+    select_metric: str | None = None       # validation metric that picks the reported epoch (None: ndcg at
+                                           # the first cut-off, e.g. ndcg@10; regression: rmse or mae)
     ks: tuple[int, ...] = (10,)
     recall_denominator: str = "test"
     threads: int | None = None             # torch intra-op threads; None keeps torch's default. Not in a run's
@@ -48,6 +67,28 @@ class RunConfig:
                                            # by thread (ML-100K GMF: epoch-1 loss differs in the 6th digit)
     device: str = "cpu"
     model_options: dict = field(default_factory=dict)  # backbone-specific (e.g. n_layers for LightGCN)
+    given_test: str = "error"              # pre-split data (protocol given): test rows the training part cannot
+                                           # score (user or item without training rows, or a pair also in
+                                           # training) are an "error", dropped ("drop") or kept ("keep", as
+                                           # LightGCN-PyTorch keeps LastFM's); drop / keep warn with counts
+
+    def __post_init__(self):
+        for f in fields(self):
+            if f.name != "select_metric":
+                object.__setattr__(self, f.name, _checked(f.name, getattr(self, f.name)))
+        if self.select_metric is None:
+            default = "rmse" if self.task == "regression" else f"ndcg@{self.ks[0]}"
+            object.__setattr__(self, "select_metric", default)
+        _checked("select_metric", self.select_metric)
+        if self.task == "regression":
+            if self.select_metric not in REGRESSION_METRICS:
+                raise ConfigError(f"{_said('select_metric', self.select_metric)}: a regression run selects by one of "
+                                  f"{list(REGRESSION_METRICS)}")
+            return
+        metric, _, k = self.select_metric.partition("@")
+        if metric not in DEFAULT_METRICS or not k.isdigit() or int(k) not in self.ks:
+            raise ConfigError(f"{_said('select_metric', self.select_metric)}: expected <metric>@<k> with metric one of "
+                              f"{list(DEFAULT_METRICS)} and k one of ks = {list(self.ks)}")
 
     @property
     def item_spec(self) -> str:
@@ -62,21 +103,35 @@ class RunConfig:
         d["ks"] = list(self.ks)
         return {k: v for k, v in d.items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
 
+    def check_catalogue(self, n_items: int, ks=None) -> None:
+        """Cut-offs must fit the catalogue: a top-k longer than the items there are measures nothing."""
+        too_big = [k for k in (self.ks if ks is None else ks) if k > n_items]
+        if too_big:
+            raise ConfigError(f"cut-off k = {too_big[0]} is larger than the catalogue of {self.dataset} "
+                              f"({n_items} items)")
+
     @classmethod
     def from_dict(cls, raw: dict, source: str = "config") -> "RunConfig":
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{source}: expected a table of config keys, got {type(raw).__name__}")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
+        unknown = sorted(map(str, set(raw) - known))
         if unknown:
-            raise ValueError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
-        raw = dict(raw)
-        if "ks" in raw:
-            raw["ks"] = tuple(int(k) for k in raw["ks"])
-        return cls(**raw)
+            raise ConfigError(f"{source}: unknown config keys {unknown}; known keys: {sorted(known)}")
+        try:
+            return cls(**raw)
+        except ConfigError as e:
+            raise ConfigError(f"{source}: {e}") from None
 
     @classmethod
     def from_toml(cls, path: str | Path, **overrides) -> "RunConfig":
-        with open(path, "rb") as f:
-            raw = tomllib.load(f)
+        try:
+            with open(path, "rb") as f:
+                raw = tomllib.load(f)
+        except OSError as e:
+            raise ConfigError(f"{path}: cannot read ({e.strerror or e})") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise ConfigError(f"{path}: not valid TOML ({e})") from None
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(raw, source=str(path))
 
@@ -99,3 +154,71 @@ class RunConfig:
         tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(self.model_options.items()))
         safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")
         return f"{self.dataset}-{self.model}-{safe}-s{self.seed}"
+
+
+def _checked(key: str, value):
+    """``value`` of config ``key`` with its type made exact, or a ConfigError saying what is expected."""
+    if key in _INT_MIN:
+        return None if value is None and key == "threads" else _integer(key, value, _INT_MIN[key])
+    if key in ("lr", "weight_decay", "init_std", "l2"):
+        if value is None and key == "init_std":
+            return None
+        number = _real(key, value)
+        may_be_zero = key in ("weight_decay", "l2")
+        if number < 0 or (number == 0 and not may_be_zero):
+            raise ConfigError(f"{_said(key, value)}: must be {'>= 0' if may_be_zero else 'positive'}")
+        return number
+    if key == "ks":
+        ks = (value,) if isinstance(value, numbers.Number) else value
+        if isinstance(ks, (str, bytes)) or not hasattr(ks, "__iter__") or not len(ks := tuple(ks)):
+            raise ConfigError(f"{_said('ks', value)}: expected a non-empty list of cut-offs, e.g. [10, 20]")
+        return tuple(_integer("ks", k, 1) for k in ks)
+    if key == "model_options":
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{_said('model_options', value)}: expected a table of named options")
+        return dict(value)
+    if value is None and key in ("data_path", "user_embedding"):
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{_said(key, value)}: expected a non-empty string")
+    choices = {"recall_denominator": RECALL_DENOMINATORS, "given_test": GIVEN_TEST, "task": TASKS,
+               "optimizer": OPTIMIZERS}.get(key)
+    if choices is not None and value not in choices:
+        raise ConfigError(f"{_said(key, value)}: expected one of {list(choices)}")
+    if key == "device" and not _DEVICE.fullmatch(value):
+        raise ConfigError(f"{_said('device', value)}: expected cpu, cuda or cuda:<index>")
+    return value
+
+
+def _integer(key: str, value, low: int) -> int:
+    whole = isinstance(value, numbers.Integral) or (isinstance(value, numbers.Real) and math.isfinite(value)
+                                                    and value == int(value))
+    if isinstance(value, bool) or not whole:
+        raise ConfigError(f"{_said(key, value)}: expected a whole number{_unquote_hint(value)}")
+    high = _SEED_BOUND if key == "seed" else 2**63
+    if not low <= int(value) < high:
+        raise ConfigError(f"{_said(key, value)}: must be >= {low}" + (" and < 2**32" if key == "seed" else
+                                                                      " and < 2**63" if value >= high else ""))
+    return int(value)
+
+
+def _real(key: str, value) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ConfigError(f"{_said(key, value)}: expected a number{_unquote_hint(value)}")
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float range
+        number = math.inf
+    if not math.isfinite(number):
+        raise ConfigError(f"{_said(key, value)}: must be finite")
+    return number
+
+
+def _unquote_hint(value) -> str:
+    return " (written as a string: drop the quotes)" if isinstance(value, str) else ""
+
+
+def _said(key: str, value) -> str:
+    """``key = value`` for a message, the value cut to 40 characters (a file may hold a huge one)."""
+    shown = repr(value)
+    return f"{key} = {shown if len(shown) <= 40 else shown[:37] + '...'}"

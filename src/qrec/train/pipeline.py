@@ -11,12 +11,13 @@ from qrec.train.config import RunConfig
 
 
 def load_split(cfg: RunConfig) -> Split:
-    return _cached_split(cfg.dataset, cfg.data_path, cfg.protocol, cfg.min_count, cfg.seed if seeded_protocol(cfg.protocol) else 0)
+    seed = cfg.seed if seeded_protocol(cfg.protocol) else 0
+    return _cached_split(cfg.dataset, cfg.data_path, cfg.protocol, cfg.min_count, seed, cfg.given_test)
 
 
 @lru_cache(maxsize=8)
-def _cached_split(dataset: str, data_path: str | None, protocol: str, min_count: int, seed: int) -> Split:
+def _cached_split(dataset: str, data_path: str | None, protocol: str, min_count: int, seed: int, given_test: str) -> Split:
     data = load_dataset(dataset, path=data_path)
     if isinstance(data, Interactions) and min_count > 0:
         data = kcore_filter(data, min_user=min_count, min_item=min_count)
-    return make_split(data, protocol, seed=seed)
+    return make_split(data, protocol, seed=seed, given_test=given_test)

@@ -27,6 +27,8 @@ class RankingTask:
         self.select_metric = cfg.select_metric
 
     def batches(self, model, rng: np.random.Generator):
+        if model.loss_kind == "none":  # nothing to train (pop): no batches
+            return iter(())
         if model.loss_kind == "bpr":
             return bpr_epoch(self.split.train, self.sampler, self.cfg.batch_size, rng)
         if model.loss_kind == "sequence":

@@ -6,10 +6,10 @@ Resume is exact by construction: every epoch draws its negatives and shuffling f
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,13 +24,16 @@ from qrec.logs import bar as progress_bar
 from qrec.logs import run_log
 from qrec.models.base import Recommender
 from qrec.models.registry import build_model
+from qrec.train.checkpoint import CHECKPOINT, CheckpointError, load_checkpoint, restore, save_checkpoint
 from qrec.train.config import OPTIMIZERS, RunConfig
-from qrec.train.distributed import from_env
+from qrec.train.distributed import from_env, is_worker
 from qrec.train.optim import OptimizerChain, rowwise_adagrad
 from qrec.train.pipeline import load_split
+from qrec.train.runlock import run_folder_lock
 from qrec.train.tasks import make_task
 
-CHECKPOINT = "checkpoint.pt"
+__all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "probe_epoch_seconds",
+           "seed_everything"]
 _DEBUG = logging.getLogger("qrec.train")  # -v: the run's full config and data provenance
 
 
@@ -53,6 +56,8 @@ def seed_everything(seed: int) -> None:
 
 
 def build(cfg: RunConfig, split: Split) -> Recommender:
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise QrecError(f"device {cfg.device!r} asked for, but this torch sees no CUDA device; use --device cpu")
     opts = dict(cfg.model_options)
     if cfg.init_std is not None:
         opts["init_std"] = cfg.init_std
@@ -82,10 +87,11 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer 
     if cfg.optimizer != "adam":
         raise QrecError(f"unknown optimizer {cfg.optimizer!r}; use one of {OPTIMIZERS}")
     args = dict(lr=cfg.lr, weight_decay=cfg.weight_decay, betas=model.adam_betas)
+    params = list(model.parameters()) or [{"params": []}]  # nothing to learn (pop): an empty group, no steps
     try:
-        return torch.optim.Adam(model.parameters(), fused=True, **args)
+        return torch.optim.Adam(params, fused=True, **args)
     except (RuntimeError, TypeError):
-        return torch.optim.Adam(model.parameters(), **args)
+        return torch.optim.Adam(params, **args)
 
 
 def _epoch_batches(model: Recommender, task, cfg: RunConfig, epoch: int):
@@ -117,12 +123,6 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     return total / max(1, n_batches), seen
 
 
-def _save(path: Path, state: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)  # atomic: an interrupted save never leaves a half-written checkpoint
-
-
 def _resumable_key(config: dict) -> dict:
     """What must match to resume a checkpoint: everything but ``threads`` (speed, and float rounding: the
     replay is bit for bit with the same threads) and ``epochs``
@@ -131,47 +131,41 @@ def _resumable_key(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
 
 
-def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None) -> FitResult:
+def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None,
+        split: Split | None = None) -> FitResult:
     """Train ``cfg``; checkpoint every epoch into ``out_dir``; report test metrics at the best validation epoch.
 
     With no validation part (pre-split train/test files) the last epoch is reported and nothing is
-    selected on the test set. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
-    without ``log`` to the ``qrec.train`` logger (``qrec.logs``).
+    selected on the test set; with no test part either (protocol ``all``: train on everything, to serve)
+    nothing is evaluated. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
+    without ``log`` to the ``qrec.train`` logger (``qrec.logs``). ``split``: the data, when it does not come
+    from ``cfg`` (the Python API's frames). ``out_dir`` is locked for the whole run: a second writer fails at once.
     """
-    with run_log(out_dir, log) as emit:
-        return _fit(cfg, out_dir, progress, resume, emit)
+    if is_worker():  # a torchrun rank other than 0 reads out_dir (to resume) but writes nothing there
+        return _fit(cfg, out_dir, progress, resume, lambda _: None, split)
+    with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext(), run_log(out_dir, log) as emit:
+        return _fit(cfg, out_dir, progress, resume, emit, split)
 
 
-def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResult:
+def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Split | None) -> FitResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    split = load_split(cfg)
+    split = load_split(cfg) if split is None else split
+    if cfg.task == "ranking":
+        cfg.check_catalogue(split.n_items)
     parallel = from_env(cfg)  # under torchrun: this rank of a data-parallel run, else None
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
     if parallel is not None:
         parallel.broadcast_parameters(model)
         optimizer = parallel.wrap(optimizer)
-        log = log if parallel.writes else (lambda _: None)
     task = make_task(cfg, split)  # batches, loss and metrics: top-k ranking or score regression
     has_valid = len(split.valid) > 0
     state = {"epoch": 0, "history": [], "best": {}, "best_epoch": 0, "best_model": None, "train_seconds": 0.0, "seen": 0}
 
     ckpt = Path(out_dir) / CHECKPOINT if out_dir else None
     if ckpt and resume and ckpt.exists():
-        try:
-            saved = torch.load(ckpt, map_location=cfg.device, weights_only=False)
-        except Exception as e:  # saves are atomic, so this is a damaged or foreign file: never overwrite it silently
-            raise QrecError(f"{ckpt}: not a readable qrec checkpoint ({type(e).__name__}: {e}); "
-                            "move or delete it to start this run over") from e
-        if _resumable_key(saved["config"]) != _resumable_key(cfg.to_dict()):
-            raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
-        if saved["state"]["epoch"] > cfg.epochs:
-            raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
-                             f"{cfg.epochs} asked for; ask for at least as many or use another --out")
-        model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
-        state = saved["state"]
+        state = _resume(ckpt, cfg, model, optimizer)
         log(f"resumed {ckpt} after epoch {state['epoch']}")
 
     log(f"{cfg.run_name()}: {cfg.model}, {cfg.embedding} tables, d = {cfg.dim}, {len(split.train):,} training "
@@ -199,15 +193,14 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResul
                 stale = 0
             else:
                 stale += cfg.eval_every
-        elif not has_valid and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
+        elif not has_valid and len(split.test) and cfg.eval_every and (epoch + 1) % cfg.eval_every == 0:
             # Pre-split files have no validation part: record the test curve for plots only; nothing is
             # selected on it, the reported epoch is the last one.
             row["test_curve"] = task.evaluate(model, "test")
         state["history"].append(row)
         state["epoch"] = epoch + 1
         if ckpt and (parallel is None or parallel.writes):
-            ckpt.parent.mkdir(parents=True, exist_ok=True)
-            _save(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
+            save_checkpoint(ckpt, {"config": cfg.to_dict(), "model": model.state_dict(), "optimizer": optimizer.state_dict(), "state": state})
         log(_epoch_line(row, task.select_metric))
         if cfg.patience and stale >= cfg.patience:
             log(f"early stop: no {task.select_metric} gain for {stale} epochs")
@@ -217,7 +210,7 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log) -> FitResul
         model.load_state_dict(state["best_model"])
     else:
         state["best_epoch"] = state["epoch"]
-    test = task.evaluate(model, "test")
+    test = task.evaluate(model, "test") if len(split.test) else {}  # protocol "all": nothing held out
     return FitResult(
         config=cfg, split=split, model=model, history=state["history"], best_epoch=state["best_epoch"],
         valid=state["best"], test=test, train_seconds=state["train_seconds"],
@@ -272,21 +265,43 @@ def _probe_eval_seconds(model: Recommender, split: Split, cfg: RunConfig, task, 
     return (time.perf_counter() - t0) * n / len(batch)
 
 
+def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
+    """Load ``ckpt`` (written by this config) into ``model`` and ``optimizer``; its loop state. A damaged or
+    foreign file stops the run naming it, and is never overwritten."""
+    try:
+        saved = load_checkpoint(ckpt, map_location=cfg.device)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e}; move or delete it to start this run over") from None
+    if _resumable_key(_saved_config(saved, ckpt).to_dict()) != _resumable_key(cfg.to_dict()):
+        raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
+    if saved["state"]["epoch"] > cfg.epochs:
+        raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
+                         f"{cfg.epochs} asked for; ask for at least as many or use another --out")
+    restore(model, saved["model"], ckpt)
+    restore(optimizer, saved["optimizer"], ckpt)
+    return saved["state"]
+
+
+def _saved_config(saved: dict, path: Path) -> RunConfig:
+    try:
+        return RunConfig.from_dict(saved["config"], source=str(path))
+    except QrecError as e:
+        raise CheckpointError(f"not a usable qrec checkpoint: {e}") from None
+
+
 def load_trained(run: str | Path, last: bool = False) -> tuple[Recommender, RunConfig, Split]:
     """The model of a run folder (or its checkpoint file): weights of the best validation epoch, or of the
     last epoch with ``last=True`` or when the run had no validation split."""
     path = Path(run)
     path = path / CHECKPOINT if path.is_dir() else path
-    if not path.exists():
-        raise QrecError(f"{path}: no checkpoint here (qrec train writes <out>/{CHECKPOINT})")
-    saved = torch.load(path, map_location="cpu", weights_only=False)
-    cfg = RunConfig.from_dict(saved["config"], source=str(path))
+    saved = load_checkpoint(path)
+    cfg = _saved_config(saved, path)
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         cfg = cfg.replace(device="cpu")  # trained on a GPU, evaluated or exported on a machine without one
     split = load_split(cfg)
     model = build(cfg, split)
     best = saved["state"].get("best_model")
-    model.load_state_dict(best if (best is not None and not last) else saved["model"])
+    restore(model, best if (best is not None and not last) else saved["model"], path)
     return model.eval(), cfg, split
 
 

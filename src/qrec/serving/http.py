@@ -1,0 +1,201 @@
+"""``qrec serve``: an HTTP service of one artifact (FastAPI on uvicorn), from the file alone.
+
+    POST /recommend   {"user_ids": [...], "k": 10, "exclude": [...], "filter_seen": true}
+                      -> {"results": [{"user_id": u, "items": [...], "scores": [...]}, ...]}
+    GET  /similar/{item_id}?k=10   -> {"item_id": i, "items": [...], "scores": [...]}
+    GET  /health      -> {"status": "ok"}
+    GET  /metadata    -> the manifest (config, sizes, tables), file size, batching counters
+
+Answers equal ``Model.recommend`` / ``similar_items`` (ids raw, seen items filtered, ties to the lower item
+index); items a user cannot be recommended (fewer than ``k`` left) are left out rather than sent as -inf.
+Concurrent ``/recommend`` requests are scored together (``serving.batcher``); a request scored alone equals
+``Model.recommend`` of its users bit for bit, one batched with others may differ in the last float32 bit
+of its scores where the format scores by GEMM (BLAS rounds by batch shape; popcount and table scans do not). Bad input is a 4xx JSON
+``{"error": ...}``: malformed JSON 400, a wrong field or type 422, ``k`` out of range 400, unknown users 404
+(listing them), a body over ``MAX_BODY`` bytes or more than ``MAX_USERS`` users 413. Unknown ids in
+``exclude`` are ignored (the model cannot recommend them anyway).
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from functools import partial
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
+from starlette.exceptions import HTTPException
+
+from qrec.errors import QrecError
+from qrec.export.vocab import UnknownIdError
+from qrec.serving.batcher import MicroBatcher
+from qrec.serving.model import Model
+
+MAX_BODY = 1 << 20    # bytes of one request body
+MAX_USERS = 1000      # users in one request
+MAX_K = 1000
+MAX_EXCLUDE = 10_000  # extra excluded items in one request
+
+Id = StrictInt | StrictStr
+
+
+class RecommendRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    user_ids: list[Id] = Field(min_length=1)
+    k: StrictInt = 10
+    exclude: list[Id] = Field(default_factory=list, max_length=MAX_EXCLUDE)
+    filter_seen: StrictBool = True
+
+
+@dataclass
+class Job:
+    users: np.ndarray    # row indices
+    k: int
+    filter_seen: bool
+    exclude: np.ndarray  # item indices
+
+
+def run_jobs(model: Model, jobs: list[Job]) -> list[tuple[np.ndarray, np.ndarray]]:
+    """All jobs' users in one scoring call at the largest ``k``; each job gets its rows, cut to its ``k``."""
+    users = np.concatenate([j.users for j in jobs])
+    flags = np.concatenate([np.full(len(j.users), j.filter_seen) for j in jobs])
+    exclude = [j.exclude for j in jobs for _ in j.users] if any(len(j.exclude) for j in jobs) else None
+    top, scores = model.recommend_index(users, max(j.k for j in jobs), flags, exclude)
+    bounds = np.cumsum([0] + [len(j.users) for j in jobs])
+    return [(top[a:b, :j.k], scores[a:b, :j.k]) for j, a, b in zip(jobs, bounds[:-1], bounds[1:])]
+
+
+def error(status: int, message: str, **extra) -> JSONResponse:
+    return JSONResponse({"error": message} | extra, status_code=status)
+
+
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> FastAPI:
+    """The FastAPI app serving ``model``; its scoring runs on one worker thread (see ``MicroBatcher``), whose
+    kernels use ``threads`` threads (None: torch's and numba's defaults). One by default: on a small or shared
+    machine a parallel kernel waits for its slowest thread at every barrier, and a descheduled one stalls
+    each request by milliseconds (BENCHMARKS.md, "Serving over HTTP"); the event loop needs a core too."""
+    batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
+                           initializer=None if threads is None else partial(_set_threads, threads))
+    max_k = min(MAX_K, model.n_items)
+
+    @asynccontextmanager
+    async def lifespan(app):
+        await batcher.start()
+        yield
+        await batcher.stop()
+
+    app = FastAPI(title="qrec", summary=repr(model), lifespan=lifespan)
+    app.state.model, app.state.batcher = model, batcher
+
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
+
+    @app.exception_handler(Exception)
+    async def crashed(request: Request, exc: Exception):  # the server answers, whatever happened
+        return error(500, f"internal error: {type(exc).__name__}")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        return error(422, "invalid request", detail=json.loads(json.dumps(exc.errors(), default=str)))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.post("/recommend")
+    async def recommend(request: Request):
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            return error(413, f"request body over {MAX_BODY} bytes")
+        try:
+            req = RecommendRequest.model_validate(json.loads(body))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            return error(400, f"malformed JSON: {e}")
+        except ValidationError as e:
+            return error(422, "invalid request", detail=json.loads(e.json(include_url=False)))
+        if len(req.user_ids) > MAX_USERS:
+            return error(413, f"at most {MAX_USERS} users per request, got {len(req.user_ids)}")
+        if not 1 <= req.k <= max_k:
+            return error(400, f"k must be in [1, {max_k}], got {req.k}")
+        try:
+            users = model.users.lookup(req.user_ids)
+        except UnknownIdError as e:
+            return error(404, str(e), unknown=e.ids)
+        job = Job(users, req.k, req.filter_seen, model.items.known(req.exclude) if req.exclude else np.zeros(0, np.int64))
+        top, scores = await batcher.submit(job)
+        # a Response, not a dict: FastAPI then skips its generic encoder (plain lists of ids and floats here)
+        return JSONResponse({"results": [_ranked(model, {"user_id": uid}, row, val)
+                                         for uid, row, val in zip(req.user_ids, top, scores)]})
+
+    @app.get("/similar/{item_id}")
+    async def similar(item_id: str, k: int = 10):
+        if not 1 <= k <= min(max_k, model.n_items - 1):
+            return error(400, f"k must be in [1, {min(max_k, model.n_items - 1)}], got {k}")
+        try:
+            row = model.items.lookup([item_id])
+        except UnknownIdError as e:
+            return error(404, str(e), unknown=e.ids)
+        try:  # on the scoring thread: the compiled kernels are not to be entered from two threads at once
+            top, scores = await batcher.call(model.similar_index, row, k)
+        except QrecError as e:  # a model without item embeddings (pop, NeuMF)
+            return error(400, str(e))
+        return JSONResponse(_ranked(model, {"item_id": model.items.raw(row)[0]}, top[0], scores[0]))
+
+    @app.get("/health")
+    async def health():
+        return {"status": "ok"}
+
+    @app.get("/metadata")
+    async def metadata():
+        return model.metadata() | {"batches": batcher.batches, "batched_requests": batcher.jobs,
+                                   "limits": {"max_body": MAX_BODY, "max_users": MAX_USERS, "max_k": max_k}}
+
+    return app
+
+
+class BodyLimit:
+    """Refuses a body over ``limit`` bytes by its Content-Length (413), and one without a length (411), before
+    reading it. Plain ASGI: FastAPI's ``@app.middleware`` runs every request through extra tasks and streams."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
+            headers = dict(scope["headers"])
+            length = headers.get(b"content-length")
+            if length is None and headers.get(b"transfer-encoding"):
+                return await error(411, "send the body with a Content-Length")(scope, receive, send)
+            if length is not None and (not length.isdigit() or int(length) > self.limit):
+                return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def _set_threads(n: int) -> None:
+    import numba
+    import torch
+
+    torch.set_num_threads(n)
+    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # per calling thread: this worker's
+
+
+def _ranked(model: Model, head: dict, items: np.ndarray, scores: np.ndarray) -> dict:
+    keep = np.isfinite(scores)
+    return head | {"items": model.items.raw(items[keep]), "scores": scores[keep].tolist()}
+
+
+def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256, access_log: bool = False,
+          threads: int | None = 1) -> int:
+    """Load the artifact and serve it until interrupted (``qrec serve``)."""
+    import sys
+
+    import uvicorn
+
+    model = Model.load(path)
+    print(f"qrec serve: {model} on http://{host}:{port}", file=sys.stderr)
+    app = create_app(model, max_batch, threads)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    return 0
