@@ -723,3 +723,23 @@ def read_movie_genres(path) -> dict[int, frozenset[str]]:
     if not genres:
         raise DataFormatError(path, "file is empty: no movies found")
     return genres
+
+
+def write_sequences(data: Interactions, target: Path) -> None:
+    """``data`` as per-user chronological sequences, ``user item item ...`` with raw ids, oldest first:
+    each user's interactions sorted by timestamp, ties kept in file order; users in raw-id order."""
+    if data.timestamps is None:
+        raise DataFormatError(target, f"{data.name} has no timestamps to order the sequences by")
+    order = np.lexsort((np.arange(len(data)), data.timestamps, data.users))
+    users, items = data.users[order], data.items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    lines = {data.user_ids[users[a]]: items[a:b] for a, b in zip(starts, np.r_[starts[1:], len(users)])}
+    with target.open("w") as f:
+        for raw in sorted(lines, key=_raw_key):
+            f.write(" ".join(map(str, [raw, *data.item_ids[lines[raw]]])) + "\n")
+
+
+def _raw_key(raw):
+    """Raw ids sort as numbers where they are numbers (MovieLens), else as text."""
+    text = str(raw)
+    return (0, int(text), "") if text.lstrip("-").isdigit() else (1, 0, text)
