@@ -47,7 +47,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qrec.models.lightgcn import LightGCN, bpr_loss
+from qrec.models.lightgcn import LightGCN
 from qrec.models.served import ScoredFromCodes
 from qrec.quant.sign import ESTIMATORS, sign
 from qrec.retrieval.hamming import BinaryCodes
@@ -115,10 +115,10 @@ class BinaryGCN(ScoredFromCodes, LightGCN):
         # alpha and sign are row-wise: binarise just the rows the batch touches
         q = self.quantized_rows([E[: 3 * B] for E in layers])    # (3B, (L+1) d)
         qu, qp, qn = q[:B], q[B:2 * B], q[2 * B:]
-        loss = bpr_loss((qu * qp).sum(-1), (qu * qn).sum(-1)) + self.reg_loss(batch)
+        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch)
         if self.fp_weight > 0:  # joint training: LightGCN's own loss on the same encoder (mean of layers)
             x = sum(E[: 3 * B] for E in layers) / len(layers)
-            loss = loss + self.fp_weight * bpr_loss((x[:B] * x[B:2 * B]).sum(-1), (x[:B] * x[2 * B:]).sum(-1))
+            loss = loss + self.fp_weight * self.ranking_loss(x[:B], x[B:2 * B], x[2 * B:])
         if kd:
             loss = loss + self.kd_weight * self.distillation_loss([E[3 * B:] for E in layers])
         return loss + self._table_aux()

@@ -41,7 +41,9 @@ from qrec.models.base import Recommender
 from qrec.models.graph import layer_weights as _layer_weights
 from qrec.models.graph import normalized_adjacency_scipy, propagate, sparse_dense_mm, to_torch_csr, training_pairs
 
-__all__ = ["LightGCN", "bpr_loss", "sample_bpr_batch"]
+__all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softmax_loss"]
+
+LOSSES = ("bpr", "softmax")
 
 
 class _RowSpMM(torch.autograd.Function):
@@ -60,6 +62,19 @@ class _RowSpMM(torch.autograd.Function):
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
     """``mean(softplus(-(pos - neg)))`` = ``-mean(log sigmoid(pos - neg))``, numerically stable."""
     return F.softplus(neg - pos).mean()
+
+
+def sampled_softmax_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """Cross-entropy of each positive against the batch's negatives, shared by all rows of the batch.
+
+    ``u``, ``pos``: ``(B, d)`` user and positive rows; ``neg``: ``(N, d)`` negative rows (the batch's uniform
+    negatives). Row ``b``'s logits are ``[u_b . pos_b, u_b . neg_1, ..., u_b . neg_N] / temperature``: one
+    ``(B, N)`` product gives every row ``N`` negatives for the price of one (uniform sampling needs no logQ
+    correction). A negative that happens to be another positive of ``u_b`` stays in (rare on sparse data,
+    and LightGCN's own sampler only avoids the row owner's positives for the row's own negative too)."""
+    logits_pos = (u * pos).sum(-1, keepdim=True)
+    logits = torch.cat([logits_pos, u @ neg.T], dim=1) / temperature
+    return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
 
 def sample_bpr_batch(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int,
@@ -102,6 +117,12 @@ class LightGCN(Recommender):
         train_graph: ``"auto"``, ``"full"`` or ``"rows"`` (see the module docstring).
         adjacency: a ready ``A_hat`` (scipy or torch CSR) instead of ``train``.
         index_dtype: index type of the torch CSR (int32: a little faster for SpMM, fits < 2^31 non-zeros).
+        loss: ``"bpr"`` (LightGCN's: one negative per positive) or ``"softmax"`` (each positive against all
+            the batch's negatives at once, ``sampled_softmax_loss``; same batches, same model).
+        temperature: the softmax loss's logit scale (``1.0``: plain dot products).
+        negatives: the softmax loss's shared negatives per batch: the first ``negatives`` of the batch's
+            (``0``: all ``B``). The ``(B, N)`` logits cost ``O(B N d)``: at ``B = 8192`` all of them cost 4x
+            the graph propagation, 1,024 of them a fraction of it.
     """
 
     loss_kind = "bpr"  # the trainer feeds (user, positive, one uniform negative) batches
@@ -109,8 +130,16 @@ class LightGCN(Recommender):
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
                  reg: float = 1e-4, init_std: float = 0.1, table: str = "full", layer_weights="uniform",
                  user_table: EmbeddingTable | None = None, item_table: EmbeddingTable | None = None,
-                 train_graph: str = "auto", adjacency=None, index_dtype: torch.dtype = torch.int32):
+                 train_graph: str = "auto", adjacency=None, index_dtype: torch.dtype = torch.int32,
+                 loss: str = "bpr", temperature: float = 1.0, negatives: int = 0):
         super().__init__(n_users, n_items)
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature!r}")
+        if int(negatives) < 0:
+            raise ValueError(f"negatives must be >= 0, got {negatives!r}")
+        self.loss, self.temperature, self.negatives = loss, float(temperature), int(negatives)
         self.dim = int(dim)
         self.n_layers = int(n_layers)
         self.reg = float(reg)
@@ -209,15 +238,23 @@ class LightGCN(Recommender):
         sq = u0.pow(2).sum() + p0.pow(2).sum() + n0.pow(2).sum()
         return self.reg * 0.5 * sq / batch["users"].shape[0]
 
+    def ranking_loss(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """The configured loss of ``(B, d)`` user, positive and negative rows (BPR or the shared-negative softmax)."""
+        if self.loss == "softmax":
+            return sampled_softmax_loss(u, p, n, self.temperature)
+        return bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """BPR on the final embeddings (whole graph propagated) + L2 on layer 0 + the tables' aux losses."""
         self._cache = None
         dev = self.user_table._device()
         batch = {k: v.to(dev) for k, v in batch.items()}
+        if self.loss == "softmax" and self.negatives:
+            batch["neg"] = batch["neg"][: self.negatives]
         B = batch["users"].shape[0]
         x = self.combine(self.batch_layers(self.batch_index(batch)))
         u, p, n = x[:B], x[B:2 * B], x[2 * B:]
-        loss = bpr_loss((u * p).sum(-1), (u * n).sum(-1)) + self.reg_loss(batch)
+        loss = self.ranking_loss(u, p, n) + self.reg_loss(batch)
         return loss + self._table_aux()
 
     def _table_aux(self) -> torch.Tensor | float:
@@ -277,6 +314,8 @@ class LightGCN(Recommender):
     def from_lightgcn(cls, model: "LightGCN", **kwargs) -> "LightGCN":
         """A new model of this class on ``model``'s graph, its layer-0 tables initialised from ``model``'s."""
         kw = dict(dim=model.dim, n_layers=model.n_layers, reg=model.reg, init_std=model.init_std)
+        if model.loss != "bpr":  # a student trains with its teacher's loss unless told otherwise
+            kw.update(loss=model.loss, temperature=model.temperature, negatives=model.negatives)
         kw.update(kwargs)
         kw.setdefault("train_graph", model.train_graph)
         kw.setdefault("index_dtype", model._index_dtype)

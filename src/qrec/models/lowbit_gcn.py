@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import torch
 
-from qrec.models.lightgcn import LightGCN, bpr_loss
+from qrec.models.lightgcn import LightGCN
 from qrec.models.served import ScoredFromCodes
 from qrec.quant.hessian import hutchinson_trace
 from qrec.quant.rotation import itq_rotation
@@ -122,20 +122,20 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
             self.update_delta(uu.detach(), su, ui.detach(), si)
         self.steps_done += 1
         pq, nq = iq[:B], iq[B:]
-        loss = bpr_loss((uq * pq).sum(-1), (uq * nq).sum(-1)) + self.reg_loss(batch)
+        loss = self.ranking_loss(uq, pq, nq) + self.reg_loss(batch)
         if self.fp_weight > 0:
-            loss = loss + self.fp_weight * bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+            loss = loss + self.fp_weight * self.ranking_loss(u, p, n)
         return loss + self._table_aux()
 
     @torch.enable_grad()
     def update_delta(self, uu: torch.Tensor, su: torch.Tensor, ui: torch.Tensor, si: torch.Tensor) -> tuple[float, float]:
-        """Set ``delta`` (user, item) from Hutchinson's trace of the BPR loss w.r.t. the codes (see module doc)."""
+        """Set ``delta`` (user, item) from Hutchinson's trace of the training loss w.r.t. the codes (see module doc)."""
         leaf_u = uu.detach().clone().requires_grad_(True)
         leaf_i = ui.detach().clone().requires_grad_(True)
         B = leaf_u.shape[0]
         xu = su.detach() * leaf_u
         xi = si.detach() * leaf_i
-        loss = bpr_loss((xu * xi[:B]).sum(-1), (xu * xi[B:]).sum(-1))
+        loss = self.ranking_loss(xu, xi[:B], xi[B:])
         grads = torch.autograd.grad(loss, [leaf_u, leaf_i], create_graph=True)
         traces, _ = hutchinson_trace(grads, [leaf_u, leaf_i], self.hutchinson_samples, per_input=True)
         new = []
