@@ -147,6 +147,43 @@ def test_lightgcn_loss_is_bpr_plus_lightgcn_reg():
     torch.testing.assert_close(m.score_all(torch.arange(nu)).double(), U @ I.T, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("negatives", [0, 2])
+def test_lightgcn_softmax_loss_is_shared_negative_cross_entropy_plus_reg(negatives):
+    """float64 reference: row b's logits are [u_b.p_b, u_b.n_1 .. u_b.n_N] / T over the batch's first N negatives."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2, loss="softmax", temperature=0.5, negatives=negatives)
+    batch = {"users": torch.tensor([0, 3, 3]), "pos": torch.tensor([1, 2, 5]), "neg": torch.tensor([4, 6, 0])}
+    neg = batch["neg"][: negatives or 3]
+    E0 = torch.cat([m.user_table.weight, m.item_table.weight]).detach().double()
+    A = m.adjacency.to_dense().double()
+    E = (E0 + A @ E0 + A @ A @ E0) / 3
+    U, I = E[:nu], E[nu:]
+    u, p, n = U[batch["users"]], I[batch["pos"]], I[neg]
+    ce = 0.0
+    for b in range(3):
+        logits = torch.cat([(u[b] * p[b]).sum().view(1), n @ u[b]]) / 0.5
+        ce += float(torch.logsumexp(logits, 0) - logits[0]) / 3
+    reg = 1e-2 * 0.5 * (E0[:nu][batch["users"]].pow(2).sum() + E0[nu:][batch["pos"]].pow(2).sum()
+                        + E0[nu:][neg].pow(2).sum()) / 3
+    assert m.training_loss(batch).item() == pytest.approx(ce + float(reg), rel=1e-5)
+
+
+def test_lightgcn_softmax_loss_learns_and_students_inherit_it(graph):
+    nu, ni, train, test = graph
+    model = fit(LightGCN(nu, ni, train, dim=16, n_layers=2, loss="softmax"), train, 150)
+    assert recall_at(model, train, test) > 0.4
+    student = LowBitGCN.from_lightgcn(model, bits=2)
+    assert (student.loss, student.temperature, student.negatives) == ("softmax", 1.0, 0)
+
+
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])
+def test_lightgcn_refuses_a_bad_loss_option(bad):
+    nu, ni, train = _small()
+    with pytest.raises(ValueError):
+        LightGCN(nu, ni, train, dim=4, **bad)
+
+
 def test_cache_is_dropped_by_training():
     nu, ni, train = _small()
     m = LightGCN(nu, ni, train, dim=8, n_layers=2)
