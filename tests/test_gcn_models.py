@@ -325,6 +325,33 @@ def test_rows_mode_gives_the_full_graph_loss_and_gradients(cls, kw):
     torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-8)
 
 
+@pytest.mark.parametrize("cls, kw", [(LightGCN, {}), (LowBitGCN, {"bits": 2}), (LowBitGCN, {"bits": 1}),
+                                     (BinaryGCN, {"estimator": "gaussian"})])
+@pytest.mark.parametrize("train_graph", ["full", "rows"])
+def test_reordered_propagation_is_the_same_model(cls, kw, train_graph):
+    """``reorder="rcm"`` only changes where rows sit in memory: same loss, gradients, scores and export."""
+    nu, ni, train = _small(seed=5, nu=30, ni=40)
+    torch.manual_seed(0)
+    plain = cls(nu, ni, train, dim=8, train_graph=train_graph, **kw)
+    moved = cls(nu, ni, train, dim=8, train_graph=train_graph, reorder="rcm", **kw)
+    moved.load_state_dict(plain.state_dict())
+    assert moved._order is not None and not torch.equal(moved._order[0], torch.arange(nu + ni))
+    batch = {"users": torch.tensor([0, 3, 3, 7, 29]), "pos": torch.tensor([1, 2, 5, 39, 0]),
+             "neg": torch.tensor([4, 4, 0, 11, 12])}
+    out = []
+    for m in (plain, moved):
+        loss = m.training_loss(batch)
+        loss.backward()
+        out.append((loss.item(), m.user_table.weight.grad.clone(), m.item_table.weight.grad.clone()))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
+    for a, b in zip(out[0][1:], out[1][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    users = torch.arange(nu)
+    torch.testing.assert_close(plain.score_all(users), moved.score_all(users), rtol=1e-5, atol=1e-6)
+    for name, t in plain.export().items():
+        torch.testing.assert_close(t, moved.export()[name], rtol=1e-5, atol=1e-6)
+
+
 def test_rows_mode_with_distillation(teacher):
     torch.manual_seed(3)
     a = BinaryGCN.from_lightgcn(teacher, kd_topr=10, train_graph="full")
