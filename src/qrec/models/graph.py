@@ -70,34 +70,47 @@ def training_pairs(train, n_users: int | None = None, n_items: int | None = None
 
 def normalized_adjacency_scipy(train, n_users: int | None = None, n_items: int | None = None,
                                dtype=np.float32) -> sp.csr_matrix:
-    """``D^-1/2 A D^-1/2`` as a scipy CSR matrix with sorted indices, shape ``(nu+ni, nu+ni)``."""
+    """``D^-1/2 A D^-1/2`` as a scipy CSR matrix with sorted indices, shape ``(nu+ni, nu+ni)``.
+
+    Memory is linear in the pairs: the user rows are the normalised ``R`` and the item rows its transpose,
+    concatenated straight into the CSR arrays (no COO of the whole graph, nothing ``n x n``); indices are
+    int32 whenever the non-zeros fit, so ``to_torch_csr`` can share them instead of copying."""
     users, items, nu, ni = training_pairs(train, n_users, n_items)
     n = nu + ni
     R = sp.csr_matrix((np.ones(users.size, dtype=dtype), (users, items)), shape=(nu, ni))
-    R.sum_duplicates()
-    R.data[:] = 1  # a pair seen twice is still one edge
-    deg_u = np.diff(R.indptr).astype(np.float64)
-    deg_i = np.bincount(R.indices, minlength=ni).astype(np.float64)
-    with np.errstate(divide="ignore"):
-        du = np.where(deg_u > 0, deg_u ** -0.5, 0.0)
-        di = np.where(deg_i > 0, deg_i ** -0.5, 0.0)
-    # Normalised user->item block: R_ui / sqrt(d_u d_i), built directly on R's CSR arrays.
-    rows = np.repeat(np.arange(nu), np.diff(R.indptr))
-    vals = (du[rows] * di[R.indices]).astype(dtype)
-    Rn = sp.csr_matrix((vals, R.indices.copy(), R.indptr.copy()), shape=(nu, ni))
-    A = sp.bmat([[None, Rn], [Rn.T, None]], format="csr", dtype=dtype)
-    A.sort_indices()
-    assert A.shape == (n, n)
+    del users, items
+    R.sum_duplicates()  # also sorts each row's indices
+    deg_u = np.diff(R.indptr)
+    deg_i = np.bincount(R.indices, minlength=ni)
+    # R_ui / sqrt(d_u d_i) on R's own arrays; a pair seen twice is still one edge
+    R.data = (_inv_sqrt(deg_u).repeat(deg_u) * _inv_sqrt(deg_i)[R.indices]).astype(dtype)
+    RT = R.T.tocsr()  # item rows; scipy's transpose conversion leaves each row's indices sorted
+    index = sp.get_index_dtype(maxval=max(2 * R.nnz, n))
+    indptr = np.concatenate([R.indptr.astype(index), (R.nnz + RT.indptr[1:]).astype(index)])
+    indices = np.concatenate([(R.indices + np.int64(nu)).astype(index), RT.indices.astype(index)])
+    data = np.concatenate([R.data, RT.data])
+    del R, RT
+    A = sp.csr_matrix((data, indices, indptr), shape=(n, n), copy=False)
+    A.has_sorted_indices = True
     return A
 
 
+def _inv_sqrt(deg: np.ndarray) -> np.ndarray:
+    """``deg^-1/2`` in float64, ``0`` for isolated nodes (LightGCN's convention)."""
+    out = np.zeros(deg.shape, dtype=np.float64)
+    np.power(deg, -0.5, out=out, where=deg > 0)
+    return out
+
+
 def to_torch_csr(A: sp.csr_matrix, device=None, index_dtype: torch.dtype = torch.int64) -> torch.Tensor:
-    """A scipy CSR matrix as a torch sparse CSR tensor (float32 values)."""
+    """A scipy CSR matrix as a torch sparse CSR tensor (float32 values), sharing ``A``'s arrays where the dtypes
+    match: neither may be modified in place afterwards."""
     A = A.tocsr()
     np_index = np.int32 if index_dtype == torch.int32 else np.int64
-    crow = torch.from_numpy(A.indptr.astype(np_index))
-    col = torch.from_numpy(A.indices.astype(np_index))
-    val = torch.from_numpy(A.data.astype(np.float32))
+    # copy=False: when the dtypes already match, the tensor shares A's arrays (one graph in memory, not two)
+    crow = torch.from_numpy(A.indptr.astype(np_index, copy=False))
+    col = torch.from_numpy(A.indices.astype(np_index, copy=False))
+    val = torch.from_numpy(A.data.astype(np.float32, copy=False))
     with warnings.catch_warnings():  # "sparse CSR support is in beta": known, and tested here
         warnings.simplefilter("ignore", UserWarning)
         t = torch.sparse_csr_tensor(crow, col, val, size=A.shape, check_invariants=False)

@@ -106,9 +106,17 @@ def node_order(A: sp.csr_matrix, reorder: str) -> tuple[tuple[torch.Tensor, torc
     perm = reverse_cuthill_mckee(A, symmetric_mode=True).astype(np.int64)
     inv = np.empty_like(perm)
     inv[perm] = np.arange(perm.size)
-    P = A[perm][:, perm].tocsr()
+    return (torch.from_numpy(perm), torch.from_numpy(inv)), permuted(A, perm, inv)
+
+
+def permuted(A: sp.csr_matrix, perm: np.ndarray, inv: np.ndarray) -> sp.csr_matrix:
+    """``A[perm][:, perm]`` for a permutation ``perm`` with inverse ``inv``: one row gather and a relabelling of
+    the column indices (scipy's column fancy-indexing would build a second copy of the graph)."""
+    P = A[perm]
+    P.indices = inv[P.indices].astype(P.indices.dtype)
+    P.has_sorted_indices = False
     P.sort_indices()
-    return (torch.from_numpy(perm), torch.from_numpy(inv)), P
+    return P
 
 
 def _make_table(spec: str, n: int, d: int, init_std: float, frequencies=None) -> EmbeddingTable:
@@ -189,16 +197,25 @@ class LightGCN(Recommender):
         if A_sp.nnz >= 2 ** 31:
             index_dtype = torch.int64
         self._index_dtype = index_dtype
-        self._adj_sp = A_sp  # id order (users, then items): what distillation and exports read
         self.reorder = reorder
         self._order, self._prop_sp = node_order(A_sp, reorder)
-        self._adj = to_torch_csr(self._prop_sp, index_dtype=index_dtype)
+        del A_sp  # reordered, only the propagation-order graph is kept (``_adj_sp`` rebuilds the other)
+        self._adj = to_torch_csr(self._prop_sp, index_dtype=index_dtype)  # shares _prop_sp's arrays
         self.user_table = user_table if user_table is not None else _make_table(table, self.n_users, self.dim, self.init_std, u_freq)
         self.item_table = item_table if item_table is not None else _make_table(table, self.n_items, self.dim, self.init_std, i_freq)
         self.layer_weights = _layer_weights(self.n_layers, layer_weights)
         self._cache = None
 
     # ----------------------------------------------------------------- graph
+    @property
+    def _adj_sp(self) -> sp.csr_matrix:
+        """``A_hat`` (scipy CSR) in id order (users, then items): what distillation and exports read. Reordered,
+        it is permuted back on demand, not kept: at 10^8 non-zeros a second graph is gigabytes."""
+        if self._order is None:
+            return self._prop_sp
+        perm, inv = (t.numpy() for t in self._order)
+        return permuted(self._prop_sp, inv, perm)
+
     @property
     def adjacency(self) -> torch.Tensor:
         """``A_hat`` (CSR) in propagation order (id order unless ``reorder``), moved lazily to the device (and
