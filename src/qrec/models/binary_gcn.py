@@ -115,7 +115,7 @@ class BinaryGCN(ScoredFromCodes, LightGCN):
         # alpha and sign are row-wise: binarise just the rows the batch touches
         q = self.quantized_rows([E[: 3 * B] for E in layers])    # (3B, (L+1) d)
         qu, qp, qn = q[:B], q[B:2 * B], q[2 * B:]
-        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch)
+        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch, layers[0][: 3 * B])
         if self.fp_weight > 0:  # joint training: LightGCN's own loss on the same encoder (mean of layers)
             x = sum(E[: 3 * B] for E in layers) / len(layers)
             loss = loss + self.fp_weight * self.ranking_loss(x[:B], x[B:2 * B], x[2 * B:])

@@ -113,7 +113,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         dev = self.user_table._device()
         batch = {k: v.to(dev) for k, v in batch.items()}
         B = batch["users"].shape[0]
-        x = self.rotate(self.combine(self.batch_layers(self.batch_index(batch))))
+        layers = self.batch_layers(self.batch_index(batch))
+        x = self.rotate(self.combine(layers))
         u, p, n = x[:B], x[B:2 * B], x[2 * B:]
         d_u, d_i = (float(v) for v in self.delta)
         uq, uu, su = self.quantize(u, d_u)
@@ -122,7 +123,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
             self.update_delta(uu.detach(), su, ui.detach(), si)
         self.steps_done += 1
         pq, nq = iq[:B], iq[B:]
-        loss = self.ranking_loss(uq, pq, nq) + self.reg_loss(batch)
+        loss = self.ranking_loss(uq, pq, nq) + self.reg_loss(batch, layers[0])
         if self.fp_weight > 0:
             loss = loss + self.fp_weight * self.ranking_loss(u, p, n)
         return loss + self._table_aux()
