@@ -10,6 +10,7 @@ from qrec.models.graph import (
     normalized_adjacency,
     normalized_adjacency_scipy,
     propagate,
+    to_torch_csr,
     training_pairs,
 )
 
@@ -43,6 +44,18 @@ def test_adjacency_matches_dense_reference():
     # isolated nodes have empty rows; the matrix is symmetric
     assert np.all(ref[nu - 1] == 0) and np.all(ref[-1] == 0)
     assert abs(A - A.T).max() == 0
+
+
+def test_adjacency_is_compact_sorted_and_shared_with_torch():
+    """int32 indices, each row's columns sorted (what the CSR kernels and row slicing assume), float32 values; the
+    torch CSR of ``to_torch_csr`` reads the same arrays (one graph in memory, not two)."""
+    nu, ni, u, i = _random_pairs(3)
+    A = normalized_adjacency_scipy((u, i), nu, ni)
+    assert A.indices.dtype == A.indptr.dtype == np.int32 and A.dtype == np.float32
+    assert all(np.all(np.diff(A.indices[a:b]) > 0) for a, b in zip(A.indptr[:-1], A.indptr[1:]))
+    T = to_torch_csr(A, index_dtype=torch.int32)
+    assert T.crow_indices().data_ptr() == A.indptr.ctypes.data
+    assert T.col_indices().data_ptr() == A.indices.ctypes.data and T.values().data_ptr() == A.data.ctypes.data
 
 
 def test_inputs_interactions_scipy_and_pairs_agree():

@@ -3,11 +3,15 @@ serving sizes, and recovery of held-out edges on a planted-community graph."""
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from qrec.models.binary_gcn import BinaryGCN
-from qrec.models.lightgcn import LightGCN, sample_bpr_batch
+from qrec.models.graph import normalized_adjacency_scipy
+from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch
 from qrec.models.lowbit_gcn import LowBitGCN
 
 
@@ -304,7 +308,8 @@ def test_from_lightgcn_copies_tables(teacher):
 
 
 @pytest.mark.parametrize("cls,kw", [(LightGCN, {}), (BinaryGCN, {"estimator": "gaussian"}),
-                                    (LowBitGCN, {"bits": 2, "estimator": "ste"}), (LightGCN, {"n_layers": 1})])
+                                    (LowBitGCN, {"bits": 2, "estimator": "ste"}), (LightGCN, {"n_layers": 1}),
+                                    (LightGCN, {"n_layers": 2})])
 def test_rows_mode_gives_the_full_graph_loss_and_gradients(cls, kw):
     """``train_graph="rows"`` (last layer only for the batch's rows) is the same math as LightGCN's full pass."""
     nu, ni, train = _small(seed=4, nu=30, ni=40)
@@ -386,3 +391,28 @@ def test_binary_joint_float_loss_term():
     ref.load_state_dict(a.state_dict())
     diff = b.training_loss(batch).item() - a.training_loss(batch).item()
     assert diff == pytest.approx(0.5 * ref.training_loss(batch).item(), rel=1e-5)
+
+
+@given(st.integers(1, 40), st.integers(0, 2**32 - 1))
+@settings(max_examples=40, deadline=None)
+def test_permuted_is_fancy_indexing_of_rows_and_columns(n, seed):
+    """``permuted`` (row gather + column relabel) is ``A[perm][:, perm]`` exactly, sorted indices included."""
+    rng = np.random.default_rng(seed)
+    A = sp.random(n, n, density=0.3, format="csr", random_state=rng, dtype=np.float32)
+    perm = rng.permutation(n)
+    inv = np.empty_like(perm)
+    inv[perm] = np.arange(n)
+    P = permuted(A, perm, inv)
+    np.testing.assert_array_equal(P.toarray(), A.toarray()[perm][:, perm])
+    assert all(np.all(np.diff(P.indices[a:b]) > 0) for a, b in zip(P.indptr[:-1], P.indptr[1:]))
+
+
+def test_reordered_model_keeps_one_graph_and_rebuilds_the_id_order_one():
+    """Reordered, LightGCN holds the propagation-order graph once (scipy and torch share its arrays); the id-order
+    ``A_hat`` that distillation and exports read is rebuilt equal to ``normalized_adjacency_scipy``'s."""
+    nu, ni, train = _small(seed=6, nu=30, ni=40)
+    m = LightGCN(nu, ni, train, dim=8, reorder="rcm")
+    ref = normalized_adjacency_scipy(train, nu, ni)
+    assert (m._adj_sp != ref).nnz == 0
+    assert m._adj.col_indices().data_ptr() == m._prop_sp.indices.ctypes.data
+    assert m._adj.values().data_ptr() == m._prop_sp.data.ctypes.data
