@@ -117,6 +117,8 @@ def measure(a, case: str) -> dict:
     def loss_fn(m, batch):
         loss = task.loss(m, batch)
         losses.append(float(loss.detach()))
+        print(f"{case} step {len(losses)}/{len(clock)}: loss {losses[-1]:.4f}, {time.perf_counter() - clock.wall[-1]:.1f}"
+              f" s into it, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)  # progress of long cases
         return loss
 
     _train_epoch(model, optimizer, clock, cfg, 0, progress=False, loss_fn=loss_fn)
@@ -140,18 +142,19 @@ def _rss_gib(pid: int) -> float:
 
 
 def run_case(a, case: str) -> dict | str:
-    """The case in its own process; ``"killed at N GiB"`` when the watchdog stops it, the error tail on failure."""
+    """The case in its own process (its progress and errors go to this stderr); ``"killed at N GiB"`` when the
+    watchdog stops it."""
     cmd = [sys.executable, __file__, *sys.argv[1:], "--one", case]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     while proc.poll() is None:
         if _rss_gib(proc.pid) > a.max_rss_gib:
             proc.kill()
             proc.wait()
             return f"killed at > {a.max_rss_gib} GiB"
         time.sleep(0.5)
-    out, err = proc.communicate()
+    out, _ = proc.communicate()
     if proc.returncode:
-        return "failed: " + err.strip().splitlines()[-1] if err.strip() else f"failed ({proc.returncode})"
+        return f"failed (exit {proc.returncode}, see stderr)"
     return json.loads(out.strip().splitlines()[-1])
 
 

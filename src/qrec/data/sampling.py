@@ -28,7 +28,9 @@ _MAX_REJECTION_ROUNDS = 30
 def _pairs(train: Interactions | sp.spmatrix) -> tuple[np.ndarray, np.ndarray, int, int]:
     """(users, items, n_users, n_items) of training data given as Interactions or a sparse matrix."""
     if isinstance(train, Interactions):
-        return train.users.astype(np.int64), train.items.astype(np.int64), train.n_users, train.n_items
+        # copy=False: at 4 x 10^7 pairs each needless copy is 320 MB (callers only read these)
+        users, items = (a.astype(np.int64, copy=False) for a in (train.users, train.items))
+        return users, items, train.n_users, train.n_items
     if sp.issparse(train):
         rows, cols = train.nonzero()  # explicit zeros are not interactions
         return rows.astype(np.int64), cols.astype(np.int64), train.shape[0], train.shape[1]
