@@ -16,7 +16,10 @@ Faithful to LightGCN's code (gusye1234/LightGCN-PyTorch):
   On Gowalla (2048-pair batches touch ~5,700 distinct nodes, ~16% of the non-zeros) that replaces 2 of
   the 6 full products by two ~6x cheaper ones: about 25-30% less time per batch (see
   ``benchmarks/bench_gcn.py``). ``"auto"`` (default) uses ``"rows"`` on the CPU and ``"full"`` elsewhere
-  (the per-batch slicing runs on the CPU).
+  (the per-batch slicing runs on the CPU). In ``"rows"`` mode the whole propagation is one autograd node
+  (``_RowLayers``) that adds each layer's row gradients in place, and the L2 term reads the layer-0 rows the
+  propagation gathered: no table-sized, zero-filled gradient per layer or per lookup, which at 2M nodes
+  (half a gigabyte each) cost about as much as a sparse product (``benchmarks/bench_gcn_scale.py``).
   Either way the cost per batch does not depend on the batch size, so the epoch time is about
   ``n_batches * t_batch``; a larger batch is the other faithful lever (same estimator, fewer
   propagations per epoch), and the trainer owns that choice.
