@@ -8,14 +8,14 @@ Shapes (``--cases SHAPE/MODEL/REORDER/STEPS``, one subprocess per case so its pe
 * ``small``: 200k users, 5k items, 700k interactions: the smoke test (the default).
 
 MODEL is ``lightgcn``, ``binary-gcn`` or ``lowbit-gcn-b1`` (``lowbit-gcn`` with ``bits=1``); REORDER ``none`` or
-``rcm``; STEPS ``epoch`` (a full epoch, timed) or a number of training steps. Each case runs the trainer's own
-path: ``load_split`` (protocol ``all``: every interaction trains), ``build``, ``make_optimizer`` (Adam), the
+``rcm``; STEPS ``epoch`` (a full epoch, timed) or a number of training steps (0: build only). Each case runs the
+trainer's own path: ``load_split`` (protocol ``all``: every interaction trains), ``build``, ``make_optimizer`` (Adam), the
 ranking task's ``bpr_epoch`` (``_epoch_batches``: shuffle + one uniform negative per pair for the whole epoch,
 timed as "sampling") and ``_train_epoch``. A step's wall and CPU seconds are read between the batches the
-loop pulls; the loss of every step is recorded. Columns: generation s, adjacency s (the model build: A_hat,
-RCM when asked, the tables), RCM s, sampling s, s per step (median wall; CPU s of the process beside it),
-steps per epoch, epoch minutes (measured for STEPS = epoch: sampling + all steps; else ``sampling + median x
-steps``, marked ~), first -> last loss, peak RSS GiB, load average at the case's start.
+loop pulls; the loss of every step is recorded. Columns: generation s, build s (A_hat, RCM when asked, the
+tables) and how much the build raised the peak RSS, RCM s, sampling s, s per step (median wall; CPU s of the
+process beside it, all threads), steps per epoch, epoch minutes (measured for STEPS = epoch: sampling + all
+steps; else ``sampling + median x steps``, marked ~), first -> last loss, peak RSS GiB, load average at the case's start.
 
     python benchmarks/bench_gcn_scale.py                                   # the small smoke test
     python benchmarks/bench_gcn_scale.py --cases 1804/lightgcn/none/epoch 1804/binary-gcn/none/10 \\
@@ -105,9 +105,9 @@ def measure(a, case: str) -> dict:
     split = load_split(cfg)
     generate_s = time.perf_counter() - t0
     rcm = _timed_node_order()
-    t0 = time.perf_counter()
+    t0, peak0 = time.perf_counter(), _peak_gib()
     model = build(cfg, split)
-    build_s = time.perf_counter() - t0
+    build_s, build_gib = time.perf_counter() - t0, _peak_gib() - peak0
     optimizer, task = make_optimizer(model, cfg), make_task(cfg, split)
     t0 = time.perf_counter()
     batches = _epoch_batches(model, task, cfg, 0)
@@ -125,12 +125,17 @@ def measure(a, case: str) -> dict:
     clock.tick()
     wall = [b - t for t, b in zip(clock.wall, clock.wall[1:])]
     cpu = [b - t for t, b in zip(clock.cpu, clock.cpu[1:])]
-    timed = wall[1:] or wall  # the first step warms up (allocations, lazy device moves)
-    return {"generate_s": generate_s, "build_s": build_s, "rcm_s": rcm[0], "sampling_s": sampling_s,
-            "step_s": statistics.median(timed), "cpu_step_s": statistics.median(cpu[1:] or cpu),
+    timed = wall[1:] or wall or [float("nan")]  # the first step warms up (allocations, lazy device moves)
+    return {"generate_s": generate_s, "build_s": build_s, "build_gib": build_gib, "rcm_s": rcm[0],
+            "sampling_s": sampling_s, "step_s": statistics.median(timed),
+            "cpu_step_s": statistics.median(cpu[1:] or cpu or [float("nan")]),
             "steps_per_epoch": len(batches), "measured_steps": len(wall), "train_s": sum(wall),
             "epoch_measured": steps == "epoch", "losses": losses, "nnz": int(model.adjacency._nnz()),
-            "peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "load": load}
+            "peak_gib": _peak_gib(), "load": load}
+
+
+def _peak_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB
 
 
 def _rss_gib(pid: int) -> float:
@@ -168,8 +173,9 @@ def _row(case: str, r: dict | str) -> list:
         epoch = f"{(r['sampling_s'] + r['train_s']) / 60:.1f}"
     else:
         epoch = f"~{(r['sampling_s'] + r['step_s'] * r['steps_per_epoch']) / 60:.1f}"
-    L = r["losses"]
-    return head + [f"{r['generate_s']:.0f}", f"{r['build_s']:.1f}", f"{r['rcm_s']:.1f}" if reorder != "none" else "-",
+    L = r["losses"] or [float("nan")]
+    return head + [f"{r['generate_s']:.0f}", f"{r['build_s']:.1f} (+{r.get('build_gib', 0):.1f})",
+                   f"{r['rcm_s']:.1f}" if reorder != "none" else "-",
                    f"{r['sampling_s']:.1f}", f"{r['step_s']:.2f} ({r['cpu_step_s']:.2f})",
                    f"{r['measured_steps']} / {r['steps_per_epoch']}", epoch,
                    f"{L[0]:.4f} -> {L[-1]:.4f}", f"{r['peak_gib']:.1f}", f"{r['load']:.1f}"]
@@ -210,7 +216,7 @@ def main() -> None:
                                     "result": r}) + "\n")
         rows.append(_row(case, r))
         print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
-    table(rows, ["shape", "users x items, interactions", "model", "order", "generate s", "build s (A_hat, tables)",
+    table(rows, ["shape", "users x items, interactions", "model", "order", "generate s", "build s (A_hat, tables; +peak GiB)",
                  "RCM s", "sampling s", "s/step wall (CPU)", "steps measured / epoch", "epoch min",
                  "loss first -> last", "peak RSS GiB", "load avg"])
 
