@@ -9,13 +9,14 @@ Shapes (``--cases SHAPE/MODEL/REORDER/STEPS``, one subprocess per case so its pe
 
 MODEL is ``lightgcn``, ``binary-gcn`` or ``lowbit-gcn-b1`` (``lowbit-gcn`` with ``bits=1``); REORDER ``none`` or
 ``rcm``; STEPS ``epoch`` (a full epoch, timed) or a number of training steps (0: build only). Each case runs the
-trainer's own path: ``load_split`` (protocol ``all``: every interaction trains), ``build``, ``make_optimizer`` (Adam), the
-ranking task's ``bpr_epoch`` (``_epoch_batches``: shuffle + one uniform negative per pair for the whole epoch,
+trainer's own path: ``load_split`` (protocol ``all``: every interaction trains), ``build``, ``make_optimizer``
+(Adam), the ranking task's ``bpr_epoch`` (``_epoch_batches``: shuffle + one uniform negative per pair for the whole epoch,
 timed as "sampling") and ``_train_epoch``. A step's wall and CPU seconds are read between the batches the
 loop pulls; the loss of every step is recorded. Columns: generation s, build s (A_hat, RCM when asked, the
 tables) and how much the build raised the peak RSS, RCM s, sampling s, s per step (median wall; CPU s of the
 process beside it, all threads), steps per epoch, epoch minutes (measured for STEPS = epoch: sampling + all
-steps; else ``sampling + median x steps``, marked ~), first -> last loss, peak RSS GiB, load average at the case's start.
+steps; else ``sampling + median x steps``, marked ~), first -> last loss, peak RSS GiB, load average at the
+case's start.
 
     python benchmarks/bench_gcn_scale.py                                   # the small smoke test
     python benchmarks/bench_gcn_scale.py --cases 1804/lightgcn/none/epoch 1804/binary-gcn/none/10 \\
@@ -117,8 +118,9 @@ def measure(a, case: str) -> dict:
     def loss_fn(m, batch):
         loss = task.loss(m, batch)
         losses.append(float(loss.detach()))
-        print(f"{case} step {len(losses)}/{len(clock)}: loss {losses[-1]:.4f}, {time.perf_counter() - clock.wall[-1]:.1f}"
-              f" s into it, load {os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)  # progress of long cases
+        into = time.perf_counter() - clock.wall[-1]  # progress of long cases
+        print(f"{case} step {len(losses)}/{len(clock)}: loss {losses[-1]:.4f}, {into:.1f} s into it, load "
+              f"{os.getloadavg()[0]:.1f}", file=sys.stderr, flush=True)
         return loss
 
     _train_epoch(model, optimizer, clock, cfg, 0, progress=False, loss_fn=loss_fn)
@@ -216,7 +218,8 @@ def main() -> None:
                                     "result": r}) + "\n")
         rows.append(_row(case, r))
         print(" | ".join(map(str, rows[-1])), file=sys.stderr, flush=True)
-    table(rows, ["shape", "users x items, interactions", "model", "order", "generate s", "build s (A_hat, tables; +peak GiB)",
+    table(rows, ["shape", "users x items, interactions", "model", "order", "generate s",
+                 "build s (A_hat, tables; +peak GiB)",
                  "RCM s", "sampling s", "s/step wall (CPU)", "steps measured / epoch", "epoch min",
                  "loss first -> last", "peak RSS GiB", "load avg"])
 
