@@ -10,8 +10,8 @@ Shapes (``--cases SHAPE/MODEL/REORDER/STEPS``, one subprocess per case so its pe
 MODEL is ``lightgcn``, ``binary-gcn`` or ``lowbit-gcn-b1`` (``lowbit-gcn`` with ``bits=1``); REORDER ``none`` or
 ``rcm``; STEPS ``epoch`` (a full epoch, timed) or a number of training steps (0: build only). Each case runs the
 trainer's own path: ``load_split`` (protocol ``all``: every interaction trains), ``build``, ``make_optimizer``
-(Adam), the ranking task's ``bpr_epoch`` (``_epoch_batches``: shuffle + one uniform negative per pair for the whole epoch,
-timed as "sampling") and ``_train_epoch``. A step's wall and CPU seconds are read between the batches the
+(Adam), the ranking task's ``bpr_epoch`` (``_epoch_batches``: shuffle + one uniform negative per pair for the
+whole epoch, timed as "sampling") and ``_train_epoch``. A step's wall and CPU seconds are read between the batches the
 loop pulls; the loss of every step is recorded. Columns: generation s, build s (A_hat, RCM when asked, the
 tables) and how much the build raised the peak RSS, RCM s, sampling s, s per step (median wall; CPU s of the
 process beside it, all threads), steps per epoch, epoch minutes (measured for STEPS = epoch: sampling + all
