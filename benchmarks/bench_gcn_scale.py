@@ -5,7 +5,8 @@ Shapes (``--cases SHAPE/MODEL/REORDER/STEPS``, one subprocess per case so its pe
 * ``1804``: recommenders-team/recommenders #1804, 2M users, 50k items, 7M interactions (their LightGCN: GPU out
   of memory, 2 h per epoch on CPU);
 * ``15``: LightGCN-PyTorch #15, 1M users, 300k items, 42M interactions (killed past 240 GiB of RAM);
-* ``small``: 200k users, 5k items, 700k interactions: the smoke test (the default).
+* ``small``: 200k users, 5k items, 700k interactions: the smoke test (the default); ``tiny`` (2k users): the
+  test suite's.
 
 MODEL is ``lightgcn``, ``binary-gcn`` or ``lowbit-gcn-b1`` (``lowbit-gcn`` with ``bits=1``); REORDER ``none`` or
 ``rcm``; STEPS ``epoch`` (a full epoch, timed) or a number of training steps (0: build only). Each case runs the
@@ -43,7 +44,7 @@ import torch
 
 from mdtable import table
 
-SHAPES = {"small": (200_000, 5_000, 700_000), "1804": (2_000_000, 50_000, 7_000_000),
+SHAPES = {"tiny": (2_000, 200, 10_000), "small": (200_000, 5_000, 700_000), "1804": (2_000_000, 50_000, 7_000_000),
           "15": (1_000_000, 300_000, 42_000_000)}
 MODELS = {"lightgcn": ("lightgcn", {}), "binary-gcn": ("binary-gcn", {}), "lowbit-gcn-b1": ("lowbit-gcn", {"bits": 1})}
 
@@ -168,7 +169,7 @@ def run_case(a, case: str) -> dict | str:
 def _row(case: str, r: dict | str) -> list:
     shape, model, reorder, _ = case.split("/")
     users, items, n = SHAPES[shape]
-    head = [f"#{shape}" if shape != "small" else shape, f"{users:,} x {items:,}, {n:,}", model, reorder]
+    head = [f"#{shape}" if shape.isdigit() else shape, f"{users:,} x {items:,}, {n:,}", model, reorder]
     if isinstance(r, str):
         return head + [r] + [""] * 9
     if r["epoch_measured"]:
