@@ -118,6 +118,34 @@ def test_fit_on_a_dataframe_with_string_ids_and_load_it_back(tmp_path):
         qrec.fit(df, duplicates="error", **FAST)
 
 
+def _repeated_pairs(kind: str, tmp_path):
+    """Users 0-5, four items each out of 0-8, and user 0's item 1 given twice more: a file path, a DataFrame or a
+    COO matrix (which holds repeated entries; a CSR made from it has summed them already)."""
+    users = [u for u in range(6) for _ in range(4)] + [0, 0]
+    items = [(u + j) % 9 for u in range(6) for j in range(4)] + [1, 1]
+    frame = pd.DataFrame({"user": users, "item": items})
+    if kind == "file":
+        frame.to_csv(tmp_path / "dup.csv", index=False)
+        return str(tmp_path / "dup.csv")
+    if kind == "frame":
+        return frame
+    return sp.coo_matrix((np.ones(len(users), np.float32), (users, items)), shape=(6, 9))
+
+
+@pytest.mark.parametrize("kind", ["file", "frame", "matrix"])
+def test_fit_sums_drops_or_refuses_repeated_pairs_alike_for_every_input(kind, tmp_path):
+    data = _repeated_pairs(kind, tmp_path)
+    with pytest.raises(QrecError, match=r"duplicate interaction \(user 0, item 1\)"):
+        qrec.fit(data, model="pop", protocol="all", duplicates="error", ks=(3,), **FAST)
+    distinct = {(u, (u + j) % 9) for u in range(6) for j in range(4)}
+    users_per_item = np.bincount([i for _, i in distinct], minlength=9)
+    for how in ("sum", "drop"):  # one interaction per pair: the popularity model counts users, not rows
+        model = qrec.fit(data, model="pop", protocol="all", duplicates=how, ks=(3,), **FAST)
+        assert model.seen.nnz == len(distinct) and model.manifest["config"]["duplicates"] == how
+        items, scores = model.recommend(5, k=9, filter_seen=False)
+        assert scores.tolist() == users_per_item[items.astype(int)].tolist()
+
+
 def test_protocol_all_trains_on_everything_and_filters_it(seq_file):
     model = qrec.fit(str(seq_file), model="pop", protocol="all", **FAST)
     assert model.metrics["test"] == {} and model.manifest["config"]["protocol"] == "all"

@@ -589,3 +589,48 @@ smallest = "mgqe"
     assert json.loads(capsys.readouterr().out)["metrics"]["pairs"] > 0
     assert main(["evaluate", "runs/movielens-gmf-full-d8-s0"]) == 0
     assert "scored pairs: RMSE" in capsys.readouterr().out
+
+
+def test_a_relative_data_path_is_stored_absolute_and_the_run_works_from_elsewhere(seq_file, tmp_path, monkeypatch,
+                                                                                   capsys):
+    from qrec.train.checkpoint import load_checkpoint, save_checkpoint
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    (here / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    (here / "data" / "s.txt").write_text(seq_file.read_text())
+    args = ["--dataset", "sequences", "--model", "gmf", "--dim", "8", "--batch-size", "64", "--threads", "1", "-q"]
+    monkeypatch.chdir(here)
+    assert main(["train", *args, "--path", "data/s.txt", "--epochs", "1", "--out", "run"]) == 0
+    ckpt = here / "run" / "checkpoint.pt"
+    assert load_checkpoint(ckpt)["config"]["data_path"] == str(here / "data" / "s.txt")
+    record = json.loads((here / "run" / "record.json").read_text())
+    assert record["config"]["data_path"] == str(here / "data" / "s.txt")
+
+    monkeypatch.chdir(elsewhere)  # evaluate, and resume with the path as typed from here: the same run
+    capsys.readouterr()
+    assert main(["evaluate", str(here / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(record["metrics"]["test"])
+    assert main(["train", *args, "--path", "../here/data/s.txt", "--epochs", "2", "--out", str(here / "run")]) == 0
+    assert load_checkpoint(ckpt)["state"]["epoch"] == 2
+
+    saved = load_checkpoint(ckpt)  # a checkpoint from before: its path as typed, relative to where it was trained
+    saved["config"]["data_path"] = "data/s.txt"
+    save_checkpoint(ckpt, saved)
+    monkeypatch.chdir(here)
+    assert main(["evaluate", "run", "--json"]) == 0
+    assert main(["train", *args, "--path", "data/s.txt", "--epochs", "3", "--out", "run"]) == 0  # resumes
+    assert load_checkpoint(ckpt)["state"]["epoch"] == 3
+
+
+def test_cli_train_sums_or_drops_repeated_pairs_only_when_asked(tmp_path, capsys):
+    data = tmp_path / "dup.csv"
+    data.write_text("user,item\n" + "".join(f"{u},{i}\n" for u in range(20) for i in range(u % 5, u % 5 + 12))
+                    + "3,5\n")
+    args = ["train", "--dataset", "table", "--path", str(data), "--model", "pop", "--epochs", "1", "-q"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert f"{data}, line 242: duplicate interaction (user 3, item 5); first given on line 40" in capsys.readouterr().err
+    for how in ("sum", "drop"):
+        assert main([*args, "--duplicates", how, "--out", str(tmp_path / how)]) == 0
+        assert json.loads((tmp_path / how / "record.json").read_text())["config"]["duplicates"] == how

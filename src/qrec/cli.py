@@ -86,6 +86,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help=f"cpu or cuda (default: {d('device')})")
     g.add_argument("--given-test", choices=["error", "drop", "keep"],
                    help="pre-split data: test rows without a trained user or item, or also in training (default error)")
+    _duplicates_option(g)
+
+
+def _duplicates_option(p) -> None:
+    from qrec.data.duplicates import DUPLICATES
+
+    p.add_argument("--duplicates", choices=DUPLICATES, help="a (user, item) pair given twice in the data file: an "
+                   "error naming its line (default), or one interaction with the ratings (else the count) summed "
+                   "and the latest time, or its first row kept (drop); qrec.fit's duplicates= does the same")
 
 
 def _add_console_options(p: argparse.ArgumentParser) -> None:
@@ -101,7 +110,7 @@ def _config(args):
     from qrec.train.config import RunConfig
 
     keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test"]
+            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test", "duplicates"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
@@ -267,7 +276,7 @@ def cmd_data(args) -> int:
         for name, about in list_datasets().items():
             print(f"{name:20s} {about}")
         return 0
-    data = load_dataset(args.name, path=args.path)
+    data = load_dataset(args.name, path=args.path, duplicates=args.duplicates or "error")
     info = {"dataset": args.name, "source": str(resolved_source(args.name, path=args.path))}
     info.update(describe(data))
     print(json.dumps(info, indent=1, default=str))
@@ -424,6 +433,7 @@ def parser() -> argparse.ArgumentParser:
     di = dsub.add_parser("info", help="counts, sparsity, popularity skew")
     di.add_argument("name", help="registered name (qrec data list)")
     di.add_argument("--path", help="a local file or folder instead of the registered places")
+    _duplicates_option(di)
     dt.set_defaults(fn=cmd_data)
     _finish(p, sub)
     return p

@@ -61,6 +61,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
     log then goes to ``runs/<preset>/<run>/train.log``). ``dataset`` / ``data_path``: the same grid on
     another dataset (``Preset.on_dataset``). Returns the number of runs that failed."""
     preset = load_preset(name)
+    data_path = str(Path(data_path).expanduser().resolve()) if data_path else None  # as its runs store it
     if dataset or data_path:
         if not dataset:
             raise SpecError("--path needs --dataset: the format or registered name the file is read as")
