@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from qrec.cli import main
+from qrec.experiments.ptq import POPULARITY
+from qrec.models.evaluate import evaluate_model
+from qrec.models.registry import build_model
 from qrec.train.config import RunConfig
-from qrec.train.trainer import fit
+from qrec.train.trainer import fit, load_trained
 
 
 def _cfg(seq_file, **kw):
@@ -428,7 +431,8 @@ def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
         "float32 (the trained LightGCN)", "1-bit final embedding", "1-bit final embedding, ITQ rotation",
-        "2-bit final embedding", "2-bit final embedding, ITQ rotation", "1-bit per layer (BiGeaR layer weights)"]
+        "2-bit final embedding", "2-bit final embedding, ITQ rotation", "1-bit per layer (BiGeaR layer weights)",
+        POPULARITY]
     assert rows[0].endswith("| 100.0% | 100.0% |")
     assert "| 9.4% |" in rows[1] and "| 9.4% |" in rows[2]  # (16 + 32) / (16 x 32) bits: 16 sign bits + a float32 step
     binary = tmp_path / "bgcn"
@@ -443,11 +447,19 @@ def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
     assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "2",
                  "--dim", "8", "--batch-size", "64", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]) == 0
+    records = tmp_path / "ptq-records"
+    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4c", "mgqe4x4/2@0.5", "--records",
+                 str(records)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
-        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]
+        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4c", "mgqe4x4/2@0.5", POPULARITY]
     assert rows[0].endswith("| 100.0% | 100.0% |")
+    _, _, split = load_trained(out)  # the floor: the popularity model of the run's training data, as evaluated alone
+    pop = evaluate_model(build_model("pop", split, "full", "full", 1), split, "test", (10,))
+    assert rows[-1].startswith(f"| {POPULARITY} | {100 * pop['hr@10']:.2f} | {100 * pop['ndcg@10']:.2f} | ")
+    floor = [json.loads(f.read_text()) for f in records.glob("*popularity*.json")]
+    assert len(floor) == 1 and floor[0]["family"] == "popularity" and floor[0]["size"]["dense_bits"] == 0
+    assert main(["report", "--results", str(records), "--output", str(tmp_path / "R.md")]) == 0
     hr = [float(r.split(" | ")[1]) for r in rows]
     assert abs(hr[1] - hr[0]) <= abs(hr[2] - hr[0]) + 1e-9  # 8 bits hold the float model at least as well as 1
     mgqe = tmp_path / "mgqe"
