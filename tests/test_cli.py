@@ -1,16 +1,21 @@
 """The command line's surface: help with defaults on every option, ``--version``, one cut-off spelling (old
-ones kept with a deprecation note), ``evaluate``'s table and ``--json``, ``--dry-run``'s timed probe."""
+ones kept with a deprecation note), ``evaluate``'s table and ``--json``, ``--dry-run``'s timed probe, a quiet
+stop when the reader of the output goes away."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from qrec import __version__
-from qrec.cli import _all_parsers, main, parser
+from qrec.cli import PIPE_CLOSED, _all_parsers, main, parser
 from test_train_cli import _gmf_preset
 
 
@@ -121,3 +126,20 @@ def test_probe_gives_a_positive_estimate_without_training_a_run(seq_file):
 
     cfg = RunConfig(dataset="sequences", data_path=str(seq_file), dim=8, threads=1, batch_size=8)
     assert probe_epoch_seconds(cfg) > 0
+
+
+@pytest.mark.parametrize("argv", [["data", "list"], ["data", "info", "sequences", "--path", "{seq}"], ["--help"],
+                                  ["train", "--help"], ["recommend", "{seq}", "--user", "1"]])
+def test_a_closed_pipe_stops_every_command_quietly(argv, seq_file):
+    """``qrec ... | head``: the reader is gone before the first write; no traceback, no error line, status 141."""
+    src = Path(__file__).resolve().parents[1] / "src"
+    env = dict(os.environ, PYTHONPATH=str(src))
+    proc = subprocess.Popen([sys.executable, "-m", "qrec.cli", *[a.format(seq=seq_file) for a in argv]],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    code = proc.wait(timeout=120)
+    if argv[0] == "recommend":  # fails before writing anything (not an artifact): its error still shows
+        assert code == 2 and "qrec: error:" in err and "Traceback" not in err
+        return
+    assert (code, err) == (0 if "--help" in argv else PIPE_CLOSED, "")  # argparse's help ignores a closed pipe

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -479,10 +480,21 @@ def _all_parsers(sub):
 
 
 def main(argv=None) -> int:
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        return _reader_gone()
+
+
+def _run(argv) -> int:
     args = parser().parse_args(argv)
     setup_console(-1 if args.quiet else args.verbose)
     try:
-        return args.fn(args)
+        code = args.fn(args)
+        sys.stdout.flush()  # a reader that stopped early (qrec ... | head) is found here, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        raise
     except (QrecError, ValueError, OSError) as e:
         print(f"qrec: error: {e}", file=sys.stderr)
         return 2
@@ -492,6 +504,20 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+
+
+PIPE_CLOSED = 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13), as `yes | head` leaves it
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``qrec data list | head -1``): stop quietly, as shell tools do. stdout is
+    pointed at /dev/null first, so that the interpreter's last flush of what is still buffered raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured): nothing will be flushed to a closed pipe
+        pass
+    return PIPE_CLOSED
 
 
 if __name__ == "__main__":
