@@ -118,6 +118,18 @@ def test_fit_on_a_dataframe_with_string_ids_and_load_it_back(tmp_path):
         qrec.fit(df, duplicates="error", **FAST)
 
 
+@pytest.mark.parametrize("users", [[0], [3, 3, 0], [5, 1, 7, 2]])
+def test_seen_rows_are_the_rows_of_the_seen_matrix(served_models, users):
+    model = qrec.load(served_models["gmf"][1])
+    rows = np.array(users)
+    got = model._seen_rows(rows)
+    assert got.has_sorted_indices and (got != model.seen[rows]).nnz == 0 and got.shape == (len(rows), model.n_items)
+    mixed = model._exclusions(rows, np.arange(len(rows)) % 2 == 0, [np.array([1, 2])] * len(rows))
+    want = model.seen[rows].toarray() * (np.arange(len(rows)) % 2 == 0)[:, None]
+    want[:, [1, 2]] = 1
+    assert np.array_equal(mixed.toarray() != 0, want != 0)
+
+
 def _repeated_pairs(kind: str, tmp_path):
     """Users 0-5, four items each out of 0-8, and user 0's item 1 given twice more: a file path, a DataFrame or a
     COO matrix (which holds repeated entries; a CSR made from it has summed them already)."""
