@@ -20,7 +20,7 @@ import pytest
 
 import qrec
 from qrec.serving.batcher import MicroBatcher
-from qrec.serving.http import MAX_USERS, create_app
+from qrec.serving.http import MAX_USERS, create_app, uvicorn_config
 
 
 def _free_port() -> int:
@@ -31,10 +31,10 @@ def _free_port() -> int:
 
 @contextlib.contextmanager
 def running(model):
-    """uvicorn in a thread on a free loopback port; stopped on exit."""
+    """uvicorn in a thread on a free loopback port, configured as ``qrec serve`` runs it; stopped on exit."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=_free_port(), log_level="warning"))
+    server = uvicorn.Server(uvicorn_config(create_app(model), port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
