@@ -30,11 +30,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(model):
-    """uvicorn in a thread on a free loopback port, configured as ``qrec serve`` runs it; stopped on exit."""
+def running(model, app=None):
+    """uvicorn in a thread on a free loopback port, configured as ``qrec serve`` runs it (``app``: else
+    ``create_app(model)``); stopped on exit."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn_config(create_app(model), port=_free_port(), log_level="warning"))
+    app = create_app(model) if app is None else app
+    server = uvicorn.Server(uvicorn_config(app, port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -128,6 +130,21 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(served_models):
         assert client.post("/recommend", json={"user_ids": [user], "k": 2}).status_code == 200
 
 
+def test_the_front_and_the_documented_fastapi_route_answer_alike(served_models):
+    """``Front`` answers ``POST /recommend`` before FastAPI; FastAPI's own route (the API docs) runs the same
+    handler: equal answers and errors either way, and the request body's schema in the OpenAPI document."""
+    model = qrec.load(served_models["gmf"][1])
+    user = model.user_ids[0].item()
+    bodies = [{"user_ids": [user], "k": 3}, {"user_ids": [user], "k": 0}, {"user_ids": ["nobody"]}, {"users": [1]}]
+    answers = []
+    for app in (create_app(model), create_app(model).app):  # the front, then FastAPI's route alone
+        with running(model, app) as client:
+            answers.append([(r.status_code, r.json()) for r in (client.post("/recommend", json=b) for b in bodies)])
+            schema = client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["requestBody"]
+            assert "user_ids" in schema["content"]["application/json"]["schema"]["properties"]
+    assert answers[0] == answers[1] and [status for status, _ in answers[0]] == [200, 400, 404, 422]
+
+
 def test_similar_on_a_model_without_item_embeddings_is_a_400(seq_file):
     model = qrec.fit(str(seq_file), model="pop", protocol="all", epochs=1)
     with running(model) as client:
@@ -181,3 +198,41 @@ def test_qrec_serve_command_in_a_folder_without_data(served_models, tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def test_one_write_sends_a_loop_steps_writes_together_in_order():
+    """``_OneWrite`` (under ``qrec serve``'s uvicorn protocol): the writes of one event-loop step reach the
+    transport as one, in order; ``close`` sends what is pending first; anything else is the transport's."""
+    from qrec.serving.http import _OneWrite
+
+    class Recorder(asyncio.Transport):  # the transport side of a connection, recording what it is given
+        def __init__(self):
+            super().__init__()
+            self.writes, self.closed = [], False
+
+        def write(self, data):
+            self.writes.append(bytes(data))
+
+        def close(self):
+            self.closed = True
+
+        def is_closing(self):
+            return self.closed
+
+        def get_extra_info(self, name, default=None):
+            return {"peername": ("127.0.0.1", 1)}.get(name, default)
+
+    async def main():
+        raw = Recorder()
+        wrapped = _OneWrite(raw, asyncio.get_running_loop())
+        wrapped.write(b"HTTP/1.1 200 OK\r\n\r\n")
+        wrapped.write(memoryview(b"{}"))
+        assert raw.writes == []  # nothing yet: the step is not over
+        await asyncio.sleep(0)
+        wrapped.write(b"next")
+        wrapped.close()  # flushes first
+        return raw, wrapped
+
+    raw, wrapped = asyncio.run(main())
+    assert raw.writes == [b"HTTP/1.1 200 OK\r\n\r\n{}", b"next"] and raw.closed
+    assert wrapped.get_extra_info("peername") == ("127.0.0.1", 1) and wrapped.is_closing()

@@ -16,9 +16,10 @@ of its scores where the format scores by GEMM (BLAS rounds by batch shape; popco
 ``exclude`` are ignored (the model cannot recommend them anyway).
 
 The hot path is lean (BENCHMARKS.md, "Serving over HTTP"): ``POST /recommend`` is answered by ``Front``, a plain
-ASGI layer before FastAPI's routing and dependency machinery (the FastAPI route runs the same handler and
-documents it), and ``serve`` runs uvicorn with ``OneWriteProtocol``, which sends a response's head and body in
-one write (uvicorn writes them separately: two system calls and two TCP segments the client wakes up for).
+ASGI layer in front of FastAPI whose middleware, routing and dependency machinery it skips (FastAPI's route runs
+the same handler and documents it), and ``serve`` runs uvicorn with ``OneWriteProtocol``, which sends a
+response's head and body in one write (uvicorn writes them separately: two system calls, and two TCP segments
+the client wakes up for).
 """
 
 from __future__ import annotations
@@ -107,11 +108,12 @@ async def recommend_body(model: Model, batcher: MicroBatcher, max_k: int, body: 
                                    for uid, row, val in zip(req.user_ids, top, scores)]})
 
 
-def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> FastAPI:
-    """The FastAPI app serving ``model``; its scoring runs on one worker thread (see ``MicroBatcher``), whose
-    kernels use ``threads`` threads (None: torch's and numba's defaults). One by default: on a small or shared
-    machine a parallel kernel waits for its slowest thread at every barrier, and a descheduled one stalls
-    each request by milliseconds (BENCHMARKS.md, "Serving over HTTP"); the event loop needs a core too."""
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> "Front":
+    """The ASGI app serving ``model``: ``Front`` over the FastAPI app (``.app``). Scoring runs on one worker
+    thread (see ``MicroBatcher``), whose kernels use ``threads`` threads (None: torch's and numba's defaults).
+    One by default: on a small or shared machine a parallel kernel waits for its slowest thread at every
+    barrier, and a descheduled one stalls each request by milliseconds (BENCHMARKS.md, "Serving over HTTP");
+    the event loop needs a core too."""
     batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
                            initializer=None if threads is None else partial(_set_threads, threads))
     max_k = min(MAX_K, model.n_items)
@@ -126,7 +128,6 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
     app.state.model, app.state.batcher = model, batcher
 
     recommend = partial(recommend_body, model, batcher, max_k)
-    app.add_middleware(Front, limit=MAX_BODY, routes={("POST", "/recommend"): recommend})
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):  # the server answers, whatever happened
@@ -169,14 +170,15 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
         return model.metadata() | {"batches": batcher.batches, "batched_requests": batcher.jobs,
                                    "limits": {"max_body": MAX_BODY, "max_users": MAX_USERS, "max_k": max_k}}
 
-    return app
+    return Front(app, limit=MAX_BODY, routes={("POST", "/recommend"): recommend})
 
 
 class Front:
-    """Plain ASGI before FastAPI: refuses a body over ``limit`` bytes by its Content-Length (413) and one without
-    a length (411) before reading it, and answers ``routes`` (``(method, path) -> async handler(body) ->
-    (status, JSON bytes)``) itself: FastAPI's routing, dependency solving and response classes cost more CPU per
-    request than scoring a small model (FastAPI's ``@app.middleware`` would add tasks and streams instead)."""
+    """Plain ASGI in front of the FastAPI ``app``: refuses a body over ``limit`` bytes by its Content-Length (413)
+    and one without a length (411) before reading it, and answers ``routes`` (``(method, path) -> async
+    handler(body) -> (status, JSON bytes)``) itself: FastAPI's middleware stack, routing, dependency solving
+    and response classes cost more CPU per request than scoring a small model. Everything else, lifespan
+    included, is the app's."""
 
     def __init__(self, app, limit: int, routes: dict):
         self.app, self.limit, self.routes = app, limit, routes
