@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -264,6 +265,8 @@ def main() -> None:
             for mode in ("rate", "max"):
                 runs, batching = [], []
                 for r in range(args.repeats):
+                    gc.collect()
+                    gc.freeze()  # the client's torch and model out of its collector's sight, as qrec serve does
                     with server(path, args.max_batch) as (url, port, pid):
                         job = (run_rate(port, users, float(rate), args.seconds, args.in_flight, r) if mode == "rate"
                                else run_max(port, users, args.concurrency, args.seconds, r))

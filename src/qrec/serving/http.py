@@ -24,6 +24,7 @@ the client wakes up for).
 
 from __future__ import annotations
 
+import gc
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -108,12 +109,15 @@ async def recommend_body(model: Model, batcher: MicroBatcher, max_k: int, body: 
                                    for uid, row, val in zip(req.user_ids, top, scores)]})
 
 
-def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> "Front":
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, freeze_gc: bool = False) -> "Front":
     """The ASGI app serving ``model``: ``Front`` over the FastAPI app (``.app``). Scoring runs on one worker
     thread (see ``MicroBatcher``), whose kernels use ``threads`` threads (None: torch's and numba's defaults).
     One by default: on a small or shared machine a parallel kernel waits for its slowest thread at every
     barrier, and a descheduled one stalls each request by milliseconds (BENCHMARKS.md, "Serving over HTTP");
-    the event loop needs a core too."""
+    the event loop needs a core too. At startup one user is scored (the kernels load before the first request)
+    and, with ``freeze_gc`` (a server process of its own: ``qrec serve``), everything made so far is moved out of
+    the garbage collector's sight (``gc.freeze``): a full collection over the ~200,000 objects of torch, FastAPI
+    and the model took 0.1-0.2 s, and the first one came under load, stalling every request behind it."""
     batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
                            initializer=None if threads is None else partial(_set_threads, threads))
     max_k = min(MAX_K, model.n_items)
@@ -121,6 +125,11 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> "
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        if model.n_users:
+            await batcher.call(model.recommend_index, np.zeros(1, np.int64), min(10, model.n_items))
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         yield
         await batcher.stop()
 
@@ -244,7 +253,8 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256,
 
     model = Model.load(path)
     print(f"qrec serve: {model} on http://{host}:{port}", file=sys.stderr)
-    uvicorn.Server(uvicorn_config(create_app(model, max_batch, threads), host, port, access_log)).run()
+    app = create_app(model, max_batch, threads, freeze_gc=True)
+    uvicorn.Server(uvicorn_config(app, host, port, access_log)).run()
     return 0
 
 
