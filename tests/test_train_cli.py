@@ -646,3 +646,20 @@ def test_cli_train_sums_or_drops_repeated_pairs_only_when_asked(tmp_path, capsys
     for how in ("sum", "drop"):
         assert main([*args, "--duplicates", how, "--out", str(tmp_path / how)]) == 0
         assert json.loads((tmp_path / how / "record.json").read_text())["config"]["duplicates"] == how
+
+
+def test_a_grid_on_a_file_with_repeated_pairs_reads_them_as_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rows = [(u, i, t) for u in range(40) for t, i in enumerate(rng.choice(50, 15, replace=False))]
+    (tmp_path / "dup.csv").write_text("user,item,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows)
+                                      + f"{rows[0][0]},{rows[0][1]},99\n")
+    args = ["experiment", "mgqe-table3", "--dataset", "table", "--path", "dup.csv", "--only", "gmf-full-s0",
+            "--max-runs", "1", "--threads", "1"]
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0  # the plan names why it cannot estimate the run
+    assert "line 602: duplicate interaction (user 0, item 10); first given on line 2" in capsys.readouterr().out
+    assert main([*args, "--duplicates", "drop"]) == 0
+    (record_file,) = (tmp_path / "results" / "mgqe-table3-dup").glob("*.json")
+    config = json.loads(record_file.read_text())["config"]
+    assert config["duplicates"] == "drop" and config["data_path"] == str(tmp_path / "dup.csv")

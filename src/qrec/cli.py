@@ -297,7 +297,8 @@ def cmd_experiment(args) -> int:
     report = Path("RESULTS.md") if results == Path("results") else results / "RESULTS.md"  # never clobber ours
     failed = run_preset(args.preset, results_dir=results, report=report, max_runs=args.max_runs,
                         seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
-                        device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path)
+                        device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path,
+                        duplicates=args.duplicates)
     return 1 if failed else 0
 
 
@@ -384,6 +385,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--dataset", help="run the grid on this dataset instead (registered name, or the format of "
                                      "--path); records go to results/<preset>-<dataset>/")
     x.add_argument("--path", help="a local file or folder for --dataset (records: results/<preset>-<file stem>/)")
+    _duplicates_option(x)
     x.set_defaults(fn=cmd_experiment)
 
     r = sub.add_parser("report", help="a Markdown report (RESULTS.md) of any folder of records: mean +/- std over seeds")
