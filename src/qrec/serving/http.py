@@ -15,11 +15,9 @@ of its scores where the format scores by GEMM (BLAS rounds by batch shape; popco
 (listing them), a body over ``MAX_BODY`` bytes or more than ``MAX_USERS`` users 413. Unknown ids in
 ``exclude`` are ignored (the model cannot recommend them anyway).
 
-The hot path is lean (BENCHMARKS.md, "Serving over HTTP"): ``POST /recommend`` is answered by ``Front``, a plain
-ASGI layer in front of FastAPI whose middleware, routing and dependency machinery it skips (FastAPI's route runs
-the same handler and documents it), and ``serve`` runs uvicorn with ``OneWriteProtocol``, which sends a
-response's head and body in one write (uvicorn writes them separately: two system calls, and two TCP segments
-the client wakes up for).
+The hot path is lean (BENCHMARKS.md, "Serving over HTTP"): ``POST /recommend`` is answered by ``serving.asgi.Front``
+before FastAPI's middleware, routing and dependency machinery (FastAPI's route runs the same handler and
+documents it), and ``serve`` runs uvicorn with one write per response (``serving.asgi.uvicorn_config``).
 """
 
 from __future__ import annotations
@@ -39,6 +37,7 @@ from starlette.exceptions import HTTPException
 
 from qrec.errors import QrecError
 from qrec.export.vocab import UnknownIdError
+from qrec.serving.asgi import Front, json_bytes, uvicorn_config
 from qrec.serving.batcher import MicroBatcher
 from qrec.serving.model import Model
 
@@ -80,36 +79,31 @@ def error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message} | extra, status_code=status)
 
 
-def _json(payload) -> bytes:
-    """As Starlette's ``JSONResponse`` renders (UTF-8, compact, no NaN)."""
-    return json.dumps(payload, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode()
-
-
 async def recommend_body(model: Model, batcher: MicroBatcher, max_k: int, body: bytes) -> tuple[int, bytes]:
     """``POST /recommend`` on a request body: ``(status, JSON bytes)``, errors as ``{"error": ...}``."""
     if len(body) > MAX_BODY:
-        return 413, _json({"error": f"request body over {MAX_BODY} bytes"})
+        return 413, json_bytes({"error": f"request body over {MAX_BODY} bytes"})
     try:
         req = RecommendRequest.model_validate(json.loads(body))
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        return 400, _json({"error": f"malformed JSON: {e}"})
+        return 400, json_bytes({"error": f"malformed JSON: {e}"})
     except ValidationError as e:
-        return 422, _json({"error": "invalid request", "detail": json.loads(e.json(include_url=False))})
+        return 422, json_bytes({"error": "invalid request", "detail": json.loads(e.json(include_url=False))})
     if len(req.user_ids) > MAX_USERS:
-        return 413, _json({"error": f"at most {MAX_USERS} users per request, got {len(req.user_ids)}"})
+        return 413, json_bytes({"error": f"at most {MAX_USERS} users per request, got {len(req.user_ids)}"})
     if not 1 <= req.k <= max_k:
-        return 400, _json({"error": f"k must be in [1, {max_k}], got {req.k}"})
+        return 400, json_bytes({"error": f"k must be in [1, {max_k}], got {req.k}"})
     try:
         users = model.users.lookup(req.user_ids)
     except UnknownIdError as e:
-        return 404, _json({"error": str(e), "unknown": e.ids})
+        return 404, json_bytes({"error": str(e), "unknown": e.ids})
     job = Job(users, req.k, req.filter_seen, model.items.known(req.exclude) if req.exclude else np.zeros(0, np.int64))
     top, scores = await batcher.submit(job)
-    return 200, _json({"results": [_ranked(model, {"user_id": uid}, row, val)
+    return 200, json_bytes({"results": [_ranked(model, {"user_id": uid}, row, val)
                                    for uid, row, val in zip(req.user_ids, top, scores)]})
 
 
-def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, freeze_gc: bool = False) -> "Front":
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, freeze_gc: bool = False) -> Front:
     """The ASGI app serving ``model``: ``Front`` over the FastAPI app (``.app``). Scoring runs on one worker
     thread (see ``MicroBatcher``), whose kernels use ``threads`` threads (None: torch's and numba's defaults).
     One by default: on a small or shared machine a parallel kernel waits for its slowest thread at every
@@ -182,47 +176,6 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, free
     return Front(app, limit=MAX_BODY, routes={("POST", "/recommend"): recommend})
 
 
-class Front:
-    """Plain ASGI in front of the FastAPI ``app``: refuses a body over ``limit`` bytes by its Content-Length (413)
-    and one without a length (411) before reading it, and answers ``routes`` (``(method, path) -> async
-    handler(body) -> (status, JSON bytes)``) itself: FastAPI's middleware stack, routing, dependency solving
-    and response classes cost more CPU per request than scoring a small model. Everything else, lifespan
-    included, is the app's."""
-
-    def __init__(self, app, limit: int, routes: dict):
-        self.app, self.limit, self.routes = app, limit, routes
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            if length is None and headers.get(b"transfer-encoding"):
-                return await error(411, "send the body with a Content-Length")(scope, receive, send)
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-            handler = self.routes.get((scope["method"], scope["path"]))
-            if handler is not None:
-                return await self._answer(handler, receive, send)
-        await self.app(scope, receive, send)
-
-    @staticmethod
-    async def _answer(handler, receive, send) -> None:
-        chunks, more = [], True
-        while more:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            more = message.get("more_body", False)
-        try:
-            status, body = await handler(b"".join(chunks))
-        except Exception as e:  # noqa: BLE001 - the server answers, whatever happened
-            status, body = 500, _json({"error": f"internal error: {type(e).__name__}"})
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]})
-        await send({"type": "http.response.body", "body": body})
-
-
 def _set_threads(n: int) -> None:
     import numba
     import torch
@@ -234,14 +187,6 @@ def _set_threads(n: int) -> None:
 def _ranked(model: Model, head: dict, items: np.ndarray, scores: np.ndarray) -> dict:
     keep = np.isfinite(scores)
     return head | {"items": model.items.raw(items[keep]), "scores": scores[keep].tolist()}
-
-
-def uvicorn_config(app, host: str = "127.0.0.1", port: int = 8000, access_log: bool = False, log_level: str = "info"):
-    """How ``qrec serve`` runs ``app``: uvicorn with httptools and uvloop where installed, one write per response."""
-    import uvicorn
-
-    return uvicorn.Config(app, host=host, port=port, log_level=log_level, access_log=access_log,
-                          http=_one_write_protocol() or "auto")
 
 
 def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256, access_log: bool = False,
@@ -256,47 +201,3 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256,
     app = create_app(model, max_batch, threads, freeze_gc=True)
     uvicorn.Server(uvicorn_config(app, host, port, access_log)).run()
     return 0
-
-
-class _OneWrite:
-    """A transport whose writes within one event-loop step leave as one: uvicorn writes a response's status line
-    and headers, then its body, and each write is a system call and, over TCP, a segment the client wakes up
-    for. Order is kept; ``close`` sends what is pending first. Everything else is the transport's."""
-
-    def __init__(self, transport, loop):
-        self._transport, self._loop, self._pending = transport, loop, []
-
-    def write(self, data) -> None:
-        if not self._pending:
-            self._loop.call_soon(self._flush)
-        self._pending.append(bytes(data))
-
-    def _flush(self) -> None:
-        data, self._pending = b"".join(self._pending), []
-        if data and not self._transport.is_closing():
-            self._transport.write(data)
-
-    def close(self) -> None:
-        self._flush()
-        self._transport.close()
-
-    def abort(self) -> None:
-        self._pending = []
-        self._transport.abort()
-
-    def __getattr__(self, name):
-        return getattr(self._transport, name)
-
-
-def _one_write_protocol():
-    """uvicorn's httptools protocol over ``_OneWrite`` transports; None without httptools (uvicorn's h11 then)."""
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:  # pragma: no cover - httptools is a dependency of the serve extra
-        return None
-
-    class OneWriteProtocol(HttpToolsProtocol):
-        def connection_made(self, transport) -> None:
-            super().connection_made(_OneWrite(transport, self.loop))
-
-    return OneWriteProtocol
