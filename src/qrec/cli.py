@@ -483,8 +483,11 @@ def _all_parsers(sub):
 
 def main(argv=None) -> int:
     try:
-        return _run(argv)
-    except BrokenPipeError:
+        try:
+            return _run(argv)
+        finally:  # a reader that stopped early (qrec ... | head) is found here, not at interpreter exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # from a command, or from the flush (also after argparse's --help and exit)
         return _reader_gone()
 
 
@@ -492,9 +495,7 @@ def _run(argv) -> int:
     args = parser().parse_args(argv)
     setup_console(-1 if args.quiet else args.verbose)
     try:
-        code = args.fn(args)
-        sys.stdout.flush()  # a reader that stopped early (qrec ... | head) is found here, not at interpreter exit
-        return code
+        return args.fn(args)
     except BrokenPipeError:
         raise
     except (QrecError, ValueError, OSError) as e:
