@@ -6,8 +6,7 @@
 # writes runs/serve-load/ml1m-gmf-mgqe.safetensors and runs/serve-load/gowalla-binary-gcn.safetensors. Short runs:
 # the load test measures serving speed, which does not depend on the weights (ML-1M GMF-MGQE, 3 epochs: test
 # HR@10 6.92%, 3-5 min on one thread; Gowalla 1-bit GCN, 1 epoch: test Recall@20 7.69%, 30-60 s; rebuilt byte for
-# byte on a rerun). Resumable: an
-# artifact already there is kept, a run folder already trained resumes (qrec train).
+# byte on a rerun). Resumable: an artifact already there is kept, a run folder already trained resumes.
 #
 # ML-1M is SASRec's preprocessed sequences (ml-1m-seq, one line per user, 5-core filtered as SASRec does);
 # Gowalla is LightGCN's train.txt / test.txt (protocol given). PYTHON: an interpreter that imports qrec.
