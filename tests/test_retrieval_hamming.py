@@ -114,8 +114,8 @@ def test_binary_codes_sizes_and_errors():
 
 @settings(max_examples=40, deadline=None)
 @given(B=st.integers(1, 9), N=st.integers(1, 300), L=st.integers(1, 3), d=st.sampled_from([8, 64, 70]),
-       k=st.integers(1, 40), coarse=st.booleans(), chunk=st.sampled_from([1, 7, 4096]), seed=st.integers(0, 2**31 - 1))
-def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k, coarse, chunk, seed):
+       k=st.integers(1, 40), coarse=st.booleans(), parts=st.sampled_from([1, 3, 7]), seed=st.integers(0, 2**31 - 1))
+def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k, coarse, parts, seed):
     """The compiled top-k (no score matrix) returns exactly topk_deterministic of the masked scores: same
     items in the same order, same values, ties to the lower index, masked items only in a short row's tail."""
     import scipy.sparse as sp
@@ -136,6 +136,6 @@ def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k
     scores = score_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, backend="numba").clone()
     scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
     want_i, want_v = topk_deterministic(scores, k)
-    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, chunk=chunk)
+    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, parts=parts)
     assert torch.equal(got_v, want_v)
     assert torch.equal(got_i, want_i)

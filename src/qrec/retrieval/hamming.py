@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from qrec.quant.packing import pack_rows
-from qrec.retrieval.topk import masked_topk, sorted_csr
+from qrec.retrieval.topk import masked_topk
 
 __all__ = [
     "n_words",
@@ -210,38 +210,28 @@ def _score_numba(bu, su, bi, si, d, n_threads=None, block=64):
 
 
 def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.Tensor, d: int, k: int,
-                exclude=None, n_threads: int | None = None, block: int = 16, chunk: int = 4096, item_layout=None):
-    """Each user's ``k`` best items by ``score_layers``' scores, without the ``(B, N)`` score matrix: the
-    compiled loop scores ``chunk`` items at a time and keeps a sorted top-``k`` (CPU).
+                exclude=None, n_threads: int | None = None, parts: int | None = None):
+    """Each user's ``k`` best items by ``score_layers``' scores, without the ``(B, N)`` score matrix: a compiled
+    scan of the item codes (``kernels.scan_topk_sign``, items in parallel parts, ``QB`` users per SIMD vector)
+    keeps a running top-``k`` per user (CPU; ``qrec.retrieval.fused``).
 
-    ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.retrieval.topk.topk_deterministic`` orders the masked score matrix (score descending, then item
-    index ascending; masked items score ``-inf`` and fill a row's tail only when fewer than ``k`` remain).
-    ``item_layout``: ``_item_major(bi, si)`` computed once, for items scored again and again (a server).
+    ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices
+    int64 (B, k), values float32 (B, k))`` ordered exactly as ``qrec.retrieval.topk.topk_deterministic`` orders
+    the masked score matrix (score descending, then item index ascending; masked items score ``-inf`` and fill
+    a row's tail only when fewer than ``k`` remain), with ``score_layers``' float32 values bit for bit.
+    ``parts``: parallel item parts (default: ``fused_topk``'s; the result does not depend on it).
     """
-    from qrec.retrieval.kernels import popcount_topk as kernel
+    from qrec.retrieval.fused import fused_topk, pad_blocks
+    from qrec.retrieval.kernels import QB, scan_topk_sign
 
     _check_layered(bu, su, bi, si)
     a, sa = _as_u64(bu), su.detach().cpu().float().contiguous().numpy()
-    b, sbT = item_layout if item_layout is not None else _item_major(bi, si)
-    B, N = a.shape[0], b.shape[2]
-    if not 1 <= k <= N:
-        raise ValueError(f"k must be in [1, n_items={N}], got {k}")
-    if exclude is None:
-        indptr, excluded = np.zeros(B + 1, np.int64), np.zeros(0, np.int64)
-    else:
-        indptr, excluded = sorted_csr(exclude, B)
-    top_i = np.empty((B, k), np.int64)
-    top_v = np.empty((B, k), np.float32)
-    _user_blocks(B, block, n_threads, lambda span: kernel(a, sa, b, sbT, d, k, indptr, excluded, span[0], span[1],
-                                                          top_i, top_v, min(chunk, N)))
-    return torch.from_numpy(top_i), torch.from_numpy(top_v)
-
-
-def _item_major(bi: torch.Tensor, si: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Item codes ``(L, W, N)`` and scales ``(L, N)``: each layer's words contiguous over items, as the kernels read."""
-    return (np.ascontiguousarray(_as_u64(bi).transpose(1, 2, 0)),
-            np.ascontiguousarray(si.detach().cpu().float().numpy().T))
+    b, sb = _as_u64(bi), si.detach().cpu().float().contiguous().numpy()
+    # the per-user factors of score_row, in float32 exactly as it forms them
+    c2, cd = sa * np.float32(-2.0), sa * np.float32(d)
+    args = (pad_blocks(a, QB), pad_blocks(c2, QB), pad_blocks(cd, QB), b, sb)
+    return fused_topk(scan_topk_sign, args, a.shape[0], b.shape[0], k, b.shape[1] * (8 * b.shape[2] + 4),
+                      exclude, n_threads, parts)
 
 
 def _score_torch(bu, su, bi, si, d, block=256):
@@ -335,10 +325,7 @@ class BinaryCodes:
             raise ValueError("user and item codes have different d")
         if self.bits.device.type != "cpu":
             return masked_topk(self.score(items), k, exclude)
-        if "_item_major" not in items.__dict__:  # transposed once: a served item table is ranked against every query
-            items._item_major = _item_major(items.bits, items.scales)
-        return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude,
-                           item_layout=items._item_major)
+        return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude)
 
     def bits_held(self) -> int:
         """Bits stored: ``L * 64 * ceil(d/64)`` code bits plus ``32 L`` scale bits per node (``d = 64``:

@@ -85,34 +85,6 @@ def popcount_scores(a, sa, b, sbT, d, start, end, out):  # a (B,L,W) u64, sa (B,
     return 0
 
 
-@numba.njit(nogil=True, cache=True)
-def popcount_topk(a, sa, b, sbT, d, k, indptr, excluded, start, end, top_i, top_v, chunk):
-    """Rows ``start..end-1`` of ``(top_i, top_v)``: best ``k`` items by (score desc, index asc), the
-    items ``excluded[indptr[u]:indptr[u+1]]`` (sorted) scored ``-inf``, as ``topk_deterministic``.
-    Item chunks outermost: a chunk's codes are read from memory once for all the users of the call (a
-    million items' codes do not fit in cache; one chunk does), each user's candidates still in index order."""
-    N = b.shape[2]
-    cnt = np.empty(chunk, np.uint64)
-    buf = np.empty(chunk, np.float32)
-    filled = np.zeros(end - start, np.int64)
-    cursor = indptr[start:end].copy()
-    for lo in range(0, N, chunk):
-        hi = min(N, lo + chunk)
-        for u in range(start, end):
-            score_row(a, sa, b, sbT, d, u, lo, hi, cnt, buf)
-            e, e_end = cursor[u - start], indptr[u + 1]
-            while e < e_end and excluded[e] < hi:
-                if excluded[e] >= lo:
-                    buf[excluded[e] - lo] = -np.inf
-                e += 1
-            cursor[u - start] = e
-            vi, vv, f = top_i[u], top_v[u], filled[u - start]
-            for i in range(hi - lo):
-                f = insert(vi, vv, f, k, buf[i], lo + i)
-            filled[u - start] = f
-    return 0
-
-
 # ------------------------------------------------------------------------ product-quantization codes
 
 
@@ -150,3 +122,139 @@ def merge_topk(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
                 s = -np.inf
             f = insert(vi, vv, f, k, s, item)
         filled[q], cursor[q] = f, e
+
+
+# ------------------------------------------------------------- fused scan + top-k over item parts
+# Both code families share one shape of loop (``scan_topk_*``): items split into contiguous parts scanned in
+# parallel, each part keeping its own top-k per query; inside a part, a chunk of items (in L2) meets every
+# block of ``QB`` queries, and an item's ``QB`` scores are computed side by side (one SIMD vector: the
+# queries' data are laid out block-major, ``QB`` contiguous lanes) and compared at once with the ``QB``
+# running k-th values, so an item that enters no query's top-k -- almost all of them -- costs one vector
+# compare. ``merge_parts`` then merges the parts in item order, which keeps ``insert``'s tie rule exact.
+
+QB = 16  # queries per block: one AVX-512 vector of float32 scores
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def part_start(indptr, excluded, lo, cursor):
+    """``cursor[u]``: the first of query ``u``'s (sorted) excluded items at or after item ``lo``."""
+    for u in range(cursor.shape[0]):
+        cursor[u] = indptr[u] + np.searchsorted(excluded[indptr[u]:indptr[u + 1]], lo)
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def offer(acc, q0, item, nq, k, thr, top_i, top_v, filled, indptr, excluded, cursor):
+    """Offer ``acc[q]`` (item ``item``'s score for query ``q0 + q``) to the running top-k of the block's queries
+    (``nq`` real ones); ``thr[u]``: query ``u``'s k-th kept value (``-inf`` while fewer than ``k`` are kept)."""
+    hit = False
+    for q in range(QB):
+        hit |= acc[q] > thr[q0 + q]
+    if not hit:
+        return
+    for q in range(nq):
+        v = acc[q]
+        u = q0 + q
+        if v > thr[u]:
+            e, e_end = cursor[u], indptr[u + 1]
+            while e < e_end and excluded[e] < item:
+                e += 1
+            cursor[u] = e
+            if e < e_end and excluded[e] == item:
+                v = -np.inf
+            f = insert(top_i[u], top_v[u], filled[u], k, v, item)
+            filled[u] = f
+            if f == k:
+                thr[u] = top_v[u, k - 1]
+
+
+@numba.njit(nogil=True, cache=True)
+def merge_parts(part_i, part_v, part_f, top_i, top_v):
+    """Each query's top-k over all parts (``part_*``: ``(P, B, k)`` / ``(P, B)``), parts in item order: within a
+    part the kept entries are (value desc, index asc), every index above the earlier parts', so ``insert``
+    (equal values rank after) reproduces the single-pass order exactly. Returns the kept count per query."""
+    P, B, k = part_i.shape
+    filled = np.zeros(B, np.int64)
+    for u in range(B):
+        f = 0
+        for p in range(P):
+            for t in range(part_f[p, u]):
+                f = insert(top_i[u], top_v[u], f, k, part_v[p, u, t], part_i[p, u, t])
+        filled[u] = f
+    return filled
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
+    """Product-quantization codes ``codes (n, D)`` against lookup tables ``tables (nb, D, K, QB)`` (block ``b``
+    holds queries ``b QB ..``; ``nq`` real queries, the padding lanes never enter a top-k): score = the float32
+    sum over ``j = 0..D-1`` of ``tables[b, j, codes[i, j], q]`` (``lut_scan``'s order), plus ``offset``.
+    Part ``p`` scans items ``bounds[p]..bounds[p+1]-1`` into ``part_*[p]``."""
+    nb, D, K = tables.shape[0], tables.shape[1], tables.shape[2]
+    flat = tables.reshape(nb, D * K * QB)
+    off = np.float32(offset)
+    for p in numba.prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        top_i, top_v, filled = part_i[p], part_v[p], part_f[p]
+        thr = np.full(nb * QB, -np.inf, np.float32)
+        thr[nq:] = np.inf
+        cursor = np.empty(nq, np.int64)
+        part_start(indptr, excluded, lo, cursor)
+        acc = np.empty(QB, np.float32)
+        for c0 in range(lo, hi, chunk):
+            c1 = min(hi, c0 + chunk)
+            for b in range(nb):
+                t = flat[b]
+                nqb = min(QB, nq - b * QB)
+                for i in range(c0, c1):
+                    base = np.int64(codes[i, 0]) * QB
+                    for q in range(QB):
+                        acc[q] = t[base + q]
+                    for j in range(1, D):
+                        base = (j * K + np.int64(codes[i, j])) * QB
+                        for q in range(QB):
+                            acc[q] += t[base + q]
+                    for q in range(QB):
+                        acc[q] += off
+                    offer(acc, b * QB, i, nqb, k, thr, top_i, top_v, filled, indptr, excluded, cursor)
+    return 0
+
+
+@numba.njit(parallel=True, nogil=True, cache=True)
+def scan_topk_sign(a, c2, cd, b, sb, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
+    """Sign codes: queries ``a (nb, L, W, QB)`` u64 with the per-layer factors ``c2 = -2 s_u`` and
+    ``cd = d s_u`` ``(nb, L, QB)`` float32; items ``b (N, L, W)`` u64 and scales ``sb (N, L)``. Score = the
+    float32 sum over layers of ``(popcount(a ^ b) c2 + cd) sb`` (``score_row``'s operations, same order)."""
+    nb, L, W = a.shape[0], a.shape[1], a.shape[2]
+    for p in numba.prange(bounds.shape[0] - 1):
+        lo, hi = bounds[p], bounds[p + 1]
+        top_i, top_v, filled = part_i[p], part_v[p], part_f[p]
+        thr = np.full(nb * QB, -np.inf, np.float32)
+        thr[nq:] = np.inf
+        cursor = np.empty(nq, np.int64)
+        part_start(indptr, excluded, lo, cursor)
+        acc = np.empty(QB, np.float32)
+        cnt = np.empty(QB, np.uint64)
+        for c0 in range(lo, hi, chunk):
+            c1 = min(hi, c0 + chunk)
+            for blk in range(nb):
+                nqb = min(QB, nq - blk * QB)
+                for i in range(c0, c1):
+                    for l in range(L):
+                        x = b[i, l, 0]
+                        al = a[blk, l]
+                        for q in range(QB):
+                            cnt[q] = popcnt(al[0, q] ^ x)
+                        for w in range(1, W):
+                            x = b[i, l, w]
+                            for q in range(QB):
+                                cnt[q] += popcnt(al[w, q] ^ x)
+                        s = sb[i, l]
+                        m2, md = c2[blk, l], cd[blk, l]
+                        if l == 0:
+                            for q in range(QB):
+                                acc[q] = (np.float32(cnt[q]) * m2[q] + md[q]) * s
+                        else:
+                            for q in range(QB):
+                                acc[q] += (np.float32(cnt[q]) * m2[q] + md[q]) * s
+                    offer(acc, blk * QB, i, nqb, k, thr, top_i, top_v, filled, indptr, excluded, cursor)
+    return 0
