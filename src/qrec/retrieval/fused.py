@@ -4,8 +4,8 @@ item parts, threads, and the merge of the parts' top-k lists.
 Items are cut into contiguous parts scanned in parallel (numba threads), each keeping its own top-k per query,
 merged at the end in item order (``kernels.merge_parts``): the result is exactly
 ``qrec.retrieval.topk.masked_topk`` of the full score matrix, whatever the number of parts or threads.
-Queries are grouped in blocks of ``kernels.QB`` lanes, the last block padded (its padding lanes never enter a
-top-k).
+Queries are grouped in blocks of ``lanes_for(B)`` lanes, the last block padded (its padding lanes never enter
+a top-k).
 """
 
 from __future__ import annotations
@@ -15,10 +15,16 @@ import torch
 
 from qrec.retrieval.topk import sorted_csr
 
-__all__ = ["CHUNK_BYTES", "PART_ROWS", "fused_topk", "pad_blocks"]
+__all__ = ["CHUNK_BYTES", "PART_ROWS", "LANES", "fused_topk", "lanes_for", "pad_blocks"]
 
 CHUNK_BYTES = 1 << 17  # codes of one chunk (read once for every query block): 128 KiB, within L2
 PART_ROWS = 1 << 14    # at least this many items per parallel part (a part's start and merge cost ~k per query)
+LANES = 64             # queries per block: four AVX-512 vectors of float32 scores per item
+
+
+def lanes_for(n_queries: int) -> int:
+    """Queries per block: ``LANES``, or fewer (a multiple of 8) for a small batch, which would mostly pad."""
+    return int(min(LANES, max(8, -(-n_queries // 8) * 8)))
 
 
 def pad_blocks(x: np.ndarray, lanes: int) -> np.ndarray:

@@ -212,7 +212,7 @@ def _score_numba(bu, su, bi, si, d, n_threads=None, block=64):
 def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.Tensor, d: int, k: int,
                 exclude=None, n_threads: int | None = None, parts: int | None = None):
     """Each user's ``k`` best items by ``score_layers``' scores, without the ``(B, N)`` score matrix: a compiled
-    scan of the item codes (``kernels.scan_topk_sign``, items in parallel parts, ``QB`` users per SIMD vector)
+    scan of the item codes (``kernels.scan_topk_sign``, items in parallel parts, blocks of users side by side in SIMD vectors)
     keeps a running top-``k`` per user (CPU; ``qrec.retrieval.fused``).
 
     ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices
@@ -221,15 +221,16 @@ def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.
     a row's tail only when fewer than ``k`` remain), with ``score_layers``' float32 values bit for bit.
     ``parts``: parallel item parts (default: ``fused_topk``'s; the result does not depend on it).
     """
-    from qrec.retrieval.fused import fused_topk, pad_blocks
-    from qrec.retrieval.kernels import QB, scan_topk_sign
+    from qrec.retrieval.fused import fused_topk, lanes_for, pad_blocks
+    from qrec.retrieval.kernels import scan_topk_sign
 
     _check_layered(bu, su, bi, si)
     a, sa = _as_u64(bu), su.detach().cpu().float().contiguous().numpy()
     b, sb = _as_u64(bi), si.detach().cpu().float().contiguous().numpy()
     # the per-user factors of score_row, in float32 exactly as it forms them
     c2, cd = sa * np.float32(-2.0), sa * np.float32(d)
-    args = (pad_blocks(a, QB), pad_blocks(c2, QB), pad_blocks(cd, QB), b, sb)
+    lanes = lanes_for(a.shape[0])
+    args = (pad_blocks(a, lanes), pad_blocks(c2, lanes), pad_blocks(cd, lanes), b, sb)
     return fused_topk(scan_topk_sign, args, a.shape[0], b.shape[0], k, b.shape[1] * (8 * b.shape[2] + 4),
                       exclude, n_threads, parts)
 

@@ -127,12 +127,13 @@ def merge_topk(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
 # ------------------------------------------------------------- fused scan + top-k over item parts
 # Both code families share one shape of loop (``scan_topk_*``): items split into contiguous parts scanned in
 # parallel, each part keeping its own top-k per query; inside a part, a chunk of items (in L2) meets every
-# block of ``QB`` queries, and an item's ``QB`` scores are computed side by side (one SIMD vector: the
-# queries' data are laid out block-major, ``QB`` contiguous lanes) and compared at once with the ``QB``
-# running k-th values, so an item that enters no query's top-k -- almost all of them -- costs one vector
-# compare. ``merge_parts`` then merges the parts in item order, which keeps ``insert``'s tie rule exact.
-
-QB = 16  # queries per block: one AVX-512 vector of float32 scores
+# block of queries, and an item's scores for the block's ``lanes`` queries are computed side by side (the
+# queries' data are laid out block-major, ``lanes`` contiguous floats) and compared at once with the running
+# k-th values, so an item that enters no query's top-k -- almost all of them -- costs a few vector compares.
+# ``merge_parts`` then merges the parts in item order, which keeps ``insert``'s tie rule exact.
+# ``lanes`` is read from the arrays' shape, never a compile-time constant: LLVM would fully unroll a constant
+# 16- or 64-step loop into scalar code (numba leaves the SLP vectoriser off), while a loop of unknown length is
+# loop-vectorised (64 lanes: four AVX-512 vectors per step).
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
@@ -143,18 +144,19 @@ def part_start(indptr, excluded, lo, cursor):
 
 
 @numba.njit(nogil=True, cache=True, inline="always")
-def offer(acc, q0, item, nq, k, thr, top_i, top_v, filled, indptr, excluded, cursor):
+def offer(acc, thr, q0, item, nq, k, top_i, top_v, filled, indptr, excluded, cursor):
     """Offer ``acc[q]`` (item ``item``'s score for query ``q0 + q``) to the running top-k of the block's queries
-    (``nq`` real ones); ``thr[u]``: query ``u``'s k-th kept value (``-inf`` while fewer than ``k`` are kept)."""
+    (``nq`` real ones); ``thr[q]``: query ``q0 + q``'s k-th kept value (``-inf`` while fewer than ``k`` are
+    kept, ``+inf`` on padding lanes)."""
     hit = False
-    for q in range(QB):
-        hit |= acc[q] > thr[q0 + q]
+    for q in range(acc.shape[0]):
+        hit |= acc[q] > thr[q]
     if not hit:
         return
     for q in range(nq):
         v = acc[q]
-        u = q0 + q
-        if v > thr[u]:
+        if v > thr[q]:
+            u = q0 + q
             e, e_end = cursor[u], indptr[u + 1]
             while e < e_end and excluded[e] < item:
                 e += 1
@@ -164,7 +166,7 @@ def offer(acc, q0, item, nq, k, thr, top_i, top_v, filled, indptr, excluded, cur
             f = insert(top_i[u], top_v[u], filled[u], k, v, item)
             filled[u] = f
             if f == k:
-                thr[u] = top_v[u, k - 1]
+                thr[q] = top_v[u, k - 1]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -183,78 +185,85 @@ def merge_parts(part_i, part_v, part_f, top_i, top_v):
     return filled
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def part_state(nb, lanes, nq, indptr, excluded, lo):
+    """A part's running thresholds ``(nb, lanes)`` (padding lanes ``+inf``) and exclusion cursors."""
+    thr = np.full(nb * lanes, -np.inf, np.float32)
+    thr[nq:] = np.inf
+    cursor = np.empty(nq, np.int64)
+    part_start(indptr, excluded, lo, cursor)
+    return thr.reshape(nb, lanes), cursor
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
-    """Product-quantization codes ``codes (n, D)`` against lookup tables ``tables (nb, D, K, QB)`` (block ``b``
-    holds queries ``b QB ..``; ``nq`` real queries, the padding lanes never enter a top-k): score = the float32
-    sum over ``j = 0..D-1`` of ``tables[b, j, codes[i, j], q]`` (``lut_scan``'s order), plus ``offset``.
-    Part ``p`` scans items ``bounds[p]..bounds[p+1]-1`` into ``part_*[p]``."""
-    nb, D, K = tables.shape[0], tables.shape[1], tables.shape[2]
-    flat = tables.reshape(nb, D * K * QB)
+    """Product-quantization codes ``codes (n, D)`` against lookup tables ``tables (nb, D K, lanes)`` (block
+    ``b``, row ``j K + c``: the ``lanes`` queries' ``q^(j) . c^(j)_c``; ``nq`` real queries): score = the
+    float32 sum over ``j = 0..D-1`` of the entries at ``codes[i, j]`` (``lut_scan``'s order), plus
+    ``offset``. Part ``p`` scans items ``bounds[p]..bounds[p+1]-1`` into ``part_*[p]``."""
+    nb, lanes = tables.shape[0], tables.shape[2]
+    D = codes.shape[1]
+    K = tables.shape[1] // D
     off = np.float32(offset)
     for p in numba.prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         top_i, top_v, filled = part_i[p], part_v[p], part_f[p]
-        thr = np.full(nb * QB, -np.inf, np.float32)
-        thr[nq:] = np.inf
-        cursor = np.empty(nq, np.int64)
-        part_start(indptr, excluded, lo, cursor)
-        acc = np.empty(QB, np.float32)
+        thr, cursor = part_state(nb, lanes, nq, indptr, excluded, lo)
+        acc = np.empty(lanes, np.float32)
         for c0 in range(lo, hi, chunk):
             c1 = min(hi, c0 + chunk)
             for b in range(nb):
-                t = flat[b]
-                nqb = min(QB, nq - b * QB)
+                t, th = tables[b], thr[b]
                 for i in range(c0, c1):
-                    base = np.int64(codes[i, 0]) * QB
-                    for q in range(QB):
-                        acc[q] = t[base + q]
+                    c = codes[i]
+                    row = t[np.int64(c[0])]
+                    for q in range(lanes):
+                        acc[q] = row[q]
                     for j in range(1, D):
-                        base = (j * K + np.int64(codes[i, j])) * QB
-                        for q in range(QB):
-                            acc[q] += t[base + q]
-                    for q in range(QB):
+                        row = t[j * K + np.int64(c[j])]
+                        for q in range(lanes):
+                            acc[q] += row[q]
+                    for q in range(lanes):
                         acc[q] += off
-                    offer(acc, b * QB, i, nqb, k, thr, top_i, top_v, filled, indptr, excluded, cursor)
+                    offer(acc, th, b * lanes, i, min(lanes, nq - b * lanes), k, top_i, top_v, filled,
+                          indptr, excluded, cursor)
     return 0
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)
 def scan_topk_sign(a, c2, cd, b, sb, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
-    """Sign codes: queries ``a (nb, L, W, QB)`` u64 with the per-layer factors ``c2 = -2 s_u`` and
-    ``cd = d s_u`` ``(nb, L, QB)`` float32; items ``b (N, L, W)`` u64 and scales ``sb (N, L)``. Score = the
+    """Sign codes: queries ``a (nb, L, W, lanes)`` u64 with the per-layer factors ``c2 = -2 s_u`` and
+    ``cd = d s_u`` ``(nb, L, lanes)`` float32; items ``b (N, L, W)`` u64 and scales ``sb (N, L)``. Score = the
     float32 sum over layers of ``(popcount(a ^ b) c2 + cd) sb`` (``score_row``'s operations, same order)."""
-    nb, L, W = a.shape[0], a.shape[1], a.shape[2]
+    nb, L, W, lanes = a.shape
     for p in numba.prange(bounds.shape[0] - 1):
         lo, hi = bounds[p], bounds[p + 1]
         top_i, top_v, filled = part_i[p], part_v[p], part_f[p]
-        thr = np.full(nb * QB, -np.inf, np.float32)
-        thr[nq:] = np.inf
-        cursor = np.empty(nq, np.int64)
-        part_start(indptr, excluded, lo, cursor)
-        acc = np.empty(QB, np.float32)
-        cnt = np.empty(QB, np.uint64)
+        thr, cursor = part_state(nb, lanes, nq, indptr, excluded, lo)
+        acc = np.empty(lanes, np.float32)
+        cnt = np.empty(lanes, np.uint64)
         for c0 in range(lo, hi, chunk):
             c1 = min(hi, c0 + chunk)
             for blk in range(nb):
-                nqb = min(QB, nq - blk * QB)
+                th = thr[blk]
                 for i in range(c0, c1):
                     for l in range(L):
-                        x = b[i, l, 0]
                         al = a[blk, l]
-                        for q in range(QB):
-                            cnt[q] = popcnt(al[0, q] ^ x)
+                        x, a0 = b[i, l, 0], al[0]
+                        for q in range(lanes):
+                            cnt[q] = popcnt(a0[q] ^ x)
                         for w in range(1, W):
-                            x = b[i, l, w]
-                            for q in range(QB):
-                                cnt[q] += popcnt(al[w, q] ^ x)
+                            x, aw = b[i, l, w], al[w]
+                            for q in range(lanes):
+                                cnt[q] += popcnt(aw[q] ^ x)
                         s = sb[i, l]
                         m2, md = c2[blk, l], cd[blk, l]
                         if l == 0:
-                            for q in range(QB):
+                            for q in range(lanes):
                                 acc[q] = (np.float32(cnt[q]) * m2[q] + md[q]) * s
                         else:
-                            for q in range(QB):
+                            for q in range(lanes):
                                 acc[q] += (np.float32(cnt[q]) * m2[q] + md[q]) * s
-                    offer(acc, blk * QB, i, nqb, k, thr, top_i, top_v, filled, indptr, excluded, cursor)
+                    offer(acc, th, blk * lanes, i, min(lanes, nq - blk * lanes), k, top_i, top_v, filled,
+                          indptr, excluded, cursor)
     return 0

@@ -68,8 +68,7 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
             parts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's ``k`` best rows by ``pq_scores + offset``, without the ``(B, n)`` score matrix (CPU).
 
-    ``"lut"`` (``"auto"``'s choice on the CPU): one compiled pass over the codes scores ``QB`` queries per SIMD
-    vector from their lookup tables and keeps a running top-``k`` per query (``kernels.scan_topk_pq``, rows in
+    ``"lut"`` (``"auto"``'s choice on the CPU): one compiled pass over the codes scores blocks of queries side by side (SIMD) from their lookup tables and keeps a running top-``k`` per query (``kernels.scan_topk_pq``, rows in
     parallel parts, ``qrec.retrieval.fused``); each score is ``pq_scores(..., "lut")``'s float32 sum, bit for
     bit. ``"decode"``: rows decoded and multiplied ``TOPK_ROWS`` at a time, merged into the running top-k.
     ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the seen items). Returns ``(indices int64
@@ -106,19 +105,17 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
 
 
 def _fused_lut_topk(queries, codes, codebook, k, exclude, offset, n_threads, parts):
-    from qrec.retrieval.fused import fused_topk
-    from qrec.retrieval.kernels import QB, scan_topk_pq
+    from qrec.retrieval.fused import fused_topk, lanes_for, pad_blocks
+    from qrec.retrieval.kernels import scan_topk_pq
 
     D, K = codebook.shape[:2]
     B = queries.shape[0]
-    nb = max(1, -(-B // QB))
-    tables = np.zeros((nb * QB, D, K), np.float32)
+    tables = np.empty((B, D * K), np.float32)
     step = lut_queries(D, K)
     for start in range(0, B, step):  # the very tables (same blocks) pq_scores' scan sums
-        tables[start:min(B, start + step)] = lookup_tables(queries[start:start + step], codebook).numpy()
-    tables = np.ascontiguousarray(tables.reshape(nb, QB, D, K).transpose(0, 2, 3, 1))  # (nb, D, K, QB)
+        tables[start:start + step] = lookup_tables(queries[start:start + step], codebook).reshape(-1, D * K).numpy()
     codes_np = codes.contiguous().numpy()
-    return fused_topk(scan_topk_pq, (tables, codes_np, float(offset)), B, codes.shape[0], k,
+    return fused_topk(scan_topk_pq, (pad_blocks(tables, lanes_for(B)), codes_np, float(offset)), B, codes.shape[0], k,
                       codes_np.itemsize * D, exclude, n_threads, parts)
 
 
