@@ -89,25 +89,6 @@ def popcount_scores(a, sa, b, sbT, d, start, end, out):  # a (B,L,W) u64, sa (B,
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def lut_scan(tables: np.ndarray, codes: np.ndarray, out: np.ndarray, start: int) -> None:
-    # tables (D, K, b) float32: the adds over a block's b queries are contiguous and vectorise;
-    # codes (n, D); out (B, n) float32, rows start .. start + b written
-    n, D = codes.shape
-    b = tables.shape[2]
-    chunk = 256  # rows per parallel task: one accumulator each, not one allocation per row
-    for c in numba.prange((n + chunk - 1) // chunk):
-        acc = np.empty(b, np.float32)
-        for i in range(c * chunk, min(n, (c + 1) * chunk)):
-            acc[:] = 0.0
-            for j in range(D):
-                row = tables[j, codes[i, j]]
-                for q in range(b):
-                    acc[q] += row[q]
-            for q in range(b):
-                out[start + q, i] = acc[q]
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
 def merge_topk(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
     B, c = block.shape
     k = top_i.shape[1]
@@ -195,12 +176,49 @@ def part_state(nb, lanes, nq, indptr, excluded, lo):
     return thr.reshape(nb, lanes), cursor
 
 
+LUT_GROUP = 8   # subspaces summed per pass over a tile of items: 8 x 256 rows of 64 lanes = 512 KiB, within L2
+LUT_TILE = 256  # items per tile: their partial sums (64 KiB at 64 lanes) wait in cache between passes
+
+
+@numba.njit(nogil=True, cache=True, inline="always")
+def lut_add(t, c, K, j0, j1, acc):
+    """``acc[q]`` (+)= ``t[j K + c[j], q]`` for ``j = j0..j1-1`` in that order, starting from the first entry
+    when ``j0 == 0``. Four rows per pass over ``acc`` (``(((a + r0) + r1) + r2) + r3``, the same additions in
+    the same order), so the accumulators are loaded and stored a quarter as often."""
+    lanes = acc.shape[0]
+    j = j0
+    if j0 == 0:
+        r0 = t[np.int64(c[0])]
+        if j1 >= 4:
+            r1, r2, r3 = t[K + np.int64(c[1])], t[2 * K + np.int64(c[2])], t[3 * K + np.int64(c[3])]
+            for q in range(lanes):
+                acc[q] = ((r0[q] + r1[q]) + r2[q]) + r3[q]
+            j = 4
+        else:
+            for q in range(lanes):
+                acc[q] = r0[q]
+            j = 1
+    while j + 4 <= j1:
+        r0, r1 = t[j * K + np.int64(c[j])], t[(j + 1) * K + np.int64(c[j + 1])]
+        r2, r3 = t[(j + 2) * K + np.int64(c[j + 2])], t[(j + 3) * K + np.int64(c[j + 3])]
+        for q in range(lanes):
+            acc[q] = (((acc[q] + r0[q]) + r1[q]) + r2[q]) + r3[q]
+        j += 4
+    while j < j1:
+        r0 = t[j * K + np.int64(c[j])]
+        for q in range(lanes):
+            acc[q] += r0[q]
+        j += 1
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
     """Product-quantization codes ``codes (n, D)`` against lookup tables ``tables (nb, D K, lanes)`` (block
     ``b``, row ``j K + c``: the ``lanes`` queries' ``q^(j) . c^(j)_c``; ``nq`` real queries): score = the
     float32 sum over ``j = 0..D-1`` of the entries at ``codes[i, j]`` (``lut_scan``'s order), plus
-    ``offset``. Part ``p`` scans items ``bounds[p]..bounds[p+1]-1`` into ``part_*[p]``."""
+    ``offset``. Part ``p`` scans items ``bounds[p]..bounds[p+1]-1`` into ``part_*[p]``. Subspaces are summed
+    ``LUT_GROUP`` at a time over a tile of ``LUT_TILE`` items, so the tables in use stay in L2 (at D = 16 a
+    block's tables are 1 MiB)."""
     nb, lanes = tables.shape[0], tables.shape[2]
     D = codes.shape[1]
     K = tables.shape[1] // D
@@ -209,25 +227,39 @@ def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, 
         lo, hi = bounds[p], bounds[p + 1]
         top_i, top_v, filled = part_i[p], part_v[p], part_f[p]
         thr, cursor = part_state(nb, lanes, nq, indptr, excluded, lo)
-        acc = np.empty(lanes, np.float32)
+        sums = np.empty((LUT_TILE, lanes), np.float32)
         for c0 in range(lo, hi, chunk):
             c1 = min(hi, c0 + chunk)
             for b in range(nb):
                 t, th = tables[b], thr[b]
-                for i in range(c0, c1):
-                    c = codes[i]
-                    row = t[np.int64(c[0])]
-                    for q in range(lanes):
-                        acc[q] = row[q]
-                    for j in range(1, D):
-                        row = t[j * K + np.int64(c[j])]
+                for i0 in range(c0, c1, LUT_TILE):
+                    i1 = min(c1, i0 + LUT_TILE)
+                    for j0 in range(0, D, LUT_GROUP):
+                        for i in range(i0, i1):
+                            lut_add(t, codes[i], K, j0, min(D, j0 + LUT_GROUP), sums[i - i0])
+                    for i in range(i0, i1):
+                        acc = sums[i - i0]
                         for q in range(lanes):
-                            acc[q] += row[q]
-                    for q in range(lanes):
-                        acc[q] += off
-                    offer(acc, th, b * lanes, i, min(lanes, nq - b * lanes), k, top_i, top_v, filled,
-                          indptr, excluded, cursor)
+                            acc[q] += off
+                        offer(acc, th, b * lanes, i, min(lanes, nq - b * lanes), k, top_i, top_v, filled,
+                              indptr, excluded, cursor)
     return 0
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def lut_scan(tables: np.ndarray, codes: np.ndarray, out: np.ndarray, start: int) -> None:
+    # tables (D, K, b) float32: the adds over a block's b queries are contiguous and vectorise (``lut_add``, the
+    # fused top-k's very sums); codes (n, D); out (B, n) float32, rows start .. start + b written
+    n, D = codes.shape
+    K, b = tables.shape[1], tables.shape[2]
+    t = tables.reshape(D * K, b)
+    chunk = 256  # rows per parallel task: one accumulator each, not one allocation per row
+    for c in numba.prange((n + chunk - 1) // chunk):
+        acc = np.empty(b, np.float32)
+        for i in range(c * chunk, min(n, (c + 1) * chunk)):
+            lut_add(t, codes[i], K, 0, D, acc)
+            for q in range(b):
+                out[start + q, i] = acc[q]
 
 
 @numba.njit(parallel=True, nogil=True, cache=True)

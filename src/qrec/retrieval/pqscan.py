@@ -18,9 +18,11 @@ Both equal the float64 reference up to float32 rounding (tests).
 ``s`` times fewer operations than the GEMM) and ``decode`` otherwise (BLAS wins when codes are narrow:
 ``lut`` is 0.5x the float table at ``s = 1``); BENCHMARKS.md, "Serving DPQ / MGQE from codes".
 
-``pq_topk`` scores ``TOPK_ROWS`` rows at a time and keeps a running top-k per query (compiled, queries in
-parallel), so recommending from codes never holds the ``(B, n)`` score matrix; with it, serving 1M items from
-codes is 1.4-1.6x faster than the float table scored then ranked by ``torch.topk``.
+``pq_topk`` never holds the ``(B, n)`` score matrix. On the CPU its ``"auto"`` is ``lut`` whatever the width:
+one compiled pass over the codes scores 64 queries side by side from their tables and keeps a running top-k
+per query (``kernels.scan_topk_pq``; rows in parallel parts, ``qrec.retrieval.fused``); most rows then cost a
+table sum and one vector compare. It is 2-5x FAISS's IndexPQ on the same codes at D = 8 and 16
+(BENCHMARKS.md, "Retrieval from codes against FAISS"). ``decode`` keeps a running top-k over GEMM blocks.
 """
 
 from __future__ import annotations
