@@ -56,7 +56,7 @@ def fused_topk(kernel, args: tuple, n_queries: int, n_items: int, k: int, row_by
         indptr, excluded = sorted_csr(exclude, B)
     threads = max(1, min(n_threads or torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
     if parts is None:
-        parts = max(1, min(4 * threads, n_items // PART_ROWS))
+        parts = max(1, min(8 * threads, n_items // PART_ROWS))
     parts = min(parts, n_items)
     bounds = np.linspace(0, n_items, parts + 1).astype(np.int64)
     part_i = np.zeros((parts, B, k), np.int64)
@@ -68,9 +68,13 @@ def fused_topk(kernel, args: tuple, n_queries: int, n_items: int, k: int, row_by
         return torch.from_numpy(top_i), torch.from_numpy(top_v)
     before = numba.get_num_threads()
     numba.set_num_threads(threads)
+    # parts handed out one at a time (dynamic scheduling): a thread the other jobs of a shared machine
+    # hold back takes fewer parts instead of leaving the others to wait for its fixed share
+    chunksize = numba.set_parallel_chunksize(1)
     try:
         kernel(*args, k, B, indptr, excluded, bounds, chunk, part_i, part_v, part_f)
     finally:
+        numba.set_parallel_chunksize(chunksize)
         numba.set_num_threads(before)
     merge_parts(part_i, part_v, part_f, top_i, top_v)
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
