@@ -23,8 +23,11 @@ LANES = 64             # queries per block: four AVX-512 vectors of float32 scor
 
 
 def lanes_for(n_queries: int) -> int:
-    """Queries per block: ``LANES``, or fewer (a multiple of 8) for a small batch, which would mostly pad."""
-    return int(min(LANES, max(8, -(-n_queries // 8) * 8)))
+    """Queries per block: ``LANES``, or fewer for a small batch, which would mostly pad (a multiple of 8, one
+    AVX vector; below 8 queries, exactly one lane each: a lone query is scored without padding)."""
+    if n_queries < 8:
+        return max(1, n_queries)
+    return int(min(LANES, -(-n_queries // 8) * 8))
 
 
 def pad_blocks(x: np.ndarray, lanes: int) -> np.ndarray:

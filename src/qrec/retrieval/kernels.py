@@ -4,8 +4,8 @@ One module, so that every loop is a module-level function calling module-level f
 those (a loop that calls a function captured from an enclosing scope is recompiled in every process and
 adds a cache file each time), and a change anywhere here invalidates every cached loop at once.
 
-* ``popcount_scores`` / ``popcount_topk``: sign codes (``qrec.retrieval.hamming``);
-* ``lut_scan`` / ``merge_topk``: product-quantization codes (``qrec.retrieval.pqscan``);
+* ``popcount_scores`` / ``popcount_topk`` (a few queries) / ``scan_topk_sign``: sign codes (``qrec.retrieval.hamming``);
+* ``lut_scan`` / ``merge_topk`` / ``scan_topk_pq``: product-quantization codes (``qrec.retrieval.pqscan``);
 * ``insert``: the running top-k both top-k loops share.
 """
 
@@ -82,6 +82,34 @@ def popcount_scores(a, sa, b, sbT, d, start, end, out):  # a (B,L,W) u64, sa (B,
     cnt = np.empty(N, np.uint64)
     for u in range(start, end):
         score_row(a, sa, b, sbT, d, u, 0, N, cnt, out[u])
+    return 0
+
+
+@numba.njit(nogil=True, cache=True)
+def popcount_topk(a, sa, b, sbT, d, k, indptr, excluded, start, end, top_i, top_v, chunk):
+    """Rows ``start..end-1`` of ``(top_i, top_v)``: best ``k`` items by (score desc, index asc), the
+    items ``excluded[indptr[u]:indptr[u+1]]`` (sorted) scored ``-inf``, as ``topk_deterministic``.
+    Item chunks outermost: a chunk's codes are read from memory once for all the users of the call (a
+    million items' codes do not fit in cache; one chunk does), each user's candidates still in index order."""
+    N = b.shape[2]
+    cnt = np.empty(chunk, np.uint64)
+    buf = np.empty(chunk, np.float32)
+    filled = np.zeros(end - start, np.int64)
+    cursor = indptr[start:end].copy()
+    for lo in range(0, N, chunk):
+        hi = min(N, lo + chunk)
+        for u in range(start, end):
+            score_row(a, sa, b, sbT, d, u, lo, hi, cnt, buf)
+            e, e_end = cursor[u - start], indptr[u + 1]
+            while e < e_end and excluded[e] < hi:
+                if excluded[e] >= lo:
+                    buf[excluded[e] - lo] = -np.inf
+                e += 1
+            cursor[u - start] = e
+            vi, vv, f = top_i[u], top_v[u], filled[u - start]
+            for i in range(hi - lo):
+                f = insert(vi, vv, f, k, buf[i], lo + i)
+            filled[u - start] = f
     return 0
 
 
