@@ -21,7 +21,7 @@ Both equal the float64 reference up to float32 rounding (tests).
 ``pq_topk`` never holds the ``(B, n)`` score matrix. On the CPU its ``"auto"`` is ``lut`` whatever the width:
 one compiled pass over the codes scores 64 queries side by side from their tables and keeps a running top-k
 per query (``kernels.scan_topk_pq``; rows in parallel parts, ``qrec.retrieval.fused``); most rows then cost a
-table sum and one vector compare. It is 2-5x FAISS's IndexPQ on the same codes at D = 8 and 16
+table sum and one vector compare. It is 4-9x FAISS's IndexPQ on the same codes at D = 8 and 16
 (BENCHMARKS.md, "Retrieval from codes against FAISS"). ``decode`` keeps a running top-k over GEMM blocks.
 """
 
