@@ -147,6 +147,43 @@ def test_lightgcn_loss_is_bpr_plus_lightgcn_reg():
     torch.testing.assert_close(m.score_all(torch.arange(nu)).double(), U @ I.T, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("negatives", [0, 2])
+def test_lightgcn_softmax_loss_is_shared_negative_cross_entropy_plus_reg(negatives):
+    """float64 reference: row b's logits are [u_b.p_b, u_b.n_1 .. u_b.n_N] / T over the batch's first N negatives."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2, loss="softmax", temperature=0.5, negatives=negatives)
+    batch = {"users": torch.tensor([0, 3, 3]), "pos": torch.tensor([1, 2, 5]), "neg": torch.tensor([4, 6, 0])}
+    neg = batch["neg"][: negatives or 3]
+    E0 = torch.cat([m.user_table.weight, m.item_table.weight]).detach().double()
+    A = m.adjacency.to_dense().double()
+    E = (E0 + A @ E0 + A @ A @ E0) / 3
+    U, I = E[:nu], E[nu:]
+    u, p, n = U[batch["users"]], I[batch["pos"]], I[neg]
+    ce = 0.0
+    for b in range(3):
+        logits = torch.cat([(u[b] * p[b]).sum().view(1), n @ u[b]]) / 0.5
+        ce += float(torch.logsumexp(logits, 0) - logits[0]) / 3
+    reg = 1e-2 * 0.5 * (E0[:nu][batch["users"]].pow(2).sum() + E0[nu:][batch["pos"]].pow(2).sum()
+                        + E0[nu:][neg].pow(2).sum()) / 3
+    assert m.training_loss(batch).item() == pytest.approx(ce + float(reg), rel=1e-5)
+
+
+def test_lightgcn_softmax_loss_learns_and_students_inherit_it(graph):
+    nu, ni, train, test = graph
+    model = fit(LightGCN(nu, ni, train, dim=16, n_layers=2, loss="softmax"), train, 150)
+    assert recall_at(model, train, test) > 0.4
+    student = LowBitGCN.from_lightgcn(model, bits=2)
+    assert (student.loss, student.temperature, student.negatives) == ("softmax", 1.0, 0)
+
+
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])
+def test_lightgcn_refuses_a_bad_loss_option(bad):
+    nu, ni, train = _small()
+    with pytest.raises(ValueError):
+        LightGCN(nu, ni, train, dim=4, **bad)
+
+
 def test_cache_is_dropped_by_training():
     nu, ni, train = _small()
     m = LightGCN(nu, ni, train, dim=8, n_layers=2)
@@ -286,6 +323,33 @@ def test_rows_mode_gives_the_full_graph_loss_and_gradients(cls, kw):
     assert grads[0][0] == pytest.approx(grads[1][0], rel=1e-6)
     torch.testing.assert_close(grads[0][1], grads[1][1], rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(grads[0][2], grads[1][2], rtol=1e-5, atol=1e-8)
+
+
+@pytest.mark.parametrize("cls, kw", [(LightGCN, {}), (LowBitGCN, {"bits": 2}), (LowBitGCN, {"bits": 1}),
+                                     (BinaryGCN, {"estimator": "gaussian"})])
+@pytest.mark.parametrize("train_graph", ["full", "rows"])
+def test_reordered_propagation_is_the_same_model(cls, kw, train_graph):
+    """``reorder="rcm"`` only changes where rows sit in memory: same loss, gradients, scores and export."""
+    nu, ni, train = _small(seed=5, nu=30, ni=40)
+    torch.manual_seed(0)
+    plain = cls(nu, ni, train, dim=8, train_graph=train_graph, **kw)
+    moved = cls(nu, ni, train, dim=8, train_graph=train_graph, reorder="rcm", **kw)
+    moved.load_state_dict(plain.state_dict())
+    assert moved._order is not None and not torch.equal(moved._order[0], torch.arange(nu + ni))
+    batch = {"users": torch.tensor([0, 3, 3, 7, 29]), "pos": torch.tensor([1, 2, 5, 39, 0]),
+             "neg": torch.tensor([4, 4, 0, 11, 12])}
+    out = []
+    for m in (plain, moved):
+        loss = m.training_loss(batch)
+        loss.backward()
+        out.append((loss.item(), m.user_table.weight.grad.clone(), m.item_table.weight.grad.clone()))
+    assert out[0][0] == pytest.approx(out[1][0], rel=1e-6)
+    for a, b in zip(out[0][1:], out[1][1:]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-8)
+    users = torch.arange(nu)
+    torch.testing.assert_close(plain.score_all(users), moved.score_all(users), rtol=1e-5, atol=1e-6)
+    for name, t in plain.export().items():
+        torch.testing.assert_close(t, moved.export()[name], rtol=1e-5, atol=1e-6)
 
 
 def test_rows_mode_with_distillation(teacher):
