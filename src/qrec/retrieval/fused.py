@@ -45,7 +45,7 @@ def fused_topk(kernel, args: tuple, n_queries: int, n_items: int, k: int, row_by
                n_threads: int | None = None, parts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``kernel(*args, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f)`` over item parts and
     merge: ``(indices int64 (B, k), values float32 (B, k))``. ``row_bytes``: the bytes of one item's codes
-    (sets the chunk); ``parts``: item parts (default: 4 per thread, each at least ``PART_ROWS`` items)."""
+    (sets the chunk); ``parts``: item parts (default: 8 per thread, each at least ``PART_ROWS`` items; one on one thread)."""
     import numba
 
     from qrec.retrieval.kernels import merge_parts
@@ -58,8 +58,8 @@ def fused_topk(kernel, args: tuple, n_queries: int, n_items: int, k: int, row_by
     else:
         indptr, excluded = sorted_csr(exclude, B)
     threads = max(1, min(n_threads or torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    if parts is None:
-        parts = max(1, min(8 * threads, n_items // PART_ROWS))
+    if parts is None:  # one thread: one part (each part warms up its own thresholds, ~10% at 1M items)
+        parts = 1 if threads == 1 else max(1, min(8 * threads, n_items // PART_ROWS))
     parts = min(parts, n_items)
     bounds = np.linspace(0, n_items, parts + 1).astype(np.int64)
     part_i = np.zeros((parts, B, k), np.int64)
