@@ -45,7 +45,8 @@ def fused_topk(kernel, args: tuple, n_queries: int, n_items: int, k: int, row_by
                n_threads: int | None = None, parts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Run ``kernel(*args, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f)`` over item parts and
     merge: ``(indices int64 (B, k), values float32 (B, k))``. ``row_bytes``: the bytes of one item's codes
-    (sets the chunk); ``parts``: item parts (default: 8 per thread, each at least ``PART_ROWS`` items; one on one thread)."""
+    (sets the chunk); ``parts``: item parts (default: 8 per thread, each at least ``PART_ROWS`` items; one on one
+    thread)."""
     import numba
 
     from qrec.retrieval.kernels import merge_parts

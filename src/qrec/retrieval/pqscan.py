@@ -70,13 +70,15 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
             parts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's ``k`` best rows by ``pq_scores + offset``, without the ``(B, n)`` score matrix (CPU).
 
-    ``"lut"`` (``"auto"``'s choice on the CPU): one compiled pass over the codes scores blocks of queries side by side (SIMD) from their lookup tables and keeps a running top-``k`` per query (``kernels.scan_topk_pq``, rows in
-    parallel parts, ``qrec.retrieval.fused``); each score is ``pq_scores(..., "lut")``'s float32 sum, bit for
+    ``"lut"`` (``"auto"``'s choice on the CPU): one compiled pass over the codes scores blocks of queries side by
+    side (SIMD) from their lookup tables and keeps a running top-``k`` per query (``kernels.scan_topk_pq``, rows
+    in parallel parts, ``qrec.retrieval.fused``); each score is ``pq_scores(..., "lut")``'s float32 sum, bit for
     bit. ``"decode"``: rows decoded and multiplied ``TOPK_ROWS`` at a time, merged into the running top-k.
     ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the seen items). Returns ``(indices int64
     (B, k), values float32 (B, k))`` ordered exactly as ``qrec.retrieval.topk.masked_topk`` orders the masked
     score matrix (score descending, then row index; masked rows fill a query's tail only when fewer than ``k``
-    remain). Off the CPU: score, then ``masked_topk``."""
+    remain). Off the CPU: score, then ``masked_topk``. ``n_threads`` / ``parts``: the fused scan's threads and
+    item parts (``qrec.retrieval.fused.fused_topk``; the result depends on neither)."""
     n, B = codes.shape[0], queries.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] rows, got {k}")
