@@ -67,14 +67,34 @@ def bench_adjacency(u, i, nu, ni):
     return A
 
 
+def copy_bandwidth(nbytes: int, repeats: int = 9) -> float:
+    """The machine's memory copy bandwidth, bytes read + written per second (numpy copy of ``nbytes``)."""
+    src = np.ones(nbytes // 8)
+    dst = np.empty_like(src)
+    return 2 * src.nbytes / timeit(lambda: np.copyto(dst, src), repeats=repeats)
+
+
+def spmm_bytes(A, d: int) -> int:
+    """Bytes one CSR ``A @ X`` must move at least: int32 column + float32 value per non-zero, the gathered
+    ``d``-float row of ``X`` per non-zero (a random read: no reuse assumed), the written output and the row pointers."""
+    return A.nnz * (4 + 4 + 4 * d) + 4 * A.shape[0] * d + 4 * (A.shape[0] + 1)
+
+
 def bench_spmm(A, d=64, L=3):
+    from qrec.models.lightgcn import node_order
+
     n = A.shape[0]
     X = torch.randn(n, d)
+    _, A_rcm = node_order(A.tocsr(), "rcm")
     layouts = {
         "CSR int64": to_torch_csr(A, index_dtype=torch.int64),
         "CSR int32": to_torch_csr(A, index_dtype=torch.int32),
+        "CSR int32, reverse Cuthill-McKee order": to_torch_csr(A_rcm, index_dtype=torch.int32),
         "COO": to_torch_csr(A).to_sparse_coo().coalesce(),
     }
+    bandwidth = copy_bandwidth(spmm_bytes(A, d))
+    moved = spmm_bytes(A, d)
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy, read + write); one A @ X moves >= {moved / 1e6:.0f} MB")
     rows = []
     for name, M in layouts.items():
         fwd = timeit(lambda: torch.sparse.mm(M, X))
@@ -97,8 +117,10 @@ def bench_spmm(A, d=64, L=3):
 
         t_auto = timeit(train_autograd, repeats=3)
         t_sym = timeit(train_symmetric, repeats=3)
-        rows.append([name, f"{fwd * 1e3:.1f}", f"{t_auto * 1e3:.0f}", f"{t_sym * 1e3:.0f}"])
-    table(rows, ["layout", "A @ X ms", f"{L}-layer fwd+bwd, autograd ms", f"{L}-layer fwd+bwd, symmetric bwd ms"])
+        rows.append([name, f"{fwd * 1e3:.1f}", f"{moved / fwd / 1e9:.1f}", f"{moved / fwd / bandwidth:.2f}",
+                     f"{t_auto * 1e3:.0f}", f"{t_sym * 1e3:.0f}"])
+    table(rows, ["layout", "A @ X ms", "GB/s moved", "of copy bandwidth", f"{L}-layer fwd+bwd, autograd ms",
+                 f"{L}-layer fwd+bwd, symmetric bwd ms"])
 
 
 def bench_epochs(u, i, nu, ni, train, models, graphs, batch, max_batches, lr=1e-3):
@@ -126,6 +148,10 @@ def bench_epochs(u, i, nu, ni, train, models, graphs, batch, max_batches, lr=1e-
     n_batches = (len(u) + batch - 1) // batch
     builders = {
         "lightgcn": ("LightGCN", lambda g: LightGCN(nu, ni, (u, i), train_graph=g)),
+        "lightgcn-rcm": ("LightGCN, RCM order", lambda g: LightGCN(nu, ni, (u, i), train_graph=g, reorder="rcm")),
+        "lightgcn-softmax": ("LightGCN, softmax 1,024 negatives, RCM order",
+                             lambda g: LightGCN(nu, ni, (u, i), train_graph=g, reorder="rcm", loss="softmax",
+                                                negatives=1024)),
         "binary": ("BinaryGCN (gaussian), no KD", lambda g: BinaryGCN(nu, ni, (u, i), train_graph=g)),
         "binary-kd": ("BinaryGCN (gaussian) + KD R=100", None),
         "lowbit2-ste": ("LowBitGCN b=2 STE", lambda g: LowBitGCN(nu, ni, (u, i), bits=2, estimator="ste", train_graph=g)),
@@ -189,7 +215,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--batches", type=int, default=0, help="time only this many batches and extrapolate (0: full epoch)")
     ap.add_argument("--models", default="lightgcn,binary,binary-kd,lowbit2-ste,lowbit2-ewgs",
-                    help="comma list of lightgcn, binary, binary-kd, lowbit2-ste, lowbit2-ewgs")
+                    help="comma list of lightgcn, lightgcn-rcm, lightgcn-softmax, binary, binary-kd, lowbit2-ste, lowbit2-ewgs")
     ap.add_argument("--graphs", default="rows", help="comma list of train_graph modes to time: full, rows")
     ap.add_argument("--skip-spmm", action="store_true")
     args = ap.parse_args()

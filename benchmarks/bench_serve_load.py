@@ -1,9 +1,18 @@
 """Load test of ``qrec serve``: throughput and latency percentiles of single-user ``/recommend`` requests.
 
-    .venv/bin/python benchmarks/bench_serve_load.py \\
-        --case ml1m-gmf-mgqe=runs/ml1m-gmf-mgqe.safetensors@500 \\
-        --case ml1m-1bit-gcn=runs/ml1m-binary-gcn.safetensors@500 \\
-        --case synthetic-1M-1bit=synthetic@50
+    PYTHONPATH=src PYTHON=.venv/bin/python QREC_DATA_DIR=../shared/data \
+        bash benchmarks/serve_load_artifacts.sh runs/serve-load          # the two trained artifacts, once
+    PYTHONPATH=src .venv/bin/python benchmarks/bench_serve_load.py \
+        --case ml1m-gmf-mgqe=runs/serve-load/ml1m-gmf-mgqe.safetensors@500 \
+        --case gowalla-1bit-gcn=runs/serve-load/gowalla-binary-gcn.safetensors@500 \
+        --case synthetic-1M-1bit=synthetic@50 --seconds 10 --repeats 3
+
+The artifacts (``benchmarks/serve_load_artifacts.sh`` has the exact commands): ML-1M GMF with MGQE tables
+(``qrec train --dataset ml-1m-seq --min-count 5 --model gmf --embedding mgqe64x256/64@0.1 --epochs 3
+--threads 1``, then ``qrec export``; ML-1M as SASRec's preprocessed sequences, since the shared data has no
+``ratings.dat``), the Gowalla 1-bit GCN (``qrec train --dataset gowalla --protocol given --model binary-gcn
+--epochs 1 --batch-size 8192 --lr 5e-3 --k 20 --eval-every 2 --threads 1``, then ``qrec export``) and a
+synthetic 1M-item 1-bit artifact this script builds. Short runs: serving speed does not depend on the weights.
 
 Each case is ``LABEL=ARTIFACT@RATE``; ``synthetic`` builds a 1-bit artifact of ``--synthetic-items`` random
 items (4 layers of d = 64 sign bits + scales, ``--synthetic-users`` users with 20 seen items each) first.
@@ -27,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import platform
@@ -164,7 +174,7 @@ async def run_rate(port: int, users: np.ndarray, rate: float, seconds: float, in
     async def send(user, at):
         async with gate:
             try:
-                await asyncio.wait_for(_one(conns, int(user), latencies, failures, at), GRACE)
+                await _within(_one(conns, int(user), latencies, failures, at), GRACE)
             except asyncio.TimeoutError:  # unanswered for GRACE seconds: failed (its latency is not known)
                 print(f"  request timed out after {GRACE} s", file=sys.stderr)
                 failures.append(user)
@@ -182,6 +192,15 @@ async def run_rate(port: int, users: np.ndarray, rate: float, seconds: float, in
     elapsed = time.perf_counter() - start
     conns.close()
     return _summary(latencies, failures + [None] * len(late), elapsed)
+
+
+async def _within(job, seconds: float):
+    """``await job``, cancelled after ``seconds``: a timer on Python 3.11+ (``wait_for`` wraps every request in
+    a task of its own, CPU the client takes from the server it shares the cores with)."""
+    if not hasattr(asyncio, "timeout"):  # Python 3.10
+        return await asyncio.wait_for(job, seconds)
+    async with asyncio.timeout(seconds):
+        return await job
 
 
 async def run_max(port: int, users: np.ndarray, concurrency: int, seconds: float, seed: int) -> dict:
@@ -255,6 +274,8 @@ def main() -> None:
             for mode in ("rate", "max"):
                 runs, batching = [], []
                 for r in range(args.repeats):
+                    gc.collect()
+                    gc.freeze()  # the client's torch and model out of its collector's sight, as qrec serve does
                     with server(path, args.max_batch) as (url, port, pid):
                         job = (run_rate(port, users, float(rate), args.seconds, args.in_flight, r) if mode == "rate"
                                else run_max(port, users, args.concurrency, args.seconds, r))

@@ -10,7 +10,9 @@ training items masked, Recall@K over the user's test items, NDCG@K); only the tr
 * ``reference``: LightGCN's own code: BPR with one uniform negative, batch 2048, Adam lr 1e-3;
 * ``preset``: qrec's ``gcn-gowalla`` preset until now: BPR, batch 8192, Adam lr 5e-3;
 * ``fast``: the shared-negative sampled softmax (``loss = "softmax"``, ``LightGCN.ranking_loss``): each
-  positive against the batch's first ``negatives`` uniform negatives at once, batch 8192, Adam lr 5e-3.
+  positive against the batch's first 1,024 uniform negatives at once, logits / 0.25, batch 8192, Adam lr 5e-3,
+  and an L2 weight of 0.1 on the batch's layer-0 rows (1e-4 lets the softmax overfit from epoch ~10: see
+  RESULTS.md, gcn-gowalla-fast).
 
 Each run is ``qrec.train.fit`` in a run folder (``--runs``/<dataset>-<recipe>-s<seed>), extended a chunk of
 ``eval_every`` epochs at a time until its training seconds pass ``--budget-minutes``: a checkpoint resumes
@@ -42,7 +44,8 @@ BASE = dict(model="lightgcn", protocol="given", ks=(20, 50), select_metric="ndcg
 RECIPES = {
     "reference": dict(batch_size=2048, lr=1e-3, eval_every=2),
     "preset": dict(batch_size=8192, lr=5e-3, eval_every=5),
-    "fast": dict(batch_size=8192, lr=5e-3, eval_every=2, model_options={"loss": "softmax", "negatives": 1024}),
+    "fast": dict(batch_size=8192, lr=5e-3, eval_every=2,
+                 model_options={"loss": "softmax", "negatives": 1024, "temperature": 0.25, "reg": 0.1}),
 }
 TARGETS = {"gowalla": 0.1824}  # LightGCN-PyTorch's README, Recall@20 after 1,000 epochs
 
@@ -83,6 +86,24 @@ def run_curve(dataset: str, recipe: str, seed: int, budget_s: float, threads: in
     return record
 
 
+def record_from_run(run: Path, dataset: str) -> dict:
+    """A curve record from a run folder's checkpoint or a qrec record (``results/<preset>/*.json``) of any recipe."""
+    from qrec.train.checkpoint import load_checkpoint
+
+    if run.suffix == ".json":
+        ckpt = json.loads(run.read_text())
+        ckpt["state"] = {"history": ckpt["history"]}
+        run = run.with_suffix("")
+    else:
+        ckpt = load_checkpoint(run / "checkpoint.pt")
+    cfg = ckpt["config"]
+    opts = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("model_options", {}).items()))
+    recipe = f"{run.name}: batch {cfg['batch_size']}, lr {cfg['lr']:g}" + (f", {opts}" if opts else "")
+    return {"dataset": dataset, "recipe": recipe, "seed": cfg["seed"], "config": cfg,
+            "machine": f"{cfg.get('device', 'cpu')}, {cfg.get('threads')} threads (from the run)",
+            "points": curve_points(ckpt["state"]["history"])}
+
+
 def first_reaching(points: list[dict], target: float | None) -> str:
     hit = next((p for p in points if target is not None and p["recall@20"] >= target), None)
     return f"{hit['train_seconds'] / 60:.1f} (epoch {hit['epoch']})" if hit else "-"
@@ -100,7 +121,7 @@ def summary(records: list[dict], target: float | None) -> None:
                  f"min to recall@20 >= {100 * target:.2f}" if target else "min to target"])
 
 
-def plot(records: list[dict], target: float | None, path: Path) -> None:
+def plot(records: list[dict], target: float | None, path: Path, by: str = "minutes", threads: int = 2) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,11 +129,11 @@ def plot(records: list[dict], target: float | None, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for r in records:
-        x = [p["train_seconds"] / 60 for p in r["points"]]
+        x = [p["train_seconds"] / 60 if by == "minutes" else p["epoch"] for p in r["points"]]
         for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
-            ax.plot(x, [100 * p[metric] for p in r["points"]], label=f"{r['recipe']} s{r['seed']}")
+            ax.plot(x, [100 * p[metric] for p in r["points"]], marker=".", label=f"{r['recipe']} s{r['seed']}")
     for ax, metric in zip(axes, ("Recall@20 %", "NDCG@20 %")):
-        ax.set_xlabel("training minutes (2 CPU threads)")
+        ax.set_xlabel(f"training minutes ({threads} CPU threads)" if by == "minutes" else "epoch")
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
     if target:
@@ -136,9 +157,20 @@ def main(argv=None) -> None:
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "time-to-quality", help="curve records")
     ap.add_argument("--figure", type=Path, default=None, help="default: docs/figures/time-to-quality-<dataset>.png")
     ap.add_argument("--report-only", action="store_true", help="table and figure from the records, no training")
+    ap.add_argument("--from-runs", type=Path, nargs="+", default=[],
+                    help="instead of training: curve records from these run folders' checkpoints or qrec records (any recipe)")
+    ap.add_argument("--by", choices=["minutes", "epoch"], default="minutes", help="the figure's x axis")
     args = ap.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     target = TARGETS.get(args.dataset)
+    if args.from_runs:
+        records = [record_from_run(run, args.dataset) for run in args.from_runs]
+        for run, record in zip(args.from_runs, records):
+            (args.out / f"{args.dataset}-run-{run.name}.json").write_text(json.dumps(record, indent=1))
+        summary(records, target)
+        plot(records, target, args.figure or ROOT / "docs" / "figures" / f"time-to-quality-{args.dataset}-runs.png",
+             args.by, args.threads)
+        return
     records = []
     for recipe in args.recipes:
         for seed in args.seeds:
@@ -152,7 +184,8 @@ def main(argv=None) -> None:
     if not records:
         sys.exit("no records to report")
     summary(records, target)
-    plot(records, target, args.figure or ROOT / "docs" / "figures" / f"time-to-quality-{args.dataset}.png")
+    plot(records, target, args.figure or ROOT / "docs" / "figures" / f"time-to-quality-{args.dataset}.png", args.by,
+         args.threads)
 
 
 if __name__ == "__main__":

@@ -1,16 +1,21 @@
 """The command line's surface: help with defaults on every option, ``--version``, one cut-off spelling (old
-ones kept with a deprecation note), ``evaluate``'s table and ``--json``, ``--dry-run``'s timed probe."""
+ones kept with a deprecation note), ``evaluate``'s table and ``--json``, ``--dry-run``'s timed probe, a quiet
+stop when the reader of the output goes away."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from qrec import __version__
-from qrec.cli import _all_parsers, main, parser
+from qrec.cli import PIPE_CLOSED, _all_parsers, main, parser
 from test_train_cli import _gmf_preset
 
 
@@ -121,3 +126,31 @@ def test_probe_gives_a_positive_estimate_without_training_a_run(seq_file):
 
     cfg = RunConfig(dataset="sequences", data_path=str(seq_file), dim=8, threads=1, batch_size=8)
     assert probe_epoch_seconds(cfg) > 0
+
+
+def test_a_closed_pipe_stops_a_command_quietly(seq_file):
+    """``qrec data info ... | head``: the reader is gone before the first write; no traceback, no error line
+    (the interpreter's last flush included), status 141."""
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[1] / "src"))
+    proc = subprocess.Popen([sys.executable, "-m", "qrec.cli", "data", "info", "sequences", "--path", str(seq_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc.stdout.close()  # before the interpreter has even started: every write meets a closed pipe
+    err = proc.stderr.read().decode()
+    assert (proc.wait(timeout=120), err) == (PIPE_CLOSED, "")
+
+
+@pytest.mark.parametrize("argv", [["data", "list"], ["--help"], ["train", "--help"]])
+def test_every_command_stops_quietly_on_a_closed_pipe(argv, monkeypatch, capsys):
+    """In process, over a real pipe whose reading end is closed: ``main`` returns 141 and says nothing (help
+    text too: argparse ignores its own write errors, and the text left in the buffer meets the closed pipe
+    when ``main`` flushes)."""
+    read, write = os.pipe()
+    os.close(read)
+    with os.fdopen(write, "w") as closed:
+        monkeypatch.setattr(sys, "stdout", closed)
+        try:
+            code = main(argv)
+        except SystemExit as e:  # --help
+            code = e.code
+        monkeypatch.undo()
+    assert code == PIPE_CLOSED and capsys.readouterr().err == ""

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 
 from qrec.compress import EmbeddingTable, build_table, code_size
 from qrec.compress.base import tensor_bits
+from qrec.retrieval.topk import masked_topk
 
 N, DIM = 120, 64
 # Zipf-like training counts, with ties, and the popular rows scattered over the id space (not ids 0..k)
@@ -134,9 +136,16 @@ class TableConformance:
         assert torch.equal(served(ids), decoded[ids]) and torch.equal(served.all(), decoded)
         queries = torch.randn(5, self.dim, generator=torch.Generator().manual_seed(3))
         expected = (queries.double() @ decoded.double().T).float()
-        for method in ("lut", "decode"):
+        ranked = {}
+        exclude = sp.random(5, self.n, density=0.2, random_state=0, format="csr")
+        for method in ("auto", "lut", "decode"):  # auto: a table this small is kept decoded beside its codes
             served.method = method
+            assert (served.decoded() is not None) == (method == "auto")
             torch.testing.assert_close(served.scores(queries), expected, rtol=1e-5, atol=1e-5)
+            assert torch.equal(served(ids), decoded[ids])
+            ranked[method] = served.topk(queries, 4, exclude, offset=0.5)
+            want = masked_topk(served.scores(queries) + 0.5, 4, exclude)  # its own scores, ranked by the rule
+            assert torch.equal(ranked[method][0], want[0]) and torch.equal(ranked[method][1], want[1])
         assert served.serving_bits() == table.serving_bits()
 
     def test_training_forward_value_is_the_served_value(self):

@@ -344,3 +344,17 @@ def test_cli_data_info_of_a_derived_dataset(shared_data, isolated, monkeypatch, 
     monkeypatch.setenv("QREC_DATA_DIR", str(isolated / "data"))
     assert main(["data", "info", "ml-1m-seq"]) == 0
     assert "derived from ml-1m from QREC_DATA_DIR" in capsys.readouterr().out
+
+
+def test_cli_data_info_reads_repeated_pairs_as_asked(tmp_path, capsys):
+    import json
+
+    from qrec.cli import main
+
+    data = tmp_path / "dup.csv"
+    data.write_text("user,item\n1,a\n1,b\n2,a\n1,a\n")
+    assert main(["data", "info", "table", "--path", str(data)]) == 2
+    assert "line 5: duplicate interaction (user 1, item a)" in capsys.readouterr().err
+    for how in ("sum", "drop"):
+        assert main(["data", "info", "table", "--path", str(data), "--duplicates", how]) == 0
+        assert json.loads(capsys.readouterr().out)["interactions"] == 3

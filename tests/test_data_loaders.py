@@ -19,6 +19,7 @@ from qrec.data.loaders import (
     read_sequences,
     read_table,
 )
+from qrec.data.formats.tokens import REPEAT_HINT
 from qrec.errors import DataFormatError, DatasetNotFoundError
 
 
@@ -64,7 +65,7 @@ def test_movielens_dat_parses_and_factorizes(tmp_path):
         ("1::10::5::1\n1:11::5::2\n", 2, "expected a non-negative integer id, found '1:11'"),
         ("1::10::5::1\n1::10 ::5::2\n", 2, "unexpected blank; ratings.dat fields are separated by '::'"),
         ("1::10::5::1\n2::10::5::1\n1::10::4::3\n", 3,
-         "duplicate interaction (user 1, item 10); first given on line 1"),
+         "duplicate interaction (user 1, item 10); first given on line 1" + REPEAT_HINT),
         ("1::99999999999999999999::5::1\n", 1, "id '99999999999999999999' is too large"),
     ],
 )
@@ -86,7 +87,7 @@ def test_ml100k_crlf_and_blank_lines_keep_line_numbers(tmp_path):
     data = read_ml100k(write(tmp_path, "u.data", text, crlf=True))
     assert pairs(data) == {(196, 242), (186, 302)} and data.name == "ml-100k"
     bad = write(tmp_path, "bad.data", text + "\n196\t242\t1\t5\n")
-    with raises_at(bad, 5, "duplicate interaction (user 196, item 242); first given on line 1"):
+    with raises_at(bad, 5, "duplicate interaction (user 196, item 242); first given on line 1" + REPEAT_HINT):
         read_ml100k(bad)
 
 
@@ -125,7 +126,7 @@ def test_recbole_inter_string_tokens(tmp_path):
         ("user_id:token\titem_id:token\trating:float\n1\t2\t4\n1\t3\tgood\n", 3, "rating 'good' is not a number"),
         ("user_id:token\titem_id:token\n1\t2\n1\t3\t9\n", 3, "expected 2 fields, found 3"),
         ("user_id:token\titem_id:token\n1\t2\n\n1\t2\n", 4,
-         "duplicate interaction (user 1, item 2); first given on line 2"),
+         "duplicate interaction (user 1, item 2); first given on line 2" + REPEAT_HINT),
         ("user_id:token\titem_id:token\n1\t2\n1\n", 3, "missing item value"),
     ],
 )
@@ -230,7 +231,7 @@ def test_lightgcn_split_shares_one_id_space(tmp_path, crlf):
     "text, line, message",
     [
         ("0 1 2\n1 3\n0 4\n", 3, "user 0 already has a line (line 1); each user must appear on one line only"),
-        ("0 1 2\n1 3 4 3\n", 2, "item 3 appears twice for user 1 on this line"),
+        ("0 1 2\n1 3 4 3\n", 2, "item 3 appears twice for user 1 on this line" + REPEAT_HINT),
         ("0 1 2\n1 -3\n", 2, "expected a non-negative integer id, found '-3'"),
         ("0 1 2\n1 3.0\n", 2, "expected a non-negative integer id, found '3.0'"),
         ("0 1 2\n1,3\n", 2, "expected a non-negative integer id, found '1,3'"),
@@ -262,7 +263,7 @@ def test_sequences_keep_order_as_positions(tmp_path):
     "text, line, message",
     [
         ("1 5 6\n2 5\n1 7\n", 3, "user 1 already has a line (line 1); each user must appear on one line only"),
-        ("1 5 6\n2 5 8 5\n", 2, "item 5 appears twice for user 2 on this line"),
+        ("1 5 6\n2 5 8 5\n", 2, "item 5 appears twice for user 2 on this line" + REPEAT_HINT),
         ("1 5 6\n2 5 a\n", 2, "expected a non-negative integer id, found 'a'"),
     ],
 )
@@ -292,7 +293,7 @@ def test_lastfm_is_one_based_with_counts(tmp_path):
     [
         ("1\t3\t10\n0\t1\t4\n", 2, "user ids are 1-based, found 0"),
         ("1\t3\t10\n2\tx\t4\n", 2, "item id 'x' is not an integer"),
-        ("1\t3\t10\n1\t3\t4\n", 2, "duplicate interaction (user 1, item 3); first given on line 1"),
+        ("1\t3\t10\n1\t3\t4\n", 2, "duplicate interaction (user 1, item 3); first given on line 1" + REPEAT_HINT),
         ("1\t3\t10\n1\t4\n", 2, "missing count value"),
         ("1\t3\n", 1, "expected 3 fields (user, artist, count), found 2"),
     ],
@@ -441,3 +442,31 @@ def test_an_id_far_beyond_the_others_is_refused_not_allocated(tmp_path, reader, 
     paths = [write(tmp_path, n, text) for n, text in zip(("train.txt", "test.txt"), files)]
     with raises_at(tmp_path / where, line, message):
         reader(*paths)
+
+
+# --------------------------------------------------------------------------------------------
+# Repeated pairs summed or dropped instead of refused (the rule of qrec.data.duplicates)
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("reader, files", [
+    (lambda p, **kw: read_movielens_dat(p[0], **kw), {"ratings.dat": "1::10::5::1\n2::10::3::1\n1::10::4::3\n"}),
+    (lambda p, **kw: read_ml100k(p[0], **kw), {"u.data": "1\t10\t5\t1\n2\t10\t3\t1\n1\t10\t4\t3\n"}),
+    (lambda p, **kw: read_sequences(p[0], **kw), {"seq.txt": "1 10\n2 10\n"}),
+    (lambda p, **kw: read_lightgcn_split(*p, **kw).train, {"train.txt": "1 10\n2 10\n", "test.txt": "0 1\n"}),
+    (lambda p, **kw: read_lastfm(*p, **kw).train, {"data1.txt": "1\t10\t5\n2\t10\t3\n1\t10\t4\n", "test1.txt": "1\t2\t1\n"}),
+])
+def test_every_reader_sums_or_drops_repeats_when_asked(tmp_path, reader, files):
+    paths = [write(tmp_path, name, text) for name, text in files.items()]
+    if "seq.txt" in files or "train.txt" in files:  # per-user lines: the repeat is within user 1's line
+        paths[0].write_text(paths[0].read_text().replace("1 10\n", "1 10 11 10\n"))
+    with pytest.raises(DataFormatError, match="duplicates='sum' or 'drop'"):
+        reader(paths)
+    summed, dropped = reader(paths, duplicates="sum"), reader(paths, duplicates="drop")
+    assert pairs(summed) == pairs(dropped)
+    assert len(summed) == len(pairs(summed)) == len(dropped)
+    first = int(np.flatnonzero((summed.user_ids[summed.users] == 1) & (summed.item_ids[summed.items] == 10))[0])
+    if summed.ratings is not None and dropped.ratings is not None:  # ratings summed, or the first row's kept
+        assert summed.ratings[first] == 9 and dropped.ratings[first] == 5
+    else:  # no ratings in the file: the sum counts the repeats
+        assert summed.ratings[first] == 2 and dropped.ratings is None

@@ -306,3 +306,35 @@ def test_property_oracle_scores_one_and_orderings(problem):
     for k_lo, k_hi in zip(ks, ks[1:]):
         assert np.all(a[f"hr@{k_lo}"] <= a[f"hr@{k_hi}"])
         assert np.all(a[f"recall@{k_lo}"] <= a[f"recall@{k_hi}"] + 1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(problems(), st.sampled_from(["test", "min"]), st.lists(st.booleans(), min_size=2, max_size=2))
+def test_property_ranking_by_a_topk_fn_matches_the_reference(problem, denominator, masks):
+    """``topk_fn`` (a model's fused top-k) in place of ranking the scores: the same metrics, with the
+    exclusions of every matrix handed over as one per batch."""
+    from qrec.retrieval.topk import masked_topk
+
+    scores, truth, train, ks = problem
+    excludes = [m for m, keep in zip((train, sp.csr_matrix(train.toarray()[::-1].copy())), masks) if keep]
+    calls = []
+
+    def topk_fn(users, k, exclude):
+        calls.append(exclude.shape)
+        return masked_topk(scores[users].clone(), k, exclude)
+
+    result, per_user = evaluate_full_ranking(
+        lambda u: scores[u], np.arange(scores.shape[0]), truth, excludes, ks=ks, metrics=ALL_METRICS,
+        recall_denominator=denominator, batch_size=4, return_per_user=True, topk_fn=topk_fn,
+    )
+    reference = ref_evaluate(scores.numpy(), truth, excludes, sorted(set(ks)), denominator)
+    if reference["user"]:
+        assert_matches_reference(result, per_user, reference, [f"{m}@{k}" for k in sorted(set(ks)) for m in ALL_METRICS])
+        assert all(shape[1] == scores.shape[1] for shape in calls)
+
+
+def test_a_topk_fn_of_the_wrong_shape_is_a_clear_error():
+    truth = sp.csr_matrix(np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match="topk_fn returned"):
+        evaluate_full_ranking(lambda u: torch.zeros(len(u), 3), np.arange(3), truth, ks=(2,),
+                              topk_fn=lambda u, k, e: (torch.zeros(len(u), 1, dtype=torch.long), torch.zeros(len(u), 1)))

@@ -56,7 +56,7 @@ def records(seq_file, tmp_path_factory):
 
 def test_ptq_writes_a_record_per_row_that_no_grid_takes_for_a_run(records):
     rows = sorted((records / "results" / "ptq").glob("*.json"))
-    assert len(rows) == 7  # float32, sq8-ptq, sq2-ptq, q8, q2, lr2, dpq8x4c
+    assert len(rows) == 8  # float32, sq8-ptq, sq2-ptq, q8, q2, lr2, dpq8x4c, popularity
     rec = json.loads(rows[0].read_text())
     assert rec["kind"] == "ptq" and "config" not in rec and rec["ptq_of_config"]["embedding"] == "full"
     from qrec.experiments.runner import finished_runs
@@ -92,7 +92,7 @@ def test_report_of_any_folder_into_a_new_folder(records):
     out = records / "reports" / "deep" / "REPORT.md"
     assert main(["report", "--results", str(records / "results"), "--output", str(out)]) == 0
     text = out.read_text()
-    assert "## adhoc" in text and "## ptq" in text and "from 11 records" in text
+    assert "## adhoc" in text and "## ptq" in text and "from 12 records" in text  # 4 runs, 8 ptq rows
     row = next(line for line in text.splitlines() if "| `full` |" in line)
     assert "| 2 |" in row and "±" in row  # two seeds: mean +/- std
     ptq_rows = text.split("## ptq")[1]

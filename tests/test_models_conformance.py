@@ -3,7 +3,8 @@
 ``RecommenderConformance`` is a mixin, as ``TableConformance`` is for tables: a backbone x table spec joins with
 a short subclass naming ``model`` and ``spec``. Each runs the same checks: pairwise scores equal the all-item
 scores, the model's top-k is the deterministic ranking of its masked scores, one training step of its
-``loss_kind`` works through the declared protocol alone, and the served artifact scores like the model.
+``loss_kind`` works through the declared protocol alone (a model that learns nothing, popularity, declares
+``loss_kind = "none"`` and refuses a step instead), and the served artifact scores like the model.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ class RecommenderConformance:
     spec: str = "full"
     options: dict = {}
     tol: float = 1e-5
+    learns: bool = True  # False: nothing to train (popularity): no parameters, no training step
 
     def make(self, split) -> Recommender:
         torch.manual_seed(0)
@@ -42,6 +44,8 @@ class RecommenderConformance:
 
     def trained(self, split) -> Recommender:
         model = self.make(split)
+        if not self.learns:
+            return model.eval()
         batch = next(iter(self._batches(model, split)))
         opt = torch.optim.Adam(model.parameters(), lr=1e-2, betas=model.adam_betas)
         for _ in range(2):
@@ -63,6 +67,11 @@ class RecommenderConformance:
 
     def test_loss_kind_is_declared_and_a_step_is_finite(self, split):
         model = self.make(split)
+        if not self.learns:
+            assert model.loss_kind == "none" and not list(model.parameters())
+            with pytest.raises(RuntimeError, match="nothing to train"):
+                model.training_loss({})
+            return
         assert model.loss_kind in ("pointwise", "bpr", "sequence")
         loss = model.training_loss(next(iter(self._batches(model, split))))
         assert loss.dim() == 0 and torch.isfinite(loss)
@@ -151,3 +160,7 @@ class TestBinaryGCN(RecommenderConformance):
 
 class TestLowBitGCN(RecommenderConformance):
     model, options = "lowbit-gcn", {"bits": 2}
+
+
+class TestPopularity(RecommenderConformance):
+    model, learns = "pop", False

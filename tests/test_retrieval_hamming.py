@@ -114,8 +114,8 @@ def test_binary_codes_sizes_and_errors():
 
 @settings(max_examples=40, deadline=None)
 @given(B=st.integers(1, 9), N=st.integers(1, 300), L=st.integers(1, 3), d=st.sampled_from([8, 64, 70]),
-       k=st.integers(1, 40), coarse=st.booleans(), chunk=st.sampled_from([1, 7, 4096]), seed=st.integers(0, 2**31 - 1))
-def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k, coarse, chunk, seed):
+       k=st.integers(1, 40), coarse=st.booleans(), parts=st.sampled_from([1, 3, 7]), seed=st.integers(0, 2**31 - 1))
+def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k, coarse, parts, seed):
     """The compiled top-k (no score matrix) returns exactly topk_deterministic of the masked scores: same
     items in the same order, same values, ties to the lower index, masked items only in a short row's tail."""
     import scipy.sparse as sp
@@ -136,6 +136,36 @@ def test_fused_topk_equals_deterministic_topk_of_the_masked_scores(B, N, L, d, k
     scores = score_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, backend="numba").clone()
     scores[torch.from_numpy(seen.toarray() != 0)] = -torch.inf
     want_i, want_v = topk_deterministic(scores, k)
-    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, chunk=chunk)
+    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, parts=parts)
     assert torch.equal(got_v, want_v)
     assert torch.equal(got_i, want_i)
+
+
+@settings(max_examples=25, deadline=None)
+@given(B=st.sampled_from([1, 63, 64, 65, 130]), N=st.integers(1, 200), W=st.integers(1, 2), k=st.integers(1, 12),
+       threads=st.sampled_from([1, 2]), parts=st.sampled_from([None, 1, 5]), seed=st.integers(0, 2**16))
+def test_fused_topk_equals_a_float64_brute_force_across_query_blocks(B, N, W, k, threads, parts, seed):
+    """Unit scales: the score is the integer ``d - 2 popcount``; a float64 brute force (np.lexsort) ranks
+    the same, whatever the query blocks (64 lanes, the last padded), item parts and threads."""
+    import scipy.sparse as sp
+
+    k, d = min(k, N), 64 * W
+    g = torch.Generator().manual_seed(seed)
+    xu, xi = torch.randn(B, 1, d, generator=g), torch.randn(N, 1, d, generator=g)
+    xi[N // 2:] = xi[: N - N // 2].clone()  # repeated codes: exact ties
+    cu, ci = BinaryCodes.from_float(xu, torch.ones(B, 1)), BinaryCodes.from_float(xi, torch.ones(N, 1))
+    seen = sp.random(B, N, density=0.2, format="csr", random_state=seed)
+    exact = unpack_signs(cu.bits[:, 0], d).double() @ unpack_signs(ci.bits[:, 0], d).double().T
+    exact[torch.from_numpy(seen.toarray() != 0)] = -np.inf
+    order = np.stack([np.lexsort((np.arange(N), -row))[:k] for row in exact.numpy()])
+    got_i, got_v = hm.topk_layers(cu.bits, cu.scales, ci.bits, ci.scales, d, k, exclude=seen, n_threads=threads, parts=parts)
+    np.testing.assert_array_equal(got_i.numpy(), order)
+    np.testing.assert_array_equal(got_v.numpy(), np.take_along_axis(exact.numpy(), order, 1).astype(np.float32))
+
+
+def test_fused_topk_with_no_users_or_a_k_beyond_the_items():
+    c = BinaryCodes.from_float(torch.randn(4, 1, 64), torch.rand(4, 1))
+    top, val = hm.topk_layers(c.bits[:0], c.scales[:0], c.bits, c.scales, 64, 2)
+    assert top.shape == (0, 2) and val.shape == (0, 2)
+    with pytest.raises(ValueError, match="k must be"):
+        hm.topk_layers(c.bits, c.scales, c.bits, c.scales, 64, 5)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
@@ -109,3 +110,42 @@ def test_pq_topk_equals_ranking_the_masked_score_matrix(monkeypatch, D, bits, s,
 def test_pq_topk_refuses_a_k_beyond_the_rows():
     with pytest.raises(ValueError, match="k must be"):
         pqscan.pq_topk(torch.randn(2, 4), torch.zeros(3, 2, dtype=torch.uint8), torch.randn(2, 4, 2), 4)
+
+
+def _reference_topk(scores: np.ndarray, k: int, masked: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """float64 brute force: per query, -inf on the masked rows, then (score desc, row asc) by lexsort."""
+    s = np.where(masked, -np.inf, scores)
+    order = np.stack([np.lexsort((np.arange(s.shape[1]), -row))[:k] for row in s])
+    return order, np.take_along_axis(s, order, 1)
+
+
+@settings(max_examples=40, deadline=None)
+@given(D=st.sampled_from([1, 3, 8, 16]), n=st.integers(1, 300), B=st.sampled_from([1, 7, 64, 65, 150]),
+       k=st.integers(1, 40), parts=st.sampled_from([None, 1, 4, 9]), threads=st.sampled_from([1, 2]),
+       density=st.sampled_from([0.0, 0.3, 0.97]), seed=st.integers(0, 2**16))
+def test_fused_lut_topk_equals_a_float64_brute_force(D, n, B, k, parts, threads, density, seed):
+    """Integer centroids and queries: every score is an exact small integer in float32 and float64 alike, so
+    the fused scan must return the brute force's very ranking: heavy ties to the lower row, masked rows only
+    in a short row's tail, across query blocks (64 lanes, padded), item parts and threads."""
+    import scipy.sparse as sp
+
+    k = min(k, n)
+    g = torch.Generator().manual_seed(seed)
+    codebook = torch.randint(-3, 4, (D, 4, 2), generator=g).float()
+    codes = torch.randint(0, 4, (n, D), generator=g).to(torch.uint8)
+    queries = torch.randint(-2, 3, (B, 2 * D), generator=g).float()
+    exclude = sp.random(B, n, density=density, format="csr", random_state=seed)
+    top, val = pqscan.pq_topk(queries, codes, codebook, k, exclude, "lut", 0.5, n_threads=threads, parts=parts)
+    want_i, want_v = _reference_topk(_reference(queries, codes, codebook).numpy() + 0.5, k, exclude.toarray() != 0)
+    np.testing.assert_array_equal(top.numpy(), want_i)
+    np.testing.assert_array_equal(val.numpy(), want_v.astype(np.float32))
+
+
+def test_fused_lut_topk_with_no_queries_and_k_equal_to_the_rows():
+    codebook, codes = torch.randn(2, 16, 4), torch.randint(0, 16, (5, 2)).to(torch.uint8)
+    top, val = pqscan.pq_topk(torch.zeros(0, 8), codes, codebook, 3)
+    assert top.shape == (0, 3) and val.shape == (0, 3)
+    queries = torch.randn(3, 8)
+    top, val = pqscan.pq_topk(queries, codes, codebook, 5, parts=5)
+    ref = pq_scores(queries, codes, codebook, "lut")
+    assert torch.equal(val, ref.gather(1, top)) and torch.equal(top.sort(1).values, torch.arange(5).expand(3, 5))

@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qrec.retrieval.topk import masked_topk, sorted_csr, topk_deterministic
+from qrec.retrieval.topk import masked_topk, merged_topk, sorted_csr, topk_deterministic
 
 NEG_INF = float("-inf")
 
@@ -131,5 +131,29 @@ def test_sorted_csr_sorts_rows_and_checks_their_count():
     m = sp.csr_matrix((np.ones(3), np.array([5, 1, 3]), np.array([0, 3, 3])), shape=(2, 6))
     indptr, indices = sorted_csr(m, 2)
     assert indptr.tolist() == [0, 3, 3] and indices.tolist() == [1, 3, 5]
+    assert m.indices.tolist() == [5, 1, 3]  # the caller's matrix is left as it is
     with pytest.raises(ValueError, match="3 users"):
         sorted_csr(m, 3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(1, 12).flatmap(lambda n: st.tuples(
+        st.lists(st.lists(st.sampled_from([NEG_INF, -1.0, 0.0, 0.5, 2.0, float("inf")]), min_size=n, max_size=n),
+                 min_size=1, max_size=4),
+        st.integers(1, n),
+        st.lists(st.tuples(st.integers(0, 3), st.integers(0, n - 1)), max_size=20),
+    ))
+)
+def test_property_merged_topk_is_masked_topk_exactly(case):
+    """The compiled merge a server ranks a small table's scores with: same items, order and values."""
+    import scipy.sparse as sp
+
+    rows, k, masked = case
+    scores = np.array(rows, dtype=np.float32)
+    cells = sorted({(r, c) for r, c in masked if r < len(rows)})
+    exclude = sp.csr_matrix((np.ones(len(cells), np.float32), ([r for r, _ in cells], [c for _, c in cells])),
+                            shape=scores.shape) if cells else None
+    got = merged_topk(torch.from_numpy(scores), k, exclude)
+    want = masked_topk(torch.from_numpy(scores.copy()), k, exclude)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])

@@ -20,7 +20,7 @@ import pytest
 
 import qrec
 from qrec.serving.batcher import MicroBatcher
-from qrec.serving.http import MAX_USERS, create_app
+from qrec.serving.http import MAX_USERS, create_app, uvicorn_config
 
 
 def _free_port() -> int:
@@ -30,11 +30,13 @@ def _free_port() -> int:
 
 
 @contextlib.contextmanager
-def running(model):
-    """uvicorn in a thread on a free loopback port; stopped on exit."""
+def running(model, app=None):
+    """uvicorn in a thread on a free loopback port, configured as ``qrec serve`` runs it (``app``: else
+    ``create_app(model)``); stopped on exit."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(model), host="127.0.0.1", port=_free_port(), log_level="warning"))
+    app = create_app(model) if app is None else app
+    server = uvicorn.Server(uvicorn_config(app, port=_free_port(), log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -126,6 +128,21 @@ def test_bad_requests_get_4xx_json_and_the_server_stays_up(served_models):
         assert client.get("/nowhere").status_code == 404
         assert client.get("/health").json() == {"status": "ok"}
         assert client.post("/recommend", json={"user_ids": [user], "k": 2}).status_code == 200
+
+
+def test_the_front_and_the_documented_fastapi_route_answer_alike(served_models):
+    """``Front`` answers ``POST /recommend`` before FastAPI; FastAPI's own route (the API docs) runs the same
+    handler: equal answers and errors either way, and the request body's schema in the OpenAPI document."""
+    model = qrec.load(served_models["gmf"][1])
+    user = model.user_ids[0].item()
+    bodies = [{"user_ids": [user], "k": 3}, {"user_ids": [user], "k": 0}, {"user_ids": ["nobody"]}, {"users": [1]}]
+    answers = []
+    for app in (create_app(model), create_app(model).app):  # the front, then FastAPI's route alone
+        with running(model, app) as client:
+            answers.append([(r.status_code, r.json()) for r in (client.post("/recommend", json=b) for b in bodies)])
+            schema = client.get("/openapi.json").json()["paths"]["/recommend"]["post"]["requestBody"]
+            assert "user_ids" in schema["content"]["application/json"]["schema"]["properties"]
+    assert answers[0] == answers[1] and [status for status, _ in answers[0]] == [200, 400, 404, 422]
 
 
 def test_similar_on_a_model_without_item_embeddings_is_a_400(seq_file):

@@ -118,6 +118,46 @@ def test_fit_on_a_dataframe_with_string_ids_and_load_it_back(tmp_path):
         qrec.fit(df, duplicates="error", **FAST)
 
 
+@pytest.mark.parametrize("users", [[0], [3, 3, 0], [5, 1, 7, 2]])
+def test_seen_rows_are_the_rows_of_the_seen_matrix(served_models, users):
+    model = qrec.load(served_models["gmf"][1])
+    rows = np.array(users)
+    got = model._seen_rows(rows)
+    assert got.has_sorted_indices and (got != model.seen[rows]).nnz == 0 and got.shape == (len(rows), model.n_items)
+    mixed = model._exclusions(rows, np.arange(len(rows)) % 2 == 0, [np.array([1, 2])] * len(rows))
+    want = model.seen[rows].toarray() * (np.arange(len(rows)) % 2 == 0)[:, None]
+    want[:, [1, 2]] = 1
+    assert np.array_equal(mixed.toarray() != 0, want != 0)
+
+
+def _repeated_pairs(kind: str, tmp_path):
+    """Users 0-5, four items each out of 0-8, and user 0's item 1 given twice more: a file path, a DataFrame or a
+    COO matrix (which holds repeated entries; a CSR made from it has summed them already)."""
+    users = [u for u in range(6) for _ in range(4)] + [0, 0]
+    items = [(u + j) % 9 for u in range(6) for j in range(4)] + [1, 1]
+    frame = pd.DataFrame({"user": users, "item": items})
+    if kind == "file":
+        frame.to_csv(tmp_path / "dup.csv", index=False)
+        return str(tmp_path / "dup.csv")
+    if kind == "frame":
+        return frame
+    return sp.coo_matrix((np.ones(len(users), np.float32), (users, items)), shape=(6, 9))
+
+
+@pytest.mark.parametrize("kind", ["file", "frame", "matrix"])
+def test_fit_sums_drops_or_refuses_repeated_pairs_alike_for_every_input(kind, tmp_path):
+    data = _repeated_pairs(kind, tmp_path)
+    with pytest.raises(QrecError, match=r"duplicate interaction \(user 0, item 1\)"):
+        qrec.fit(data, model="pop", protocol="all", duplicates="error", ks=(3,), **FAST)
+    distinct = {(u, (u + j) % 9) for u in range(6) for j in range(4)}
+    users_per_item = np.bincount([i for _, i in distinct], minlength=9)
+    for how in ("sum", "drop"):  # one interaction per pair: the popularity model counts users, not rows
+        model = qrec.fit(data, model="pop", protocol="all", duplicates=how, ks=(3,), **FAST)
+        assert model.seen.nnz == len(distinct) and model.manifest["config"]["duplicates"] == how
+        items, scores = model.recommend(5, k=9, filter_seen=False)
+        assert scores.tolist() == users_per_item[items.astype(int)].tolist()
+
+
 def test_protocol_all_trains_on_everything_and_filters_it(seq_file):
     model = qrec.fit(str(seq_file), model="pop", protocol="all", **FAST)
     assert model.metrics["test"] == {} and model.manifest["config"]["protocol"] == "all"

@@ -7,8 +7,11 @@ import pytest
 import torch
 
 from qrec.cli import main
+from qrec.experiments.ptq import POPULARITY
+from qrec.models.evaluate import evaluate_model
+from qrec.models.registry import build_model
 from qrec.train.config import RunConfig
-from qrec.train.trainer import fit
+from qrec.train.trainer import fit, load_trained
 
 
 def _cfg(seq_file, **kw):
@@ -428,7 +431,8 @@ def test_ptq_table_of_a_trained_lightgcn(graph_dir, tmp_path, capsys):
     rows = [line for line in text.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
         "float32 (the trained LightGCN)", "1-bit final embedding", "1-bit final embedding, ITQ rotation",
-        "2-bit final embedding", "2-bit final embedding, ITQ rotation", "1-bit per layer (BiGeaR layer weights)"]
+        "2-bit final embedding", "2-bit final embedding, ITQ rotation", "1-bit per layer (BiGeaR layer weights)",
+        POPULARITY]
     assert rows[0].endswith("| 100.0% | 100.0% |")
     assert "| 9.4% |" in rows[1] and "| 9.4% |" in rows[2]  # (16 + 32) / (16 x 32) bits: 16 sign bits + a float32 step
     binary = tmp_path / "bgcn"
@@ -443,11 +447,19 @@ def test_ptq_table_of_a_trained_gmf(seq_file, tmp_path, capsys):
     assert main(["train", "--dataset", "sequences", "--path", str(seq_file), "--model", "gmf", "--epochs", "2",
                  "--dim", "8", "--batch-size", "64", "--threads", "1", "--out", str(out), "--quiet"]) == 0
     capsys.readouterr()
-    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]) == 0
+    records = tmp_path / "ptq-records"
+    assert main(["ptq", str(out), "--bits", "8", "1", "--specs", "lr2", "dpq8x4c", "mgqe4x4/2@0.5", "--records",
+                 str(records)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| ") and "codes" not in line]
     assert [r.split(" | ")[0][2:] for r in rows] == [
-        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4c", "mgqe4x4/2@0.5"]
+        "float32 (the trained gmf)", "sq8-ptq", "sq1-ptq", "q8", "q1", "lr2", "dpq8x4c", "mgqe4x4/2@0.5", POPULARITY]
     assert rows[0].endswith("| 100.0% | 100.0% |")
+    _, _, split = load_trained(out)  # the floor: the popularity model of the run's training data, as evaluated alone
+    pop = evaluate_model(build_model("pop", split, "full", "full", 1), split, "test", (10,))
+    assert rows[-1].startswith(f"| {POPULARITY} | {100 * pop['hr@10']:.2f} | {100 * pop['ndcg@10']:.2f} | ")
+    floor = [json.loads(f.read_text()) for f in records.glob("*popularity*.json")]
+    assert len(floor) == 1 and floor[0]["family"] == "popularity" and floor[0]["size"]["dense_bits"] == 0
+    assert main(["report", "--results", str(records), "--output", str(tmp_path / "R.md")]) == 0
     hr = [float(r.split(" | ")[1]) for r in rows]
     assert abs(hr[1] - hr[0]) <= abs(hr[2] - hr[0]) + 1e-9  # 8 bits hold the float model at least as well as 1
     mgqe = tmp_path / "mgqe"
@@ -589,3 +601,65 @@ smallest = "mgqe"
     assert json.loads(capsys.readouterr().out)["metrics"]["pairs"] > 0
     assert main(["evaluate", "runs/movielens-gmf-full-d8-s0"]) == 0
     assert "scored pairs: RMSE" in capsys.readouterr().out
+
+
+def test_a_relative_data_path_is_stored_absolute_and_the_run_works_from_elsewhere(seq_file, tmp_path, monkeypatch,
+                                                                                   capsys):
+    from qrec.train.checkpoint import load_checkpoint, save_checkpoint
+
+    here, elsewhere = tmp_path / "here", tmp_path / "elsewhere"
+    (here / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    (here / "data" / "s.txt").write_text(seq_file.read_text())
+    args = ["--dataset", "sequences", "--model", "gmf", "--dim", "8", "--batch-size", "64", "--threads", "1", "-q"]
+    monkeypatch.chdir(here)
+    assert main(["train", *args, "--path", "data/s.txt", "--epochs", "1", "--out", "run"]) == 0
+    ckpt = here / "run" / "checkpoint.pt"
+    assert load_checkpoint(ckpt)["config"]["data_path"] == str(here / "data" / "s.txt")
+    record = json.loads((here / "run" / "record.json").read_text())
+    assert record["config"]["data_path"] == str(here / "data" / "s.txt")
+
+    monkeypatch.chdir(elsewhere)  # evaluate, and resume with the path as typed from here: the same run
+    capsys.readouterr()
+    assert main(["evaluate", str(here / "run"), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["metrics"] == pytest.approx(record["metrics"]["test"])
+    assert main(["train", *args, "--path", "../here/data/s.txt", "--epochs", "2", "--out", str(here / "run")]) == 0
+    assert load_checkpoint(ckpt)["state"]["epoch"] == 2
+
+    saved = load_checkpoint(ckpt)  # a checkpoint from before: its path as typed, relative to where it was trained
+    saved["config"]["data_path"] = "data/s.txt"
+    save_checkpoint(ckpt, saved)
+    monkeypatch.chdir(here)
+    assert main(["evaluate", "run", "--json"]) == 0
+    assert main(["train", *args, "--path", "data/s.txt", "--epochs", "3", "--out", "run"]) == 0  # resumes
+    assert load_checkpoint(ckpt)["state"]["epoch"] == 3
+
+
+def test_cli_train_sums_or_drops_repeated_pairs_only_when_asked(tmp_path, capsys):
+    data = tmp_path / "dup.csv"
+    data.write_text("user,item\n" + "".join(f"{u},{i}\n" for u in range(20) for i in range(u % 5, u % 5 + 12))
+                    + "3,5\n")
+    args = ["train", "--dataset", "table", "--path", str(data), "--model", "pop", "--epochs", "1", "-q"]
+    capsys.readouterr()
+    assert main([*args, "--out", str(tmp_path / "refused")]) == 2
+    assert f"{data}, line 242: duplicate interaction (user 3, item 5); first given on line 40" in capsys.readouterr().err
+    for how in ("sum", "drop"):
+        assert main([*args, "--duplicates", how, "--out", str(tmp_path / how)]) == 0
+        assert json.loads((tmp_path / how / "record.json").read_text())["config"]["duplicates"] == how
+
+
+def test_a_grid_on_a_file_with_repeated_pairs_reads_them_as_asked(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    rows = [(u, i, t) for u in range(40) for t, i in enumerate(rng.choice(50, 15, replace=False))]
+    (tmp_path / "dup.csv").write_text("user,item,timestamp\n" + "".join(f"{u},{i},{t}\n" for u, i, t in rows)
+                                      + f"{rows[0][0]},{rows[0][1]},99\n")
+    args = ["experiment", "mgqe-table3", "--dataset", "table", "--path", "dup.csv", "--only", "gmf-full-s0",
+            "--max-runs", "1", "--threads", "1"]
+    capsys.readouterr()
+    assert main([*args, "--dry-run"]) == 0  # the plan names why it cannot estimate the run
+    assert "line 602: duplicate interaction (user 0, item 10); first given on line 2" in capsys.readouterr().out
+    assert main([*args, "--duplicates", "drop"]) == 0
+    (record_file,) = (tmp_path / "results" / "mgqe-table3-dup").glob("*.json")
+    config = json.loads(record_file.read_text())["config"]
+    assert config["duplicates"] == "drop" and config["data_path"] == str(tmp_path / "dup.csv")

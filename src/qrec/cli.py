@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -86,6 +87,15 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--device", help=f"cpu or cuda (default: {d('device')})")
     g.add_argument("--given-test", choices=["error", "drop", "keep"],
                    help="pre-split data: test rows without a trained user or item, or also in training (default error)")
+    _duplicates_option(g)
+
+
+def _duplicates_option(p) -> None:
+    from qrec.data.duplicates import DUPLICATES
+
+    p.add_argument("--duplicates", choices=DUPLICATES, help="a (user, item) pair given twice in the data file: an "
+                   "error naming its line (default), or one interaction with the ratings (else the count) summed "
+                   "and the latest time, or its first row kept (drop); qrec.fit's duplicates= does the same")
 
 
 def _add_console_options(p: argparse.ArgumentParser) -> None:
@@ -101,7 +111,7 @@ def _config(args):
     from qrec.train.config import RunConfig
 
     keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test"]
+            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test", "duplicates"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)
@@ -267,7 +277,7 @@ def cmd_data(args) -> int:
         for name, about in list_datasets().items():
             print(f"{name:20s} {about}")
         return 0
-    data = load_dataset(args.name, path=args.path)
+    data = load_dataset(args.name, path=args.path, duplicates=args.duplicates or "error")
     info = {"dataset": args.name, "source": str(resolved_source(args.name, path=args.path))}
     info.update(describe(data))
     print(json.dumps(info, indent=1, default=str))
@@ -287,7 +297,8 @@ def cmd_experiment(args) -> int:
     report = Path("RESULTS.md") if results == Path("results") else results / "RESULTS.md"  # never clobber ours
     failed = run_preset(args.preset, results_dir=results, report=report, max_runs=args.max_runs,
                         seeds=args.seeds, only=args.only, dry_run=args.dry_run, threads=args.threads,
-                        device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path)
+                        device=args.device, jobs=args.jobs, dataset=args.dataset, data_path=args.path,
+                        duplicates=args.duplicates)
     return 1 if failed else 0
 
 
@@ -374,6 +385,7 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--dataset", help="run the grid on this dataset instead (registered name, or the format of "
                                      "--path); records go to results/<preset>-<dataset>/")
     x.add_argument("--path", help="a local file or folder for --dataset (records: results/<preset>-<file stem>/)")
+    _duplicates_option(x)
     x.set_defaults(fn=cmd_experiment)
 
     r = sub.add_parser("report", help="a Markdown report (RESULTS.md) of any folder of records: mean +/- std over seeds")
@@ -424,6 +436,7 @@ def parser() -> argparse.ArgumentParser:
     di = dsub.add_parser("info", help="counts, sparsity, popularity skew")
     di.add_argument("name", help="registered name (qrec data list)")
     di.add_argument("--path", help="a local file or folder instead of the registered places")
+    _duplicates_option(di)
     dt.set_defaults(fn=cmd_data)
     _finish(p, sub)
     return p
@@ -469,10 +482,22 @@ def _all_parsers(sub):
 
 
 def main(argv=None) -> int:
+    try:
+        try:
+            return _run(argv)
+        finally:  # a reader that stopped early (qrec ... | head) is found here, not at interpreter exit
+            sys.stdout.flush()
+    except BrokenPipeError:  # from a command, or from the flush (also after argparse's --help and exit)
+        return _reader_gone()
+
+
+def _run(argv) -> int:
     args = parser().parse_args(argv)
     setup_console(-1 if args.quiet else args.verbose)
     try:
         return args.fn(args)
+    except BrokenPipeError:
+        raise
     except (QrecError, ValueError, OSError) as e:
         print(f"qrec: error: {e}", file=sys.stderr)
         return 2
@@ -482,6 +507,20 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print("qrec: interrupted; rerun the same command to resume from the last checkpoint", file=sys.stderr)
         return 130
+
+
+PIPE_CLOSED = 141  # what a shell reports for a writer stopped by SIGPIPE (128 + 13), as `yes | head` leaves it
+
+
+def _reader_gone() -> int:
+    """The reader of stdout went away (``qrec data list | head -1``): stop quietly, as shell tools do. stdout is
+    pointed at /dev/null first, so that the interpreter's last flush of what is still buffered raises nothing."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is no file (captured): nothing will be flushed to a closed pipe
+        pass
+    return PIPE_CLOSED
 
 
 if __name__ == "__main__":

@@ -11,6 +11,11 @@ variants one part per frequency group (its rows, their codes and the group's own
 (``DPQEmbedding``, ``MGQEEmbedding``) says how its export splits into parts (``coded_parts``) and decodes
 through the same parts, so the float table a trained model evaluates and the codes a server scores cannot
 disagree.
+
+A small table (decoded, at most ``DECODED_BYTES``) scored with ``method="auto"`` keeps its decoded rows once,
+beside the codes: a query then costs one matrix-vector product instead of decoding every row again (ML-1M's
+3,416-item MGQE table: 0.44 ms -> 0.05 ms a user, BENCHMARKS.md "Serving over HTTP"). The artifact and
+``serving_bits`` are still the codes; a large catalogue is scored from its codes alone.
 """
 
 from __future__ import annotations
@@ -22,8 +27,11 @@ import torch
 from qrec.compress.base import EmbeddingTable
 from qrec.quant.packing import unpack_bits
 from qrec.retrieval.pqscan import gather_centroids, pq_scores, pq_topk
+from qrec.retrieval.topk import merged_topk
 
-__all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes"]
+__all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes", "DECODED_BYTES"]
+
+DECODED_BYTES = 8 << 20  # float32 rows a served table keeps decoded, at most (ML-1M's items: 0.9 MiB)
 
 
 @dataclass
@@ -73,14 +81,21 @@ class CodedEmbedding(EmbeddingTable):
             for p, part in enumerate(self.parts):
                 self.part_of[part.rows] = p
                 self.position[part.rows] = torch.arange(len(part.rows), dtype=torch.int32)
+        self._decoded = self.all() if 4 * num_embeddings * dim <= DECODED_BYTES else None
 
     @property
     def spec(self) -> str:
         return self._spec
 
+    def decoded(self) -> torch.Tensor | None:
+        """The decoded rows kept beside the codes (small tables, ``method="auto"``), else None."""
+        return self._decoded if self.method == "auto" else None
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         flat = ids.reshape(-1).cpu()
-        if len(self.parts) == 1:
+        if self.decoded() is not None:  # the very rows the codes decode to
+            out = self._decoded.index_select(0, flat)
+        elif len(self.parts) == 1:
             out = self.parts[0].decode(flat)
         else:
             out = torch.empty(flat.numel(), self.dim)
@@ -96,6 +111,8 @@ class CodedEmbedding(EmbeddingTable):
     def scores(self, queries: torch.Tensor) -> torch.Tensor:
         """``queries @ table.T`` from the codes, ``(B, n)``."""
         queries = queries.detach().float().cpu()
+        if self.decoded() is not None:
+            return queries @ self._decoded.T
         if self.parts[0].rows is None:
             return pq_scores(queries, self.parts[0].codes, self.parts[0].codebook, self.method)
         out = queries.new_empty(queries.shape[0], self.num_embeddings)
@@ -105,7 +122,10 @@ class CodedEmbedding(EmbeddingTable):
 
     def topk(self, queries: torch.Tensor, k: int, exclude=None, offset: float = 0.0):
         """One part over all rows (DPQ, shared-centroid MGQE): scored block by block into a running top-k
-        (``pq_topk``), never the whole score matrix; several parts: score, then rank."""
+        (``pq_topk``), never the whole score matrix; several parts: score, then rank. A table kept decoded: one
+        product, then the compiled top-k merge."""
+        if self.decoded() is not None:
+            return merged_topk(self.scores(queries) + offset, k, exclude)  # + offset in float32, as pq_topk adds it
         if self.parts[0].rows is not None:
             return super().topk(queries, k, exclude, offset)
         part = self.parts[0]

@@ -49,6 +49,7 @@ from qrec.data.catalogue import (
     cache_dir,
     list_datasets,
 )
+from qrec.data.duplicates import check_option
 from qrec.data.fetch import _download, _sha256
 from qrec.data.interactions import Interactions, Split
 from qrec.errors import DataFormatError, DatasetNotFoundError
@@ -215,23 +216,26 @@ def resolved_source(name: str, path=None) -> Source:
 # --------------------------------------------------------------------------------------------
 
 
-def load_dataset(name: str, path=None, download: bool = True) -> Interactions | Split:
+def load_dataset(name: str, path=None, download: bool = True, duplicates: str = "error") -> Interactions | Split:
     """Load a registered dataset by name (see the module docstring for where it is looked for).
 
     Returns :class:`Interactions` for raw logs, :class:`Split` (protocol ``"given"``) for
     pre-split ones. Loading the same files twice in one process returns the cached object: treat
     it as read-only. Raises :class:`DatasetNotFoundError` listing every place looked at. A generated dataset's
-    name (``synthetic-powerlaw:...``) makes its data; ``path`` must then be None.
+    name (``synthetic-powerlaw:...``) makes its data; ``path`` must then be None. ``duplicates``: a (user,
+    item) pair given twice in a file is an ``"error"`` naming its line, or ``"sum"``-med / ``"drop"``-ped
+    (``qrec.data.duplicates``, the rule DataFrames and matrices follow too).
     """
+    check_option(duplicates)
     if _generator(name) is not None:
         if path is not None:
             raise DatasetNotFoundError(f"{name} is generated from its name; it reads no --path ({path})")
         return _generate(name)
     spec = _spec(name)
     if spec.computed is not None:
-        base = load_dataset(spec.computed.base, path=path, download=download)
+        base = load_dataset(spec.computed.base, path=path, download=download, duplicates=duplicates)
         _LAST_SOURCE[name] = _LAST_SOURCE[spec.computed.base]
-        return _computed(spec, base)
+        return _computed(spec, base, duplicates)
     if path is not None:
         source = _explicit(spec, Path(path))
     else:
@@ -240,15 +244,18 @@ def load_dataset(name: str, path=None, download: bool = True) -> Interactions | 
             source = _download_source(spec, looked, allowed=download and not _offline())
     _LAST_SOURCE[name] = source
     stamps = tuple((f.stat().st_size, f.stat().st_mtime_ns) for f in source.files)
-    return _load_files(name, source.layout, tuple(str(f) for f in source.files), stamps, source.kind)
+    return _load_files(name, source.layout, tuple(str(f) for f in source.files), stamps, source.kind, duplicates)
 
 
-def _computed(spec: DatasetSpec, base: Interactions) -> Interactions:
-    """``spec``'s data computed from ``base``, through a cache file keyed by the base files' sha256 and the
-    recipe (``$QREC_CACHE_DIR/<name>/<recipe>-<key>.npz``, written atomically), and kept per process."""
+def _computed(spec: DatasetSpec, base: Interactions, duplicates: str = "error") -> Interactions:
+    """``spec``'s data computed from ``base``, through a cache file keyed by the base files' sha256, the recipe
+    and how repeated pairs were read (``$QREC_CACHE_DIR/<name>/<recipe>-<key>.npz``, written atomically), and
+    kept per process."""
     if not isinstance(base, Interactions):
         raise DataFormatError(spec.computed.base, f"{spec.name} is computed from a raw log, not a pre-split dataset")
-    key = hashlib.sha256(repr((spec.computed.recipe, sorted(base.meta.get("sha256", {}).items()))).encode()).hexdigest()[:16]
+    recipe = (spec.computed.recipe, sorted(base.meta.get("sha256", {}).items()))
+    recipe += () if duplicates == "error" else (duplicates,)  # files without repeats keep their caches' names
+    key = hashlib.sha256(repr(recipe).encode()).hexdigest()[:16]
     path = cache_dir() / spec.name / f"{spec.computed.recipe}-{key}.npz"
     if path not in _COMPUTED:
         data = _read_computed(path, spec.name) if path.exists() else _write_computed(path, spec.computed.build(base))
@@ -344,12 +351,13 @@ def _derive_failed(spec: DatasetSpec, err: Exception) -> str:
 
 
 @functools.lru_cache(maxsize=16)
-def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, kind: str) -> Interactions | Split:
+def _load_files(name: str, layout: int, files: tuple[str, ...], stamps: tuple, kind: str,
+                duplicates: str = "error") -> Interactions | Split:
     """Read and hash the files once per (files, sizes, mtimes); ``stamps`` invalidates on change."""
     del stamps  # only part of the cache key
     spec = DATASETS[name]
     paths = tuple(Path(f) for f in files)
-    data = spec.layouts[layout].read(*paths, name=name)
+    data = spec.layouts[layout].read(*paths, name=name, duplicates=duplicates)
     hashes = {p.name: _sha256(p) for p in paths}
     _warn_on_mismatch(spec, paths, hashes, kind)
     parts = (data.train, data.valid, data.test) if isinstance(data, Split) else (data,)

@@ -39,14 +39,16 @@ def ranking_problem(split: Split, stage: str = "test", mask: str = "seen") -> tu
 
 def evaluate_split(score_fn: ScoreFn, split: Split, stage: str = "test", ks=(10,), recall_denominator: str = "test",
                    batch_size: int = 1024, progress: bool = False, mask: str = "seen",
-                   device: torch.device | str | None = None) -> dict:
-    """Full-ranking metrics of ``score_fn`` (user ids ``(B,)`` -> scores ``(B, n_items)``) at ``stage``."""
+                   device: torch.device | str | None = None, topk_fn=None) -> dict:
+    """Full-ranking metrics of ``score_fn`` (user ids ``(B,)`` -> scores ``(B, n_items)``) at ``stage``; ranked
+    by ``topk_fn`` when given (``evaluate_full_ranking``)."""
     users, truth, exclude = ranking_problem(split, stage, mask)
     if users.size == 0:  # metrics of nobody would be NaN: never write them as a result
         raise QrecError(f"{split.name}: no {stage} interactions to evaluate")
     return evaluate_full_ranking(
         score_fn, users, truth, exclude, ks=tuple(ks), metrics=DEFAULT_METRICS,
         recall_denominator=recall_denominator, batch_size=batch_size, device=device, progress=progress,
+        topk_fn=topk_fn,
     )
 
 

@@ -26,6 +26,7 @@ from qrec.logs import bar as progress_bar
 from qrec.retrieval.topk import topk_deterministic
 
 ScoreFn = Callable[[Tensor], Tensor]
+TopkFn = Callable[[Tensor, int, sp.spmatrix], tuple[Tensor, Tensor]]
 DEFAULT_METRICS = ("hr", "ndcg", "recall", "precision")
 
 
@@ -40,7 +41,7 @@ def evaluate_full_ranking(
     exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = ..., ks: Iterable[int] = ...,
     metrics: Iterable[str] = ..., recall_denominator: str = ..., batch_size: int = ...,
     device: torch.device | str | None = ..., progress: bool = ...,
-    return_per_user: Literal[False] = ...,
+    return_per_user: Literal[False] = ..., topk_fn: TopkFn | None = ...,
 ) -> dict[str, float]: ...
 
 
@@ -50,7 +51,7 @@ def evaluate_full_ranking(
     exclude: sp.spmatrix | Sequence[sp.spmatrix] | None = ..., ks: Iterable[int] = ...,
     metrics: Iterable[str] = ..., recall_denominator: str = ..., batch_size: int = ...,
     device: torch.device | str | None = ..., progress: bool = ...,
-    *, return_per_user: Literal[True],
+    *, return_per_user: Literal[True], topk_fn: TopkFn | None = ...,
 ) -> tuple[dict[str, float], dict[str, np.ndarray]]: ...
 
 
@@ -66,6 +67,7 @@ def evaluate_full_ranking(
     device: torch.device | str | None = None,
     progress: bool = False,
     return_per_user: bool = False,
+    topk_fn: TopkFn | None = None,
 ):
     """Rank every item for each user, mask the excluded ones, and average top-K metrics.
 
@@ -86,6 +88,10 @@ def evaluate_full_ranking(
             is an ``nn.Module`` or one's bound method, else the CPU. Ranking runs where the scores are.
         progress: show a progress bar over batches.
         return_per_user: also return the per-user values (for std over users, paired tests).
+        topk_fn: ``(users (B,), k, exclude) -> (items, values)``, each ``(B, k)``: the same ranking as
+            ``topk_deterministic`` of ``score_fn``'s masked scores, ``exclude`` a ``(B, n_items)`` scipy
+            sparse matrix of the excluded items (e.g. ``model.topk``, fused with the scoring for codes:
+            no ``(B, n_items)`` score matrix). ``None``: rank ``score_fn``'s scores.
 
     Returns:
         ``{"users": n_evaluated, "hr@10": ..., "ndcg@10": ..., ...}`` -- means over the evaluated
@@ -112,8 +118,12 @@ def evaluate_full_ranking(
     with torch.no_grad():
         for start in progress_bar(starts, desc="evaluate", enabled=progress):
             batch = evaluated[start : start + batch_size]
-            scores = _masked_scores(score_fn, batch, excludes, truth.shape[1], device)
-            hits = _hit_matrix(scores, batch, truth, max(ks))
+            k_top = min(max(ks), truth.shape[1])
+            if topk_fn is None:
+                top, values = topk_deterministic(_masked_scores(score_fn, batch, excludes, truth.shape[1], device), k_top)
+            else:
+                top, values = _fused_ranking(topk_fn, batch, excludes, truth.shape, k_top, device)
+            hits = _hit_matrix(top, values, batch, truth, max(ks))
             n_test = torch.from_numpy(_n_test(truth, batch)).to(hits.device)
             for k in ks:
                 for name, fn in fns.items():
@@ -213,17 +223,34 @@ def _masked_scores(score_fn, batch, excludes, n_items: int, device) -> Tensor:
     return scores
 
 
-def _hit_matrix(scores: Tensor, batch: np.ndarray, truth: sp.csr_matrix, k: int) -> Tensor:
-    """``(B, k)`` bool: is the item at each rank a test item? Padded with False past ``n_items``."""
-    n_items = scores.shape[1]
-    top, values = topk_deterministic(scores, min(k, n_items))
-    rows, cols = _csr_rows_coo(truth, batch, scores.device)
+def _fused_ranking(topk_fn, batch, excludes, shape, k: int, device) -> tuple[Tensor, Tensor]:
+    """``topk_fn`` on the batch with its users' exclusions: ``(items, values)``, checked for shape."""
+    top, values = topk_fn(torch.from_numpy(batch).to(device), k, _batch_exclusions(excludes, batch, shape))
+    if top.shape != (len(batch), k) or values.shape != top.shape:
+        raise ValueError(f"topk_fn returned {tuple(top.shape)} / {tuple(values.shape)}, expected ({len(batch)}, {k})")
+    return top, values
+
+
+def _batch_exclusions(excludes: list[sp.csr_matrix], batch: np.ndarray, shape: tuple[int, int]) -> sp.csr_matrix:
+    """The excluded items of the batch's users, one ``(B, n_items)`` matrix (the union of ``excludes``' rows)."""
+    out = sp.csr_matrix((len(batch), shape[1]), dtype=np.float32)
+    for m in excludes:
+        out = out + m[batch]
+    return out
+
+
+def _hit_matrix(top: Tensor, values: Tensor, batch: np.ndarray, truth: sp.csr_matrix, k: int) -> Tensor:
+    """``(B, k)`` bool: is the item at each rank (``top``, ``values``: the ranking's first ``min(k, n_items)``)
+    a test item? Padded with False past ``n_items``."""
+    n_items = truth.shape[1]
+    top = top.to(values.device)
+    rows, cols = _csr_rows_coo(truth, batch, top.device)
     # Flatten (row, item) into one int64 key. Rows come in batch order and columns sorted within
     # a row, so the test keys are already ascending: membership is one binary search per ranked
     # item -- no dense (B, n) mask, and no sort as in torch.isin (which also stalls badly on
     # oversubscribed CPUs).
     keys = rows * n_items + cols
-    ranked = torch.arange(len(batch), device=scores.device).unsqueeze(1) * n_items + top
+    ranked = torch.arange(len(batch), device=top.device).unsqueeze(1) * n_items + top
     # Every evaluated user has a test item, so ``keys`` is never empty.
     found = keys[torch.searchsorted(keys, ranked).clamp_(max=keys.numel() - 1)]
     hits = found == ranked

@@ -10,6 +10,9 @@ to the quantization-aware run of the same format is training's contribution.
   trained table (``qrec.compress.spec.compress_trained``: SQ by per-dimension min/max, the GCN papers' per-row
   b-bit grid ``q<b>``, low rank by SVD, DPQ / MGQE codebooks by k-means), evaluated at the run's selected (best
   validation) epoch.
+
+Every table ends with the popularity model of the same training data (``--model pop``, nothing learned): the floor a
+compressed model has to clear to be worth its bits.
 """
 
 from __future__ import annotations
@@ -30,10 +33,12 @@ from qrec.models.gmf import GMF
 from qrec.models.lightgcn import LightGCN
 from qrec.models.lowbit_gcn import LowBitGCN
 from qrec.models.neumf import NeuMF
-from qrec.models.registry import row_frequencies
+from qrec.models.registry import build_model, row_frequencies
 from qrec.records import SCHEMA_VERSION, git_commit, write_record
 from qrec.train.trainer import load_trained
 
+#: the last row of every table
+POPULARITY = "popularity (training counts, nothing learned)"
 #: formats ``qrec ptq`` fits to a GMF / NeuMF run's tables besides SQ at ``--bits`` (MGQE Table 3 / Fig. 6)
 TABLE_SPECS = ("lr48", "dpq64x256", "dpq16x256", "dpq8x256", "mgqe64x256/64@0.1", "mgqe16x256/64@0.1")
 
@@ -83,15 +88,21 @@ def ptq_table(run: str | Path, bits: tuple[int, ...] = (1, 2, 4, 8), ks: tuple[i
     if type(model) is LightGCN:
         with torch.no_grad():
             spectrum = spectrum_line(model)
-        return _table(run, model, cfg, split, ks, quantized_variants(model, bits), spectrum, f"{model.n_layers} layers",
-                      records)
+        return _table(run, model, cfg, split, ks, _with_floor(quantized_variants(model, bits), split), spectrum,
+                      f"{model.n_layers} layers", records)
     if not isinstance(model, (GMF, NeuMF)) or any(type(t) is not FullEmbedding for t in model.embedding_tables().values()):
         raise QrecError(f"{run}: a {cfg.model} run with {cfg.embedding} tables; qrec ptq quantizes a trained "
                         "full-precision run (lightgcn, or gmf / neumf with full tables)")
     variants = [(f"float32 (the trained {cfg.model})", model)]
     per_bits = [f"sq{b}-ptq" for b in bits] + [f"q{b}" for b in bits]  # per-dimension min/max, per-row grid
     variants += compressed_copies(model, split, per_bits + list(specs), seed=cfg.seed)
-    return _table(run, model, cfg, split, ks, variants, "", "best validation epoch", records)
+    return _table(run, model, cfg, split, ks, _with_floor(variants, split), "", "best validation epoch", records)
+
+
+def _with_floor(variants, split):
+    """The variants, then the popularity model of ``split``'s training data."""
+    yield from variants
+    yield POPULARITY, build_model("pop", split, "full", "full", 1)
 
 
 def _table(run, reference, cfg, split, ks, variants, preamble: str, what: str, records: Path | None) -> str:

@@ -10,6 +10,7 @@ import json
 import logging
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -56,11 +57,16 @@ def _run_records(results_dir: Path) -> list[dict]:
 
 def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | None = None, seeds: int | None = None,
                only: str | None = None, dry_run: bool = False, threads: int | None = None, report: Path | None = Path("RESULTS.md"),
-               device: str | None = None, jobs: int = 1, dataset: str | None = None, data_path: str | None = None) -> int:
+               device: str | None = None, jobs: int = 1, dataset: str | None = None, data_path: str | None = None,
+               duplicates: str | None = None) -> int:
     """Run the preset's unfinished (config, seed) pairs, ``jobs`` at a time (separate processes; each run's
     log then goes to ``runs/<preset>/<run>/train.log``). ``dataset`` / ``data_path``: the same grid on
-    another dataset (``Preset.on_dataset``). Returns the number of runs that failed."""
+    another dataset (``Preset.on_dataset``); ``duplicates``: how its repeated pairs are read (``RunConfig``).
+    Returns the number of runs that failed."""
     preset = load_preset(name)
+    if duplicates:
+        preset = replace(preset, base=preset.base | {"duplicates": duplicates})
+    data_path = str(Path(data_path).expanduser().resolve()) if data_path else None  # as its runs store it
     if dataset or data_path:
         if not dataset:
             raise SpecError("--path needs --dataset: the format or registered name the file is read as")

@@ -25,7 +25,8 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
 
     The model scores in eval mode from fresh caches, reading the history ``stage`` allows (a sequential model
     sees the validation item only at test); afterwards it is back in its training mode, at the test stage
-    (all known history: what serving reads)."""
+    (all known history: what serving reads). Items are ranked by ``model.topk``, the path ``qrec recommend`` and
+    serving take (fused with the scoring for codes; for every other model the ranking of ``score_all``)."""
     was_training = model.training
     model.eval()
     model.refresh()
@@ -33,7 +34,7 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
     try:
         batch_size = batch_size or eval_batch_size(split.n_items)
         return evaluate_split(model.score_all, split, stage, ks, recall_denominator, batch_size, progress, mask,
-                              device=model.device)
+                              device=model.device, topk_fn=model.topk)
     finally:
         model.train(was_training)
         model.set_stage("test")

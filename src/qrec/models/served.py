@@ -69,10 +69,8 @@ class CodesServed(ServedScorer):
     @torch.no_grad()
     def topk(self, users, k, exclude=None):
         """Sign codes (the 1-bit GCNs) on the CPU: popcount fused with the top-k, no score matrix."""
-        binary = _as_binary(self.users), _as_binary(self.items)
-        if any(b is None for b in binary) or binary[0].bits.device.type != "cpu":
-            return super().topk(users, k, exclude)
-        return binary[0][users].topk(binary[1], k, exclude)
+        fused = sign_topk(self.users, self.items, users, k, exclude)
+        return super().topk(users, k, exclude) if fused is None else fused
 
 
 class ScoredFromCodes:
@@ -98,6 +96,12 @@ class ScoredFromCodes:
         return cu[users.to(cu.device)].score(ci, backend=self.scoring_backend)
 
     @torch.no_grad()
+    def topk(self, users: torch.Tensor, k: int, exclude=None):
+        """As the served model ranks (``CodesServed.topk``): sign codes on the CPU fused with the top-k."""
+        fused = sign_topk(*self.codes(), users, k, exclude)
+        return super().topk(users, k, exclude) if fused is None else fused
+
+    @torch.no_grad()
     def export(self) -> dict[str, torch.Tensor]:
         """Each side's code tensors, prefixed ``user_`` / ``item_`` (the names ``served_model`` reads)."""
         cu, ci = self.codes()
@@ -112,6 +116,14 @@ def pair_scores(user_codes, item_codes, users: torch.Tensor, items: torch.Tensor
     users, items = torch.broadcast_tensors(users, items)
     pairs = (user_codes[users.reshape(-1)].decode() * item_codes[items.reshape(-1)].decode()).sum(-1)
     return pairs.reshape(users.shape)
+
+
+def sign_topk(user_codes, item_codes, users: torch.Tensor, k: int, exclude=None):
+    """``BinaryCodes.topk`` (popcount fused with the top-k) when both sides are sign codes on the CPU, else None."""
+    binary = _as_binary(user_codes), _as_binary(item_codes)
+    if any(b is None for b in binary) or binary[0].bits.device.type != "cpu":
+        return None
+    return binary[0][users.to(binary[0].bits.device)].topk(binary[1], k, exclude)
 
 
 def _as_binary(codes) -> BinaryCodes | None:

@@ -209,37 +209,58 @@ def _score_numba(bu, su, bi, si, d, n_threads=None, block=64):
     return torch.from_numpy(out)
 
 
+SMALL_BATCH = 8  # fewer queries: one query at a time over item-major codes (fewer than one SIMD vector of queries)
+
+
 def topk_layers(bu: torch.Tensor, su: torch.Tensor, bi: torch.Tensor, si: torch.Tensor, d: int, k: int,
-                exclude=None, n_threads: int | None = None, block: int = 16, chunk: int = 4096, item_layout=None):
-    """Each user's ``k`` best items by ``score_layers``' scores, without the ``(B, N)`` score matrix: the
-    compiled loop scores ``chunk`` items at a time and keeps a sorted top-``k`` (CPU).
+                exclude=None, n_threads: int | None = None, parts: int | None = None, item_layout=None):
+    """Each user's ``k`` best items by ``score_layers``' scores, without the ``(B, N)`` score matrix (CPU).
 
-    ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.retrieval.topk.topk_deterministic`` orders the masked score matrix (score descending, then item
-    index ascending; masked items score ``-inf`` and fill a row's tail only when fewer than ``k`` remain).
-    ``item_layout``: ``_item_major(bi, si)`` computed once, for items scored again and again (a server).
+    From ``SMALL_BATCH`` users: a compiled scan of the item codes (``kernels.scan_topk_sign``, items in parallel
+    parts, blocks of users side by side in SIMD vectors) keeps a running top-``k`` per user
+    (``qrec.retrieval.fused``). Fewer users (a server's lone query): each user in turn against the items'
+    item-major codes (``kernels.popcount_topk``, the SIMD vectors over items), which a lone query scans
+    2-3x faster than a mostly padded block.
+
+    ``exclude``: a ``(B, N)`` scipy sparse matrix of items to mask per user (the seen items). Returns ``(indices
+    int64 (B, k), values float32 (B, k))`` ordered exactly as ``qrec.retrieval.topk.topk_deterministic`` orders
+    the masked score matrix (score descending, then item index ascending; masked items score ``-inf`` and fill
+    a row's tail only when fewer than ``k`` remain), with ``score_layers``' float32 values bit for bit.
+    ``parts``: parallel item parts (default: ``fused_topk``'s; the result does not depend on it).
+    ``item_layout``: ``item_major(bi, si)`` computed once, for items a server ranks again and again.
     """
-    from qrec.retrieval.kernels import popcount_topk as kernel
-
     _check_layered(bu, su, bi, si)
     a, sa = _as_u64(bu), su.detach().cpu().float().contiguous().numpy()
-    b, sbT = item_layout if item_layout is not None else _item_major(bi, si)
+    if a.shape[0] < SMALL_BATCH:
+        return _topk_each_user(a, sa, item_major(bi, si) if item_layout is None else item_layout, d, k, exclude)
+    from qrec.retrieval.fused import fused_topk, lanes_for, pad_blocks
+    from qrec.retrieval.kernels import scan_topk_sign
+
+    b, sb = _as_u64(bi), si.detach().cpu().float().contiguous().numpy()
+    # the per-user factors of score_row, in float32 exactly as it forms them
+    c2, cd = sa * np.float32(-2.0), sa * np.float32(d)
+    lanes = lanes_for(a.shape[0])
+    args = (pad_blocks(a, lanes), pad_blocks(c2, lanes), pad_blocks(cd, lanes), b, sb)
+    return fused_topk(scan_topk_sign, args, a.shape[0], b.shape[0], k, b.shape[1] * (8 * b.shape[2] + 4),
+                      exclude, n_threads, parts)
+
+
+def _topk_each_user(a, sa, layout, d: int, k: int, exclude, chunk: int = 4096):
+    from qrec.retrieval.kernels import popcount_topk
+
+    b, sbT = layout
     B, N = a.shape[0], b.shape[2]
     if not 1 <= k <= N:
         raise ValueError(f"k must be in [1, n_items={N}], got {k}")
-    if exclude is None:
-        indptr, excluded = np.zeros(B + 1, np.int64), np.zeros(0, np.int64)
-    else:
-        indptr, excluded = sorted_csr(exclude, B)
-    top_i = np.empty((B, k), np.int64)
-    top_v = np.empty((B, k), np.float32)
-    _user_blocks(B, block, n_threads, lambda span: kernel(a, sa, b, sbT, d, k, indptr, excluded, span[0], span[1],
-                                                          top_i, top_v, min(chunk, N)))
+    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
+    top_i, top_v = np.empty((B, k), np.int64), np.empty((B, k), np.float32)
+    popcount_topk(a, sa, b, sbT, d, k, indptr, excluded, 0, B, top_i, top_v, min(chunk, N))
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 
-def _item_major(bi: torch.Tensor, si: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    """Item codes ``(L, W, N)`` and scales ``(L, N)``: each layer's words contiguous over items, as the kernels read."""
+def item_major(bi: torch.Tensor, si: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+    """Item codes ``(L, W, N)`` and scales ``(L, N)``: each layer's words contiguous over items, as
+    ``popcount_scores`` / ``popcount_topk`` read them."""
     return (np.ascontiguousarray(_as_u64(bi).transpose(1, 2, 0)),
             np.ascontiguousarray(si.detach().cpu().float().numpy().T))
 
@@ -335,10 +356,12 @@ class BinaryCodes:
             raise ValueError("user and item codes have different d")
         if self.bits.device.type != "cpu":
             return masked_topk(self.score(items), k, exclude)
-        if "_item_major" not in items.__dict__:  # transposed once: a served item table is ranked against every query
-            items._item_major = _item_major(items.bits, items.scales)
-        return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude,
-                           item_layout=items._item_major)
+        layout = None
+        if len(self) < SMALL_BATCH:  # transposed once: a served item table is ranked against every lone query
+            if "_item_major" not in items.__dict__:
+                items._item_major = item_major(items.bits, items.scales)
+            layout = items._item_major
+        return topk_layers(self.bits, self.scales, items.bits, items.scales, self.dim, k, exclude, item_layout=layout)
 
     def bits_held(self) -> int:
         """Bits stored: ``L * 64 * ceil(d/64)`` code bits plus ``32 L`` scale bits per node (``d = 64``:

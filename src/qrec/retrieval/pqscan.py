@@ -18,9 +18,11 @@ Both equal the float64 reference up to float32 rounding (tests).
 ``s`` times fewer operations than the GEMM) and ``decode`` otherwise (BLAS wins when codes are narrow:
 ``lut`` is 0.5x the float table at ``s = 1``); BENCHMARKS.md, "Serving DPQ / MGQE from codes".
 
-``pq_topk`` scores ``TOPK_ROWS`` rows at a time and keeps a running top-k per query (compiled, queries in
-parallel), so recommending from codes never holds the ``(B, n)`` score matrix; with it, serving 1M items from
-codes is 1.4-1.6x faster than the float table scored then ranked by ``torch.topk``.
+``pq_topk`` never holds the ``(B, n)`` score matrix. On the CPU its ``"auto"`` is ``lut`` whatever the width:
+one compiled pass over the codes scores 64 queries side by side from their tables and keeps a running top-k
+per query (``kernels.scan_topk_pq``; rows in parallel parts, ``qrec.retrieval.fused``); most rows then cost a
+table sum and one vector compare. It is 4-9x FAISS's IndexPQ on the same codes at D = 8 and 16
+(BENCHMARKS.md, "Retrieval from codes against FAISS"). ``decode`` keeps a running top-k over GEMM blocks.
 """
 
 from __future__ import annotations
@@ -64,30 +66,61 @@ def pq_scores(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor
 
 
 def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, k: int, exclude=None,
-            method: str = "auto", offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+            method: str = "auto", offset: float = 0.0, n_threads: int | None = None,
+            parts: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Each query's ``k`` best rows by ``pq_scores + offset``, without the ``(B, n)`` score matrix (CPU).
 
-    Rows are scored ``TOPK_ROWS`` at a time (either method) and merged into a running top-``k`` per query by a
-    compiled loop (queries in parallel). ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the
-    seen items). Returns ``(indices int64 (B, k), values float32 (B, k))`` ordered exactly as
-    ``qrec.retrieval.topk.masked_topk`` orders the masked score matrix (score descending, then row index; masked
-    rows fill a query's tail only when fewer than ``k`` remain). Off the CPU: score, then ``masked_topk``."""
-    from qrec.retrieval.kernels import merge_topk
-
+    ``"lut"`` (``"auto"``'s choice on the CPU): one compiled pass over the codes scores blocks of queries side by
+    side (SIMD) from their lookup tables and keeps a running top-``k`` per query (``kernels.scan_topk_pq``, rows
+    in parallel parts, ``qrec.retrieval.fused``); each score is ``pq_scores(..., "lut")``'s float32 sum, bit for
+    bit. ``"decode"``: rows decoded and multiplied ``TOPK_ROWS`` at a time, merged into the running top-k.
+    ``exclude``: a ``(B, n)`` scipy sparse matrix of rows to mask (the seen items). Returns ``(indices int64
+    (B, k), values float32 (B, k))`` ordered exactly as ``qrec.retrieval.topk.masked_topk`` orders the masked
+    score matrix (score descending, then row index; masked rows fill a query's tail only when fewer than ``k``
+    remain). Off the CPU: score, then ``masked_topk``. ``n_threads`` / ``parts``: the fused scan's threads and
+    item parts (``qrec.retrieval.fused.fused_topk``; the result depends on neither)."""
     n, B = codes.shape[0], queries.shape[0]
     if not 1 <= k <= n:
         raise ValueError(f"k must be in [1, {n}] rows, got {k}")
     if queries.device.type != "cpu":
         return masked_topk(pq_scores(queries, codes, codebook, method) + offset, k, exclude)
+    D, K, s = codebook.shape
+    if codes.dim() != 2 or codes.shape[1] != D or queries.shape[-1] != D * s:
+        raise ValueError(f"codes {tuple(codes.shape)} and queries {tuple(queries.shape)} do not fit a "
+                         f"{D} x {K} x {s} codebook")
+    queries, codebook = queries.float(), codebook.float()
+    if method == "auto":
+        method = "lut"
+    if method == "lut":
+        return _fused_lut_topk(queries, codes, codebook, k, exclude, offset, n_threads, parts)
+    if method != "decode":
+        raise ValueError(f"unknown pq scoring method {method!r}; expected 'auto', 'lut' or 'decode'")
+    from qrec.retrieval.kernels import merge_topk
+
     indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
     top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
     filled, cursor = np.zeros(B, np.int64), indptr[:-1].copy()
     for lo in range(0, n, TOPK_ROWS):
-        block = pq_scores(queries, codes[lo:lo + TOPK_ROWS], codebook, method)
+        block = _decode_gemm(queries, codes[lo:lo + TOPK_ROWS], codebook)
         if offset:
             block.add_(offset)  # in float32, as ``scores + bias`` is
         merge_topk(block.numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
+
+
+def _fused_lut_topk(queries, codes, codebook, k, exclude, offset, n_threads, parts):
+    from qrec.retrieval.fused import fused_topk, lanes_for, pad_blocks
+    from qrec.retrieval.kernels import scan_topk_pq
+
+    D, K = codebook.shape[:2]
+    B = queries.shape[0]
+    tables = np.empty((B, D * K), np.float32)
+    step = lut_queries(D, K)
+    for start in range(0, B, step):  # the very tables (same blocks) pq_scores' scan sums
+        tables[start:start + step] = lookup_tables(queries[start:start + step], codebook).reshape(-1, D * K).numpy()
+    codes_np = codes.contiguous().numpy()
+    return fused_topk(scan_topk_pq, (pad_blocks(tables, lanes_for(B)), codes_np, float(offset)), B, codes.shape[0], k,
+                      codes_np.itemsize * D, exclude, n_threads, parts)
 
 
 def gather_centroids(centroids: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:

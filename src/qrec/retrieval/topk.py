@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-__all__ = ["masked_topk", "topk_deterministic", "sorted_csr"]
+__all__ = ["masked_topk", "merged_topk", "topk_deterministic", "sorted_csr"]
 
 
 
@@ -25,6 +25,21 @@ def masked_topk(scores: Tensor, k: int, exclude: sp.spmatrix | None = None) -> t
         rows, cols = (torch.from_numpy(v).long().to(scores.device) for v in (coo.row, coo.col))
         scores[rows, cols] = -torch.inf
     return topk_deterministic(scores, k)
+
+
+def merged_topk(scores: Tensor, k: int, exclude: sp.spmatrix | None = None) -> tuple[Tensor, Tensor]:
+    """``masked_topk`` of float32 CPU ``scores (B, n)``, exactly (same items, order and values), by the compiled
+    running top-k merge (``kernels.merge_topk``): no ``-inf`` written into ``scores`` and no sort of its rows,
+    several times faster for the few rows of a server's query."""
+    from qrec.retrieval.kernels import merge_topk
+
+    _check_scores(scores, k)
+    B = scores.shape[0]
+    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
+    top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
+    merge_topk(scores.detach().float().contiguous().numpy(), 0, top_i, top_v, np.zeros(B, np.int64), indptr, excluded,
+               indptr[:-1].copy())
+    return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 
 def topk_deterministic(scores: Tensor, k: int) -> tuple[Tensor, Tensor]:
@@ -105,9 +120,11 @@ def _resolve_boundary_ties(scores: Tensor, values: Tensor, cols: Tensor, k: int)
 
 
 def sorted_csr(exclude, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(indptr, indices)`` int64 of a scipy sparse matrix, each row's indices sorted."""
-    m = exclude.tocsr(copy=True)
+    """``(indptr, indices)`` int64 of a scipy sparse matrix, each row's indices sorted (the matrix is left as it
+    is; a CSR matrix already sorted is read without a copy)."""
+    ready = isinstance(exclude, sp.csr_matrix) and exclude.has_sorted_indices
+    m = exclude if ready else exclude.tocsr(copy=True)
     if m.shape[0] != n_rows:
         raise ValueError(f"exclude has {m.shape[0]} rows for {n_rows} users")
     m.sort_indices()
-    return m.indptr.astype(np.int64), m.indices.astype(np.int64)
+    return m.indptr.astype(np.int64, copy=False), m.indices.astype(np.int64)

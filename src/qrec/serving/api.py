@@ -30,9 +30,9 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
     a LightGCN ``train.txt`` / ``test.txt`` folder; ``dataset=`` names the format or a registered dataset
     otherwise), a pandas DataFrame with user and item columns (integer or string ids) and optional timestamp
     and rating columns (without timestamps, row order is time order), or a SciPy sparse user x item matrix.
-    ``duplicates``: what a repeated (user, item) pair in a DataFrame or matrix becomes: ``"sum"`` (one
-    interaction, ratings summed), ``"drop"`` (its first row) or ``"error"``; a file's loader refuses repeats
-    naming their line (read it with pandas and pass the frame to sum or drop them).
+    ``duplicates``: what a repeated (user, item) pair becomes, the same for a file, a DataFrame or a matrix:
+    ``"sum"`` (one interaction, ratings or else counts summed, the latest timestamp), ``"drop"`` (its first
+    row) or ``"error"`` (refused, naming the file's line or the frame's row; ``qrec train --duplicates``).
     ``protocol``: ``"loo"`` (hold out each user's last two items: the returned model's ``metrics`` are
     validation and test numbers), ``"ratio"``, or ``"all"`` (train on every interaction, to serve).
     ``**config``: any ``RunConfig`` field (``dim``, ``epochs``, ``lr``, ``batch_size``, ``seed``,
@@ -45,7 +45,9 @@ def fit(data, model: str = "gmf", embedding: str = "full", *, protocol: str = "l
     from qrec.train.trainer import fit as train
 
     try:
-        cfg = RunConfig().replace(model=model, embedding=embedding, protocol=protocol, **config)
+        # made, not replaced: defaults that follow other keys (select_metric from ks) follow the given ones
+        given = dict(model=model, embedding=embedding, protocol=protocol, duplicates=duplicates) | config
+        cfg = RunConfig(**{k: v for k, v in given.items() if v is not None})
     except TypeError as e:  # an unknown keyword
         known = sorted(f.name for f in dataclasses.fields(RunConfig))
         raise QrecError(f"qrec.fit: {e}; known config keys: {known}") from None

@@ -14,10 +14,15 @@ of its scores where the format scores by GEMM (BLAS rounds by batch shape; popco
 ``{"error": ...}``: malformed JSON 400, a wrong field or type 422, ``k`` out of range 400, unknown users 404
 (listing them), a body over ``MAX_BODY`` bytes or more than ``MAX_USERS`` users 413. Unknown ids in
 ``exclude`` are ignored (the model cannot recommend them anyway).
+
+The hot path is lean (BENCHMARKS.md, "Serving over HTTP"): ``POST /recommend`` is answered by ``serving.asgi.Front``
+before FastAPI's middleware, routing and dependency machinery (FastAPI's route runs the same handler and
+documents it), and ``serve`` runs uvicorn with one write per response (``serving.asgi.uvicorn_config``).
 """
 
 from __future__ import annotations
 
+import gc
 import json
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -26,12 +31,13 @@ from functools import partial
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt, StrictStr, ValidationError
 from starlette.exceptions import HTTPException
 
 from qrec.errors import QrecError
 from qrec.export.vocab import UnknownIdError
+from qrec.serving.asgi import Front, json_bytes, uvicorn_config
 from qrec.serving.batcher import MicroBatcher
 from qrec.serving.model import Model
 
@@ -73,11 +79,39 @@ def error(status: int, message: str, **extra) -> JSONResponse:
     return JSONResponse({"error": message} | extra, status_code=status)
 
 
-def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> FastAPI:
-    """The FastAPI app serving ``model``; its scoring runs on one worker thread (see ``MicroBatcher``), whose
-    kernels use ``threads`` threads (None: torch's and numba's defaults). One by default: on a small or shared
-    machine a parallel kernel waits for its slowest thread at every barrier, and a descheduled one stalls
-    each request by milliseconds (BENCHMARKS.md, "Serving over HTTP"); the event loop needs a core too."""
+async def recommend_body(model: Model, batcher: MicroBatcher, max_k: int, body: bytes) -> tuple[int, bytes]:
+    """``POST /recommend`` on a request body: ``(status, JSON bytes)``, errors as ``{"error": ...}``."""
+    if len(body) > MAX_BODY:
+        return 413, json_bytes({"error": f"request body over {MAX_BODY} bytes"})
+    try:
+        req = RecommendRequest.model_validate(json.loads(body))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return 400, json_bytes({"error": f"malformed JSON: {e}"})
+    except ValidationError as e:
+        return 422, json_bytes({"error": "invalid request", "detail": json.loads(e.json(include_url=False))})
+    if len(req.user_ids) > MAX_USERS:
+        return 413, json_bytes({"error": f"at most {MAX_USERS} users per request, got {len(req.user_ids)}"})
+    if not 1 <= req.k <= max_k:
+        return 400, json_bytes({"error": f"k must be in [1, {max_k}], got {req.k}"})
+    try:
+        users = model.users.lookup(req.user_ids)
+    except UnknownIdError as e:
+        return 404, json_bytes({"error": str(e), "unknown": e.ids})
+    job = Job(users, req.k, req.filter_seen, model.items.known(req.exclude) if req.exclude else np.zeros(0, np.int64))
+    top, scores = await batcher.submit(job)
+    return 200, json_bytes({"results": [_ranked(model, {"user_id": uid}, row, val)
+                                   for uid, row, val in zip(req.user_ids, top, scores)]})
+
+
+def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, freeze_gc: bool = False) -> Front:
+    """The ASGI app serving ``model``: ``Front`` over the FastAPI app (``.app``). Scoring runs on one worker
+    thread (see ``MicroBatcher``), whose kernels use ``threads`` threads (None: torch's and numba's defaults).
+    One by default: on a small or shared machine a parallel kernel waits for its slowest thread at every
+    barrier, and a descheduled one stalls each request by milliseconds (BENCHMARKS.md, "Serving over HTTP");
+    the event loop needs a core too. At startup one user is scored (the kernels load before the first request)
+    and, with ``freeze_gc`` (a server process of its own: ``qrec serve``), everything made so far is moved out of
+    the garbage collector's sight (``gc.freeze``): a full collection over the ~200,000 objects of torch, FastAPI
+    and the model took 0.1-0.2 s, and the first one came under load, stalling every request behind it."""
     batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
                            initializer=None if threads is None else partial(_set_threads, threads))
     max_k = min(MAX_K, model.n_items)
@@ -85,13 +119,18 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
     @asynccontextmanager
     async def lifespan(app):
         await batcher.start()
+        if model.n_users:
+            await batcher.call(model.recommend_index, np.zeros(1, np.int64), min(10, model.n_items))
+        if freeze_gc:
+            gc.collect()
+            gc.freeze()
         yield
         await batcher.stop()
 
     app = FastAPI(title="qrec", summary=repr(model), lifespan=lifespan)
     app.state.model, app.state.batcher = model, batcher
 
-    app.add_middleware(BodyLimit, limit=MAX_BODY)
+    recommend = partial(recommend_body, model, batcher, max_k)
 
     @app.exception_handler(Exception)
     async def crashed(request: Request, exc: Exception):  # the server answers, whatever happened
@@ -105,30 +144,11 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
     async def http_error(request: Request, exc: HTTPException):
         return error(exc.status_code, str(exc.detail))
 
-    @app.post("/recommend")
-    async def recommend(request: Request):
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            return error(413, f"request body over {MAX_BODY} bytes")
-        try:
-            req = RecommendRequest.model_validate(json.loads(body))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            return error(400, f"malformed JSON: {e}")
-        except ValidationError as e:
-            return error(422, "invalid request", detail=json.loads(e.json(include_url=False)))
-        if len(req.user_ids) > MAX_USERS:
-            return error(413, f"at most {MAX_USERS} users per request, got {len(req.user_ids)}")
-        if not 1 <= req.k <= max_k:
-            return error(400, f"k must be in [1, {max_k}], got {req.k}")
-        try:
-            users = model.users.lookup(req.user_ids)
-        except UnknownIdError as e:
-            return error(404, str(e), unknown=e.ids)
-        job = Job(users, req.k, req.filter_seen, model.items.known(req.exclude) if req.exclude else np.zeros(0, np.int64))
-        top, scores = await batcher.submit(job)
-        # a Response, not a dict: FastAPI then skips its generic encoder (plain lists of ids and floats here)
-        return JSONResponse({"results": [_ranked(model, {"user_id": uid}, row, val)
-                                         for uid, row, val in zip(req.user_ids, top, scores)]})
+    @app.post("/recommend", openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": RecommendRequest.model_json_schema()}}}})
+    async def recommend_route(request: Request):  # answered by ``Front`` first; here for the API's docs
+        status, body = await recommend(await request.body())
+        return Response(body, status, media_type="application/json")
 
     @app.get("/similar/{item_id}")
     async def similar(item_id: str, k: int = 10):
@@ -153,25 +173,7 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1) -> F
         return model.metadata() | {"batches": batcher.batches, "batched_requests": batcher.jobs,
                                    "limits": {"max_body": MAX_BODY, "max_users": MAX_USERS, "max_k": max_k}}
 
-    return app
-
-
-class BodyLimit:
-    """Refuses a body over ``limit`` bytes by its Content-Length (413), and one without a length (411), before
-    reading it. Plain ASGI: FastAPI's ``@app.middleware`` runs every request through extra tasks and streams."""
-
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            if length is None and headers.get(b"transfer-encoding"):
-                return await error(411, "send the body with a Content-Length")(scope, receive, send)
-            if length is not None and (not length.isdigit() or int(length) > self.limit):
-                return await error(413, f"request body over {self.limit} bytes")(scope, receive, send)
-        await self.app(scope, receive, send)
+    return Front(app, limit=MAX_BODY, routes={("POST", "/recommend"): recommend})
 
 
 def _set_threads(n: int) -> None:
@@ -196,6 +198,6 @@ def serve(path, host: str = "127.0.0.1", port: int = 8000, max_batch: int = 256,
 
     model = Model.load(path)
     print(f"qrec serve: {model} on http://{host}:{port}", file=sys.stderr)
-    app = create_app(model, max_batch, threads)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=access_log)
+    app = create_app(model, max_batch, threads, freeze_gc=True)
+    uvicorn.Server(uvicorn_config(app, host, port, access_log)).run()
     return 0

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 from qrec import toml as tomllib
+from qrec.data.duplicates import DUPLICATES
 from qrec.errors import ConfigError
 from qrec.eval.evaluate import DEFAULT_METRICS
 from qrec.eval.metrics import RECALL_DENOMINATORS
@@ -25,7 +26,7 @@ DEFAULT_DIM = 64
 OPTIMIZERS = ("adam", "rowwise-adagrad")
 TASKS = ("ranking", "regression")
 # Fields added after records existed: written only when set, so older checkpoints and records keep their identity.
-_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "given_test": "error", "optimizer": "adam"}
+_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "given_test": "error", "optimizer": "adam", "duplicates": "error"}
 GIVEN_TEST = ("error", "drop", "keep")
 # smallest allowed value of each integer key (threads: when set)
 _INT_MIN = {"min_count": 0, "dim": 1, "epochs": 1, "batch_size": 1, "n_neg": 1, "seed": 0, "eval_every": 1,
@@ -40,7 +41,10 @@ class RunConfig:
 
     task: str = "ranking"                  # ranking (top-k over all items) | regression (squared loss on scores)
     dataset: str = "ml-100k"
-    data_path: str | None = None           # explicit file/folder; else the registry resolves the name
+    data_path: str | None = None           # explicit file/folder; else the registry resolves the name. A run
+                                           # stores it absolute (``with_absolute_path``), usable from anywhere
+    duplicates: str = "error"              # a (user, item) pair given twice in the data: an "error" naming its
+                                           # line, or "sum"-med / "drop"-ped (qrec.data.duplicates)
     protocol: str = "loo"                  # loo | ratio | given (pre-split files)
     min_count: int = 0                     # one-pass k-core filter (SASRec's ML-1M uses 5)
     model: str = "gmf"
@@ -135,6 +139,13 @@ class RunConfig:
         raw.update({k: v for k, v in overrides.items() if v is not None})
         return cls.from_dict(raw, source=str(path))
 
+    def with_absolute_path(self) -> "RunConfig":
+        """This config with ``data_path`` absolute (``~`` expanded, resolved against the working directory),
+        as a run stores it: a relative path typed in one folder would name another file from anywhere else."""
+        if self.data_path is None:
+            return self
+        return dataclasses.replace(self, data_path=str(Path(self.data_path).expanduser().resolve()))
+
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -182,7 +193,7 @@ def _checked(key: str, value):
     if not isinstance(value, str) or not value.strip():
         raise ConfigError(f"{_said(key, value)}: expected a non-empty string")
     choices = {"recall_denominator": RECALL_DENOMINATORS, "given_test": GIVEN_TEST, "task": TASKS,
-               "optimizer": OPTIMIZERS}.get(key)
+               "optimizer": OPTIMIZERS, "duplicates": DUPLICATES}.get(key)
     if choices is not None and value not in choices:
         raise ConfigError(f"{_said(key, value)}: expected one of {list(choices)}")
     if key == "device" and not _DEVICE.fullmatch(value):

@@ -140,7 +140,9 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
     nothing is evaluated. One line per epoch goes to ``out_dir/train.log`` and to ``log(line)``, or
     without ``log`` to the ``qrec.train`` logger (``qrec.logs``). ``split``: the data, when it does not come
     from ``cfg`` (the Python API's frames). ``out_dir`` is locked for the whole run: a second writer fails at once.
+    A relative ``data_path`` is stored absolute, so the run folder is usable from any working directory.
     """
+    cfg = cfg.with_absolute_path()
     if is_worker():  # a torchrun rank other than 0 reads out_dir (to resume) but writes nothing there
         return _fit(cfg, out_dir, progress, resume, lambda _: None, split)
     with run_folder_lock(out_dir) if out_dir else contextlib.nullcontext(), run_log(out_dir, log) as emit:
@@ -272,7 +274,8 @@ def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
         saved = load_checkpoint(ckpt, map_location=cfg.device)
     except CheckpointError as e:
         raise CheckpointError(f"{e}; move or delete it to start this run over") from None
-    if _resumable_key(_saved_config(saved, ckpt).to_dict()) != _resumable_key(cfg.to_dict()):
+    # a checkpoint from before paths were stored absolute names its data relative to the folder it was trained in
+    if _resumable_key(_saved_config(saved, ckpt).with_absolute_path().to_dict()) != _resumable_key(cfg.to_dict()):
         raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
     if saved["state"]["epoch"] > cfg.epochs:
         raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "

@@ -9,12 +9,12 @@ import numpy as np
 from qrec.data.interactions import Interactions, Split
 from qrec.data.formats.tokens import (
     check_unique_heads,
-    check_unique_pairs,
     default_name,
     empty_like,
     id_space,
     int_lines,
     read_bytes,
+    unique_pairs,
 )
 
 
@@ -23,7 +23,7 @@ from qrec.data.formats.tokens import (
 # --------------------------------------------------------------------------------------------
 
 
-def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split:
+def read_lightgcn_split(train_path, test_path, name: str | None = None, duplicates: str = "error") -> Split:
     """LightGCN/NGCF ``train.txt`` + ``test.txt``: lines ``user item item ...``, 0-based ids.
 
     Both files share one id space: ``n_users`` / ``n_items`` are the largest id in either file
@@ -42,9 +42,8 @@ def read_lightgcn_split(train_path, test_path, name: str | None = None) -> Split
     name = name or default_name(paths[0])
     parts = []
     for p, (users, items, line_no, _) in zip(paths, parsed):
-        check_unique_pairs(p, users, items, n_items, line_no, ids_u, ids_i)
-        parts.append(Interactions(
+        parts.append(unique_pairs(p, Interactions(
             users=users, items=items, n_users=n_users, n_items=n_items, user_ids=ids_u,
             item_ids=ids_i, name=name, meta={"format": "lightgcn", "files": [str(p) for p in paths]},
-        ))
+        ), line_no, duplicates))
     return Split(train=parts[0], valid=empty_like(parts[0]), test=parts[1], protocol="given")

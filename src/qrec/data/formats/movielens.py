@@ -25,7 +25,7 @@ from qrec.data.formats.tokens import (
 # --------------------------------------------------------------------------------------------
 
 
-def read_movielens_dat(path, name: str | None = None) -> Interactions:
+def read_movielens_dat(path, name: str | None = None, duplicates: str = "error") -> Interactions:
     """MovieLens-1M ``ratings.dat``: ``UserID::MovieID::Rating::Timestamp`` per line."""
     path = Path(path)
     raw = read_bytes(path)
@@ -35,17 +35,17 @@ def read_movielens_dat(path, name: str | None = None) -> Interactions:
     rows, line_no = int_table(path, raw.replace(b"::", b" "), ("user", "item", "rating", "timestamp"))
     return pairwise(
         path, rows[:, 0], rows[:, 1], line_no, timestamps=rows[:, 3].copy(),
-        ratings=rows[:, 2].astype(np.float32), name=name or "ml-1m", fmt="movielens-dat",
+        ratings=rows[:, 2].astype(np.float32), name=name or "ml-1m", fmt="movielens-dat", duplicates=duplicates,
     )
 
 
-def read_ml100k(path, name: str | None = None) -> Interactions:
+def read_ml100k(path, name: str | None = None, duplicates: str = "error") -> Interactions:
     """MovieLens-100K ``u.data``: tab-separated ``user item rating timestamp``."""
     path = Path(path)
     rows, line_no = int_table(path, read_bytes(path), ("user", "item", "rating", "timestamp"))
     return pairwise(
         path, rows[:, 0], rows[:, 1], line_no, timestamps=rows[:, 3].copy(),
-        ratings=rows[:, 2].astype(np.float32), name=name or "ml-100k", fmt="movielens-100k",
+        ratings=rows[:, 2].astype(np.float32), name=name or "ml-100k", fmt="movielens-100k", duplicates=duplicates,
     )
 
 

@@ -10,20 +10,21 @@ from qrec.data.interactions import Interactions
 from qrec.errors import DataFormatError
 from qrec.data.formats.tokens import (
     check_unique_heads,
-    check_unique_pairs,
     default_name,
     factorize,
     int_lines,
     read_bytes,
+    unique_pairs,
 )
 
 
-def read_sequences(path, name: str | None = None) -> Interactions:
+def read_sequences(path, name: str | None = None, duplicates: str = "error") -> Interactions:
     """Per-user chronological sequences, one line ``user item item ...`` oldest first.
 
     Used by SASRec-style data (``ml-1m-seq``, ``beauty``). There are no clock times, so
     ``timestamps`` holds each item's position in its sequence (0, 1, 2, ...): sorting by it
-    restores the file's order. Raw ids are factorized in increasing order.
+    restores the file's order. Raw ids are factorized in increasing order. An item repeated in a user's line
+    is an error, or summed / dropped (``duplicates``, ``qrec.data.duplicates``: the latest position kept).
     """
     path = Path(path)
     lines = int_lines(path, read_bytes(path))
@@ -32,15 +33,14 @@ def read_sequences(path, name: str | None = None) -> Interactions:
     users, user_ids = factorize(lines.column(0))  # every line's user, even one with no items
     users = np.repeat(users, lines.lengths - 1)
     items, item_ids = factorize(item_raw)
-    check_unique_pairs(path, users, items, len(item_ids), line_no, user_ids, item_ids)
     # position within the line: running index minus the index of the line's first item
     line_start = np.cumsum(lines.lengths - 1) - (lines.lengths - 1)
     positions = np.arange(len(items), dtype=np.int64) - np.repeat(line_start, lines.lengths - 1)
-    return Interactions(
+    return unique_pairs(path, Interactions(
         users=users, items=items, n_users=len(user_ids), n_items=len(item_ids),
         user_ids=user_ids, item_ids=item_ids, timestamps=positions,
         name=name or default_name(path), meta={"format": "sequences", "files": [str(path)]},
-    )
+    ), line_no, duplicates)
 
 
 

@@ -17,13 +17,13 @@ from qrec.data.formats.tokens import (
     MAX_TOKEN,
     FLOAT32_MAX,
     MAX_EXACT,
-    check_unique_pairs,
     cut,
     default_name,
     echo,
     empty_like,
     id_space,
     pairwise,
+    unique_pairs,
 )
 
 
@@ -177,7 +177,8 @@ def _check_present(path: Path, values: pd.Series, line_no: np.ndarray, role: str
                                         "characters", int(line_no[k]))
 
 
-def _from_frame(path: Path, frame: pd.DataFrame, line_no: np.ndarray, roles: dict, name: str, fmt: str) -> Interactions:
+def _from_frame(path: Path, frame: pd.DataFrame, line_no: np.ndarray, roles: dict, name: str, fmt: str,
+                duplicates: str = "error") -> Interactions:
     """Interactions from a frame whose columns ``roles[role]`` hold user, item, timestamp, rating."""
     if frame.empty:
         raise DataFormatError(path, "file is empty: no interactions found")
@@ -186,10 +187,11 @@ def _from_frame(path: Path, frame: pd.DataFrame, line_no: np.ndarray, roles: dic
     item_raw = _column_ids(path, col("item"), line_no, "item")
     timestamps = _column_times(path, col("timestamp"), line_no) if "timestamp" in roles else None
     ratings = _column_numbers(path, col("rating"), line_no, "rating").astype(np.float32) if "rating" in roles else None
-    return pairwise(path, user_raw, item_raw, line_no, timestamps=timestamps, ratings=ratings, name=name, fmt=fmt)
+    return pairwise(path, user_raw, item_raw, line_no, timestamps=timestamps, ratings=ratings, name=name, fmt=fmt,
+                    duplicates=duplicates)
 
 
-def read_recbole_inter(path, name: str | None = None) -> Interactions:
+def read_recbole_inter(path, name: str | None = None, duplicates: str = "error") -> Interactions:
     """A RecBole atomic ``.inter`` file: tab-separated, header ``field:type`` (e.g. ``user_id:token``).
 
     Columns are found by header name: ``user_id``, ``item_id`` (required), ``timestamp`` and
@@ -206,10 +208,11 @@ def read_recbole_inter(path, name: str | None = None) -> Interactions:
         raise DataFormatError(path, f"header lacks {', '.join(missing)} (found: {cut(', '.join(header), 200)})", 1)
     roles = {role: by_field[field] for role, field in wanted.items() if field in by_field}
     frame, line_no = _read_delimited(path, "\t", header=True)
-    return _from_frame(path, frame, line_no, roles, name or path.stem, "recbole-inter")
+    return _from_frame(path, frame, line_no, roles, name or path.stem, "recbole-inter", duplicates)
 
 
-def read_table(path, columns: dict, sep: str | None = None, name: str | None = None) -> Interactions:
+def read_table(path, columns: dict, sep: str | None = None, name: str | None = None,
+               duplicates: str = "error") -> Interactions:
     """A generic CSV / TSV / Parquet table of interactions.
 
     ``columns`` maps the roles ``"user"``, ``"item"`` (required), ``"timestamp"``, ``"rating"``
@@ -223,11 +226,11 @@ def read_table(path, columns: dict, sep: str | None = None, name: str | None = N
         raise ValueError(f"columns must map 'user' and 'item' (optionally 'timestamp', 'rating'), got {columns}")
     if path.suffix.lower() in _PARQUET_SUFFIXES:
         frame, line_no = _read_parquet(path, list(columns.values()))
-        return _from_frame(path, frame, line_no, columns, name or path.stem, "parquet")
+        return _from_frame(path, frame, line_no, columns, name or path.stem, "parquet", duplicates)
     header = not all(isinstance(c, int) for c in columns.values())
     frame, line_no = _read_delimited(path, sep or _guess_sep(path), header=header)
     _check_columns(path, frame, columns, header)
-    return _from_frame(path, frame, line_no, columns, name or path.stem, "table")
+    return _from_frame(path, frame, line_no, columns, name or path.stem, "table", duplicates)
 
 
 # Header names each role is recognised by (lower case, ``_``/``-``/spaces removed), most specific first:
@@ -240,7 +243,7 @@ _HEADER_NAMES = {
 }
 
 
-def read_named_table(path, name: str | None = None) -> Interactions:
+def read_named_table(path, name: str | None = None, duplicates: str = "error") -> Interactions:
     """A CSV / TSV / Parquet / RecBole ``.inter`` table whose header names its columns: the user and item
     columns (required), timestamp and rating (optional) are found by their usual names (``user_id``,
     ``userId``, ``item_id``, ``movieId``, ``asin``, ``timestamp``, ``rating``, ...; RecBole's ``:type``
@@ -258,7 +261,7 @@ def read_named_table(path, name: str | None = None) -> Interactions:
         looked = "; ".join(f"{role}: {', '.join(_HEADER_NAMES[role])}" for role in missing)
         raise DataFormatError(path, f"no {' or '.join(missing)} column in the header {header} (looked for {looked}; "
                                     "a file without a header: read_table with column positions)", 1)
-    return read_table(path, columns=found, name=name)
+    return read_table(path, columns=found, name=name, duplicates=duplicates)
 
 
 def _normalised(column: str) -> str:
@@ -322,7 +325,7 @@ def _read_parquet(path: Path, wanted: list) -> tuple[pd.DataFrame, np.ndarray]:
     return frame, np.arange(1, len(frame) + 1, dtype=np.int64)
 
 
-def read_lastfm(train_path, test_path, name: str | None = None) -> Split:
+def read_lastfm(train_path, test_path, name: str | None = None, duplicates: str = "error") -> Split:
     """LastFM as shipped with LightGCN-PyTorch: tab-separated ``user artist count``, 1-based, CRLF.
 
     Ids become ``raw - 1`` with ``n = largest raw id`` over both files, LightGCN-PyTorch's own
@@ -339,12 +342,11 @@ def read_lastfm(train_path, test_path, name: str | None = None) -> Split:
     name = name or default_name(paths[0])
     parts = []
     for p, (users, items, counts, line_no) in zip(paths, tables):
-        check_unique_pairs(p, users - 1, items - 1, n_items, line_no, user_ids, item_ids)
-        parts.append(Interactions(
+        parts.append(unique_pairs(p, Interactions(
             users=users - 1, items=items - 1, n_users=n_users, n_items=n_items, user_ids=user_ids,
             item_ids=item_ids, ratings=counts, name=name,
             meta={"format": "lastfm", "files": [str(p) for p in paths]},
-        ))
+        ), line_no, duplicates))
     return Split(train=parts[0], valid=empty_like(parts[0]), test=parts[1], protocol="given")
 
 

@@ -1,5 +1,6 @@
 """What every reader shares: the integer formats' byte-level parser (no Python loop over lines), token echoes
-capped before any parsing, and the checks that make a duplicate or an impossible value a line-precise error."""
+capped before any parsing, and the checks that make a duplicate (unless summed or dropped) or an impossible value
+a line-precise error."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from qrec.data.duplicates import check_option, first_repeat, merge
 from qrec.data.interactions import Interactions
 from qrec.errors import DataFormatError, DatasetNotFoundError
 
@@ -149,26 +151,33 @@ def check_unique_heads(path: Path, lines: _IntLines, what: str = "user") -> None
         )
 
 
+REPEAT_HINT = " (duplicates='sum' or 'drop', --duplicates, merges repeats)"
+
+
 def check_unique_pairs(
     path: Path, users: np.ndarray, items: np.ndarray, n_items: int, line_no: np.ndarray,
     user_ids: np.ndarray, item_ids: np.ndarray,
 ) -> None:
     """Reject a (user, item) pair given twice; the error names the line of the second occurrence."""
-    keys = users * np.int64(n_items) + items
-    sorted_keys = np.sort(keys)  # an unstable sort is enough to learn whether any key repeats
-    if not np.any(sorted_keys[1:] == sorted_keys[:-1]):
+    repeat = first_repeat(users * np.int64(n_items) + items)
+    if repeat is None:
         return
-    order = np.argsort(keys, kind="stable")  # stable: equal keys stay in file order
-    sorted_keys = keys[order]
-    repeat = np.flatnonzero(sorted_keys[1:] == sorted_keys[:-1])
-    second = order[1:][repeat].min()  # the repeat that comes earliest in the file
-    first = order[np.searchsorted(sorted_keys, keys[second])]
+    first, second = repeat
     u, i = user_ids[users[second]], item_ids[items[second]]
     if line_no[first] == line_no[second]:
         message = f"item {i} appears twice for user {u} on this line"
     else:
         message = f"duplicate interaction (user {u}, item {i}); first given on line {line_no[first]}"
-    raise DataFormatError(path, message, int(line_no[second]))
+    raise DataFormatError(path, message + REPEAT_HINT, int(line_no[second]))
+
+
+def unique_pairs(path: Path, data: Interactions, line_no: np.ndarray, duplicates: str) -> Interactions:
+    """``data`` with its repeated pairs refused (naming the line), summed or dropped (``qrec.data.duplicates``)."""
+    check_option(duplicates)
+    if duplicates != "error":
+        return merge(data, duplicates)
+    check_unique_pairs(path, data.users, data.items, data.n_items, line_no, data.user_ids, data.item_ids)
+    return data
 
 
 def factorize(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -186,17 +195,16 @@ def factorize(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def pairwise(
     path: Path, user_raw: np.ndarray, item_raw: np.ndarray, line_no: np.ndarray, *,
-    timestamps: np.ndarray | None, ratings: np.ndarray | None, name: str, fmt: str,
+    timestamps: np.ndarray | None, ratings: np.ndarray | None, name: str, fmt: str, duplicates: str = "error",
 ) -> Interactions:
-    """Interactions from one row per (user, item) pair, raw ids factorized, duplicates rejected."""
+    """Interactions from one row per (user, item) pair, raw ids factorized, repeated pairs as ``duplicates`` says."""
     users, user_ids = factorize(user_raw)
     items, item_ids = factorize(item_raw)
-    check_unique_pairs(path, users, items, len(item_ids), line_no, user_ids, item_ids)
-    return Interactions(
+    return unique_pairs(path, Interactions(
         users=users, items=items, n_users=len(user_ids), n_items=len(item_ids),
         user_ids=user_ids, item_ids=item_ids, timestamps=timestamps, ratings=ratings,
         name=name, meta={"format": fmt, "files": [str(path)]},
-    )
+    ), line_no, duplicates)
 
 
 def empty_like(data: Interactions) -> Interactions:
