@@ -3,7 +3,7 @@
 Per (items, table, optimizer), one subprocess (so its peak RSS is its own) generates
 ``synthetic-powerlaw:users=U,items=I,n=N`` (leave-one-out), builds GMF, trains ``--batches`` batches per round
 (median of ``--rounds`` rounds after a warm-up round; the epoch's negatives are sampled before the clock starts),
-writes the served artifact (qrec.export, no id vocabularies) and times full-ranking evaluation (all items, seen
+writes the served artifact (qrec.export: the model, id vocabularies and seen items) and times full-ranking evaluation (all items, seen
 items masked) of a ``--eval-users`` sample of the test users. Columns: generation + split seconds, training rows per
 second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact bytes, evaluation seconds.
 
@@ -48,13 +48,13 @@ def _sample_test(split, users: int, seed: int):
 
 
 def _train_rounds(cfg, split, model, optimizer, batches: int, rounds: int) -> tuple[float, int]:
-    from qrec.data.sampling import NegativeSampler
+    from qrec.train.tasks import make_task
     from qrec.train.trainer import _epoch_batches, _train_epoch
 
-    sampler = NegativeSampler(split.train, seed=cfg.seed)
+    task = make_task(cfg, split)
     seconds, rows = [], 0
     for r in range(rounds + 1):  # round 0 warms up
-        stream = _epoch_batches(model, split, sampler, cfg, r)
+        stream = iter(_epoch_batches(model, task, cfg, r))
         first = next(stream)  # sampling the epoch happens here, before the clock
         t0 = time.perf_counter()
         _, rows = _train_epoch(model, optimizer, itertools.islice(itertools.chain([first], stream), batches), cfg, r,
@@ -65,7 +65,7 @@ def _train_rounds(cfg, split, model, optimizer, batches: int, rounds: int) -> tu
 
 
 def measure(a, items: int, spec: str, optimizer: str) -> dict:
-    from qrec.export.artifact import export_model
+    from qrec.export.artifact import export_model, serving_data
     from qrec.models.evaluate import evaluate_model
     from qrec.train.config import RunConfig
     from qrec.train.pipeline import load_split
@@ -80,7 +80,7 @@ def measure(a, items: int, spec: str, optimizer: str) -> dict:
     train_s, rows = _train_rounds(cfg, split, model, make_optimizer(model, cfg), a.batches, a.rounds)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"
-        export_model(model, cfg.to_dict(), path)
+        export_model(model, cfg.to_dict(), path, serving_data(split))
         artifact = path.stat().st_size
     sample = _sample_test(split, a.eval_users, a.seed)
     t0 = time.perf_counter()
