@@ -154,7 +154,8 @@ def main(argv=None) -> None:
     ap.add_argument("--max-epochs", type=int, default=1000)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "time-to-quality", help="run folders (checkpoints)")
-    ap.add_argument("--out", type=Path, default=ROOT / "results" / "time-to-quality", help="curve records")
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "curves" / "time-to-quality",
+                    help="curve records (benchmark output, not qrec records: kept out of results/)")
     ap.add_argument("--figure", type=Path, default=None, help="default: docs/figures/time-to-quality-<dataset>.png")
     ap.add_argument("--report-only", action="store_true", help="table and figure from the records, no training")
     ap.add_argument("--from-runs", type=Path, nargs="+", default=[],
