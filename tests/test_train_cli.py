@@ -53,6 +53,20 @@ def test_a_finished_run_extends_to_more_epochs_exactly(seq_file, tmp_path):
         fit(_cfg(seq_file, epochs=3, lr=0.5), tmp_path / "b", progress=False, log=lambda s: None)
 
 
+def test_a_step_schedule_trains_at_the_decayed_lr_and_extends_exactly(seq_file, tmp_path):
+    """Milestones are absolute epochs: a 2-epoch run extended to 3 replays the straight run's decay at epoch 2."""
+    stepped = dict(lr=0.01, lr_milestones=[2], lr_gamma=0.1)
+    straight = fit(_cfg(seq_file, **stepped), tmp_path / "a", progress=False, log=lambda s: None)
+    fit(_cfg(seq_file, epochs=2, **stepped), tmp_path / "b", progress=False, log=lambda s: None)
+    extended = fit(_cfg(seq_file, **stepped), tmp_path / "b", progress=False, log=lambda s: None)
+    assert [h["loss"] for h in extended.history] == [h["loss"] for h in straight.history]
+    flat = fit(_cfg(seq_file, lr=0.01), None, progress=False, log=lambda s: None)
+    assert [h["loss"] for h in flat.history[:2]] == [h["loss"] for h in straight.history[:2]]
+    assert flat.history[2]["loss"] != straight.history[2]["loss"]
+    saved = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
+    assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+
+
 def test_a_damaged_checkpoint_stops_the_run_naming_it_and_is_kept(seq_file, tmp_path):
     from qrec.errors import QrecError
 

@@ -43,6 +43,11 @@ from qrec.train.config import RunConfig
     ("model", 3, "model = 3: expected a non-empty string"),
     ("given_test", "ignore", "given_test = 'ignore': expected one of ['error', 'drop', 'keep']"),
     ("model_options", [1], "model_options = [1]: expected a table"),
+    ("lr_milestones", [20, 10], "lr_milestones = [20, 10]: epochs must be increasing"),
+    ("lr_milestones", [0], "lr_milestones = 0: must be >= 1"),
+    ("lr_milestones", "20", "lr_milestones = '20': expected a list of epochs"),
+    ("lr_gamma", 0.0, "lr_gamma = 0.0: must be in (0, 1]"),
+    ("lr_gamma", 2.0, "lr_gamma = 2.0: must be in (0, 1]"),
 ])
 def test_bad_values_are_refused_from_python_and_toml(tmp_path, key, value, message):
     with pytest.raises(ConfigError, match=_escape(message)):
@@ -72,6 +77,15 @@ def test_defaults_and_older_records_keep_their_identity():
     assert "given_test" not in RunConfig().to_dict()
     assert RunConfig(given_test="drop").to_dict()["given_test"] == "drop"
     assert RunConfig.from_dict(RunConfig().to_dict()) == RunConfig()
+    assert "lr_milestones" not in RunConfig().to_dict() and "lr_gamma" not in RunConfig().to_dict()
+    stepped = RunConfig(lr_milestones=[10, 20], lr_gamma=0.5)
+    assert stepped.to_dict()["lr_milestones"] == [10, 20] and RunConfig.from_dict(stepped.to_dict()) == stepped
+
+
+def test_the_step_schedule_multiplies_the_lr_after_each_milestone():
+    cfg = RunConfig(lr=0.01, lr_milestones=[2, 4], lr_gamma=0.1)
+    assert [cfg.lr_at(e) for e in range(6)] == pytest.approx([0.01, 0.01, 1e-3, 1e-3, 1e-4, 1e-4], rel=1e-12)
+    assert RunConfig(lr=0.01).lr_at(100) == 0.01
 
 
 def test_a_toml_file_that_is_not_toml_is_an_error_naming_it(tmp_path):

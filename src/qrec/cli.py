@@ -73,6 +73,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--epochs", type=int, help=f"training epochs (default: {d('epochs')})")
     g.add_argument("--batch-size", type=int, help=f"training rows per step (default: {d('batch_size')})")
     g.add_argument("--lr", type=float, help=f"learning rate; rowwise-adagrad wants more, e.g. 0.05 (default: {d('lr')})")
+    g.add_argument("--lr-milestones", type=int, nargs="+", metavar="EPOCH", help="step decay: multiply the lr by "
+                   "--lr-gamma after each of these epochs, e.g. 20 30 (default: none)")
+    g.add_argument("--lr-gamma", type=float, help=f"factor of each --lr-milestones step (default: {d('lr_gamma')})")
     g.add_argument("--optimizer", choices=["adam", "rowwise-adagrad"], help="adam, or rowwise-adagrad: one state float "
                    f"per table row, sparse gradients, touched rows only (qrec.train.optim) (default: {d('optimizer')})")
     g.add_argument("--n-neg", type=int, help=f"pointwise models: sampled negatives per positive (default: {d('n_neg')})")
@@ -111,7 +114,7 @@ def _config(args):
     from qrec.train.config import RunConfig
 
     keys = ["task", "dataset", "data_path", "protocol", "min_count", "model", "embedding", "user_embedding", "dim", "epochs",
-            "batch_size", "lr", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test", "duplicates"]
+            "batch_size", "lr", "lr_milestones", "lr_gamma", "optimizer", "l2", "n_neg", "seed", "patience", "threads", "device", "given_test", "duplicates"]
     overrides = {k: getattr(args, k, None) for k in keys}
     overrides["ks"] = tuple(args.k) if getattr(args, "k", None) else None
     overrides["eval_every"] = getattr(args, "eval_every", None)

@@ -26,7 +26,8 @@ DEFAULT_DIM = 64
 OPTIMIZERS = ("adam", "rowwise-adagrad")
 TASKS = ("ranking", "regression")
 # Fields added after records existed: written only when set, so older checkpoints and records keep their identity.
-_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "given_test": "error", "optimizer": "adam", "duplicates": "error"}
+_OMITTED_AT_DEFAULT = {"task": "ranking", "l2": 0.0, "given_test": "error", "optimizer": "adam", "duplicates": "error",
+                       "lr_milestones": [], "lr_gamma": 0.1}
 GIVEN_TEST = ("error", "drop", "keep")
 # smallest allowed value of each integer key (threads: when set)
 _INT_MIN = {"min_count": 0, "dim": 1, "epochs": 1, "batch_size": 1, "n_neg": 1, "seed": 0, "eval_every": 1,
@@ -55,6 +56,8 @@ class RunConfig:
     epochs: int = 20
     batch_size: int = 1024
     lr: float = 1e-3
+    lr_milestones: tuple[int, ...] = ()    # step decay: after each of these epochs the lr is multiplied by lr_gamma.
+    lr_gamma: float = 0.1                  # Keyed on absolute epochs, so a run extended later replays exactly
     optimizer: str = "adam"                # adam | rowwise-adagrad (tables: one state float per row; qrec.train.optim)
     weight_decay: float = 0.0
     l2: float = 0.0                        # regression: L2 on each training pair's looked-up rows (biased MF's reg)
@@ -105,6 +108,7 @@ class RunConfig:
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["ks"] = list(self.ks)
+        d["lr_milestones"] = list(self.lr_milestones)
         return {k: v for k, v in d.items() if k not in _OMITTED_AT_DEFAULT or v != _OMITTED_AT_DEFAULT[k]}
 
     def check_catalogue(self, n_items: int, ks=None) -> None:
@@ -146,6 +150,10 @@ class RunConfig:
             return self
         return dataclasses.replace(self, data_path=str(Path(self.data_path).expanduser().resolve()))
 
+    def lr_at(self, epoch: int) -> float:
+        """The learning rate of 0-based ``epoch``: ``lr`` times ``lr_gamma`` per milestone already passed."""
+        return self.lr * self.lr_gamma ** sum(epoch >= m for m in self.lr_milestones)
+
     def replace(self, **changes) -> "RunConfig":
         return dataclasses.replace(self, **{k: v for k, v in changes.items() if v is not None})
 
@@ -171,6 +179,18 @@ def _checked(key: str, value):
     """``value`` of config ``key`` with its type made exact, or a ConfigError saying what is expected."""
     if key in _INT_MIN:
         return None if value is None and key == "threads" else _integer(key, value, _INT_MIN[key])
+    if key == "lr_milestones":
+        if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+            raise ConfigError(f"{_said(key, value)}: expected a list of epochs, e.g. [20, 30]")
+        epochs = tuple(_integer(key, e, 1) for e in value)
+        if list(epochs) != sorted(set(epochs)):
+            raise ConfigError(f"{_said(key, value)}: epochs must be increasing, each given once")
+        return epochs
+    if key == "lr_gamma":
+        number = _real(key, value)
+        if not 0 < number <= 1:
+            raise ConfigError(f"{_said(key, value)}: must be in (0, 1]")
+        return number
     if key in ("lr", "weight_decay", "init_std", "l2"):
         if value is None and key == "init_std":
             return None

@@ -94,6 +94,14 @@ def make_optimizer(model: Recommender, cfg: RunConfig) -> torch.optim.Optimizer 
         return torch.optim.Adam(params, **args)
 
 
+def set_learning_rate(optimizer, lr: float) -> None:
+    """Set every parameter group's lr, through the data-parallel wrapper and optimizer chains."""
+    inner = getattr(optimizer, "optimizer", optimizer)
+    for opt in getattr(inner, "optimizers", (inner,)):
+        for group in opt.param_groups:
+            group["lr"] = lr
+
+
 def _epoch_batches(model: Recommender, task, cfg: RunConfig, epoch: int):
     rng = np.random.default_rng([cfg.seed, epoch])
     torch.manual_seed(cfg.seed * 1_000_003 + epoch)
@@ -179,6 +187,7 @@ def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Spli
     stale = 0
     for epoch in range(state["epoch"], cfg.epochs):
         t0 = time.perf_counter()
+        set_learning_rate(optimizer, cfg.lr_at(epoch))
         batches = _epoch_batches(model, task, cfg, epoch)
         if parallel is not None:
             batches = parallel.shard(batches, epoch)
