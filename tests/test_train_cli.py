@@ -65,6 +65,12 @@ def test_a_step_schedule_trains_at_the_decayed_lr_and_extends_exactly(seq_file, 
     assert flat.history[2]["loss"] != straight.history[2]["loss"]
     saved = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)
     assert saved["optimizer"]["param_groups"][0]["lr"] == pytest.approx(1e-3)
+    # a run trained 2 epochs without a schedule takes one from epoch 2 on, exactly; not one that changes its past
+    fit(_cfg(seq_file, epochs=2, lr=0.01), tmp_path / "c", progress=False, log=lambda s: None)
+    with pytest.raises(ValueError, match="different config"):
+        fit(_cfg(seq_file, lr=0.01, lr_milestones=[1]), tmp_path / "c", progress=False, log=lambda s: None)
+    decayed = fit(_cfg(seq_file, **stepped), tmp_path / "c", progress=False, log=lambda s: None)
+    assert [h["loss"] for h in decayed.history] == [h["loss"] for h in straight.history]
 
 
 def test_a_damaged_checkpoint_stops_the_run_naming_it_and_is_kept(seq_file, tmp_path):

@@ -131,12 +131,15 @@ def _train_epoch(model, optimizer, batches, cfg: RunConfig, epoch: int, progress
     return total / max(1, n_batches), seen
 
 
-def _resumable_key(config: dict) -> dict:
-    """What must match to resume a checkpoint: everything but ``threads`` (speed, and float rounding: the
-    replay is bit for bit with the same threads) and ``epochs``
-    (epoch e's batches depend on ``(seed, e)`` alone and nothing is scheduled on the total, so a run can
-    be extended: 20 epochs then 40 replays the first 20 of a 40-epoch run exactly)."""
-    return {k: v for k, v in config.items() if k not in ("threads", "epochs")}
+def _resumable_key(config: dict, trained: int) -> dict:
+    """What must match to resume a checkpoint after ``trained`` epochs: everything but ``threads`` (speed, and
+    float rounding: the replay is bit for bit with the same threads), ``epochs`` (epoch e's batches depend on
+    ``(seed, e)`` alone and nothing is scheduled on the total, so a run can be extended: 20 epochs then 40
+    replays the first 20 of a 40-epoch run exactly) and the lr milestones not yet reached (a plateaued run
+    can be decayed from where it stands: what it trained is what the new schedule would have trained)."""
+    key = {k: v for k, v in config.items() if k not in ("threads", "epochs", "lr_milestones", "lr_gamma")}
+    passed = [m for m in config.get("lr_milestones", ()) if m < trained]
+    return key | ({"lr_milestones": passed, "lr_gamma": config.get("lr_gamma", 0.1)} if passed else {})
 
 
 def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True, resume: bool = True, log=None,
@@ -284,7 +287,9 @@ def _resume(ckpt: Path, cfg: RunConfig, model, optimizer) -> dict:
     except CheckpointError as e:
         raise CheckpointError(f"{e}; move or delete it to start this run over") from None
     # a checkpoint from before paths were stored absolute names its data relative to the folder it was trained in
-    if _resumable_key(_saved_config(saved, ckpt).with_absolute_path().to_dict()) != _resumable_key(cfg.to_dict()):
+    trained = saved["state"]["epoch"]
+    saved_cfg = _saved_config(saved, ckpt).with_absolute_path()
+    if _resumable_key(saved_cfg.to_dict(), trained) != _resumable_key(cfg.to_dict(), trained):
         raise ValueError(f"{ckpt} was written by a different config; use another --out or delete it")
     if saved["state"]["epoch"] > cfg.epochs:
         raise ValueError(f"{ckpt} has already trained {saved['state']['epoch']} epochs, more than the "
