@@ -181,6 +181,21 @@ def test_lightgcn_softmax_loss_learns_and_students_inherit_it(graph):
     assert (student.loss, student.temperature, student.negatives) == ("softmax", 1.0, 0)
 
 
+@pytest.mark.parametrize("cls", [BinaryGCN, LowBitGCN])
+def test_softmax_students_see_only_the_shared_negatives(cls):
+    """A student's loss on a batch equals its loss on the batch cut to its first ``negatives`` negatives."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    teacher = LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2, loss="softmax", temperature=0.5, negatives=2)
+    extra = dict(teacher=False) if cls is BinaryGCN else dict(estimator="ste")
+    student = cls.from_lightgcn(teacher, **extra)
+    batch = {"users": torch.tensor([0, 3, 3]), "pos": torch.tensor([1, 2, 5]), "neg": torch.tensor([4, 6, 0])}
+    cut = dict(batch, neg=batch["neg"][:2])
+    assert student.negatives == 2
+    assert student.training_loss(batch).item() == student.training_loss(cut).item()
+    assert student.training_loss(batch).item() != student.training_loss(dict(batch, neg=batch["neg"][1:])).item()
+
+
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])
 def test_lightgcn_refuses_a_bad_loss_option(bad):
     nu, ni, train = _small()

@@ -103,24 +103,24 @@ class BinaryGCN(ScoredFromCodes, LightGCN):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self._cache = None
         self._codes = None
-        dev = self.user_table._device()
-        batch = {k: v.to(dev) for k, v in batch.items()}
+        batch = self.training_batch(batch)
         B = batch["users"].shape[0]
         idx = self.batch_index(batch)
+        m = len(idx)                                             # users, positives, negatives: 2B + N rows
         kd = self.kd_weight > 0 and self.kd_top.numel() > 0
         if kd:  # the distillation pairs' rows go through the same (row-restricted) propagation
             kd_u, kd_t, kd_j = self.sample_distillation(batch["users"])
             idx = torch.cat([idx, kd_u, kd_t, kd_j])
         layers = self.batch_layers(idx)                          # per layer, (len(idx), d)
         # alpha and sign are row-wise: binarise just the rows the batch touches
-        q = self.quantized_rows([E[: 3 * B] for E in layers])    # (3B, (L+1) d)
+        q = self.quantized_rows([E[:m] for E in layers])         # (m, (L+1) d)
         qu, qp, qn = q[:B], q[B:2 * B], q[2 * B:]
-        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch, layers[0][: 3 * B])
+        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch, layers[0][:m])
         if self.fp_weight > 0:  # joint training: LightGCN's own loss on the same encoder (mean of layers)
-            x = sum(E[: 3 * B] for E in layers) / len(layers)
+            x = sum(E[:m] for E in layers) / len(layers)
             loss = loss + self.fp_weight * self.ranking_loss(x[:B], x[B:2 * B], x[2 * B:])
         if kd:
-            loss = loss + self.kd_weight * self.distillation_loss([E[3 * B:] for E in layers])
+            loss = loss + self.kd_weight * self.distillation_loss([E[m:] for E in layers])
         return loss + self._table_aux()
 
     # ----------------------------------------------------------------- distillation

@@ -324,13 +324,19 @@ class LightGCN(Recommender):
             return sampled_softmax_loss(u, p, n, self.temperature)
         return bpr_loss((u * p).sum(-1), (u * n).sum(-1))
 
-    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """BPR on the final embeddings (whole graph propagated) + L2 on layer 0 + the tables' aux losses."""
-        self._cache = None
+    def training_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``batch`` on the model's device, its negatives cut to the softmax's shared ``negatives`` (the first N):
+        every GCN's loss (teacher and students) then sees the same negatives, and propagates only their rows."""
         dev = self.user_table._device()
         batch = {k: v.to(dev) for k, v in batch.items()}
         if self.loss == "softmax" and self.negatives:
             batch["neg"] = batch["neg"][: self.negatives]
+        return batch
+
+    def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """BPR on the final embeddings (whole graph propagated) + L2 on layer 0 + the tables' aux losses."""
+        self._cache = None
+        batch = self.training_batch(batch)
         B = batch["users"].shape[0]
         layers = self.batch_layers(self.batch_index(batch))
         x = self.combine(layers)

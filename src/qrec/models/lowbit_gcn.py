@@ -110,8 +110,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self._cache = None
         self._codes = None
-        dev = self.user_table._device()
-        batch = {k: v.to(dev) for k, v in batch.items()}
+        batch = self.training_batch(batch)
         B = batch["users"].shape[0]
         layers = self.batch_layers(self.batch_index(batch))
         x = self.rotate(self.combine(layers))
