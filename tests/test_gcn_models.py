@@ -196,6 +196,22 @@ def test_softmax_students_see_only_the_shared_negatives(cls):
     assert student.training_loss(batch).item() != student.training_loss(dict(batch, neg=batch["neg"][1:])).item()
 
 
+@pytest.mark.parametrize("cls", [LightGCN, LowBitGCN])
+def test_a_wider_student_starts_with_its_teachers_scores_and_l2(cls):
+    """d = 8 teacher -> d = 20 student: rows times an orthonormal lift keep every dot product and norm."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    teacher = fit(LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2), train, 5)
+    student = cls.from_lightgcn(teacher, dim=20)
+    assert student.dim == 20 and student.user_table.weight.shape == (nu, 20)
+    (Ut, It), (Us, Is) = teacher.final_embeddings(), student.final_embeddings()
+    torch.testing.assert_close((Us @ Is.T).double(), (Ut @ It.T).double(), rtol=1e-4, atol=1e-6)
+    batch = {"users": torch.tensor([0, 3]), "pos": torch.tensor([1, 2]), "neg": torch.tensor([4, 6])}
+    assert student.reg_loss(batch).item() == pytest.approx(teacher.reg_loss(batch).item(), rel=1e-5)
+    with pytest.raises(ValueError, match="narrower"):
+        LightGCN.from_lightgcn(teacher, dim=4)
+
+
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])
 def test_lightgcn_refuses_a_bad_loss_option(bad):
     nu, ni, train = _small()

@@ -149,6 +149,12 @@ def _make_table(spec: str, n: int, d: int, init_std: float, frequencies=None) ->
     return build_table(spec, n, d, frequencies=frequencies, init_std=init_std)
 
 
+def orthonormal_rows(d: int, wide: int) -> torch.Tensor:
+    """A random ``(d, wide)`` matrix ``W`` with ``W W^T = I`` (from torch's generator: seeded by the run)."""
+    q, _ = torch.linalg.qr(torch.randn(wide, d, dtype=torch.float64))
+    return q.T.contiguous().float()
+
+
 class LightGCN(Recommender):
     """LightGCN over a fixed training graph.
 
@@ -399,7 +405,12 @@ class LightGCN(Recommender):
     # ----------------------------------------------------------------- construction
     @classmethod
     def from_lightgcn(cls, model: "LightGCN", **kwargs) -> "LightGCN":
-        """A new model of this class on ``model``'s graph, its layer-0 tables initialised from ``model``'s."""
+        """A new model of this class on ``model``'s graph, its layer-0 tables initialised from ``model``'s.
+
+        A wider student (``dim`` > the teacher's d) starts from the teacher's rows times a random ``(d, dim)``
+        matrix with orthonormal rows: dot products and norms are unchanged (``x W (y W)^T = x y^T``), and the
+        propagation is linear, so it starts with the teacher's scores and L2 exactly, in more coordinates (more
+        sign bits for a 1-bit student to keep)."""
         kw = dict(dim=model.dim, n_layers=model.n_layers, reg=model.reg, init_std=model.init_std)
         if model.loss != "bpr":  # a student trains with its teacher's loss unless told otherwise
             kw.update(loss=model.loss, temperature=model.temperature, negatives=model.negatives)
@@ -408,6 +419,13 @@ class LightGCN(Recommender):
         kw.setdefault("index_dtype", model._index_dtype)
         kw.setdefault("reorder", model.reorder)
         new = cls(model.n_users, model.n_items, train=None, adjacency=model._adj_sp, **kw)
-        new.user_table.load_state_dict(model.user_table.state_dict())
-        new.item_table.load_state_dict(model.item_table.state_dict())
+        if new.dim < model.dim:
+            raise ValueError(f"a student cannot be narrower than its teacher (d = {new.dim} < {model.dim})")
+        lift = None if new.dim == model.dim else orthonormal_rows(model.dim, new.dim)
+        for source, target in ((model.user_table, new.user_table), (model.item_table, new.item_table)):
+            if lift is None:
+                target.load_state_dict(source.state_dict())
+            else:
+                with torch.no_grad():
+                    target.weight.copy_(source.weight.detach().cpu() @ lift)
         return new.to(model.user_table._device())

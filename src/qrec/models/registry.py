@@ -140,9 +140,10 @@ def _from_teacher(cls, teacher: Recommender, user_spec: str, item_spec: str, dim
 
     if type(teacher) is not LightGCN:
         raise SpecError(f"the teacher is a {type(teacher).__name__}; a full-precision lightgcn run is needed")
-    if teacher.dim != dim or {user_spec, item_spec} != {"full"}:
-        raise SpecError("a student of a teacher keeps its d and full layer-0 tables")
-    return cls.from_lightgcn(teacher, **options)
+    if dim < teacher.dim or {user_spec, item_spec} != {"full"}:
+        raise SpecError(f"a student of a teacher has full layer-0 tables and a d of at least the teacher's "
+                        f"({teacher.dim}; a wider one starts from an orthonormal lift of its rows)")
+    return cls.from_lightgcn(teacher, dim=dim, **options)
 
 
 register_model("lightgcn")(_graph_model("qrec.models.lightgcn.LightGCN"))
