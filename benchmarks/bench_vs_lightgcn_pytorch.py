@@ -60,22 +60,51 @@ BATCH = 2048
 PEER_FLAGS = ["--dataset", "gowalla", "--layer", "3", "--recdim", "64", "--bpr_batch", str(BATCH), "--lr", "0.001",
               "--decay", "1e-4", "--tensorboard", "0", "--model", "lgn"]
 PEER_MODULES = ("parse", "world", "dataloader", "model", "utils", "Procedure")
+PEER_CACHE = "s_pre_adj_mat.npz"  # their normalised adjacency, written beside the data on the first build
+
+
+@dataclass
+class Clock:
+    """Wall and process (CPU) time of one instant."""
+
+    wall: float = field(default_factory=time.perf_counter)
+    cpu: float = field(default_factory=time.process_time)
 
 
 @dataclass
 class Epoch:
-    """One timed epoch: ``setup`` s before the first step, ``steps`` steps in ``steps_s`` s, of ``n_batches``."""
+    """One timed epoch of ``n_batches``: started at ``start``, its first step at ``first``, ``steps`` steps done
+    at ``end``."""
 
-    setup: float
+    start: Clock
+    first: Clock
+    end: Clock
     steps: int
-    steps_s: float
     n_batches: int
     loss: float
 
+    def _scaled(self, kind: str) -> float:
+        start, first, end = (getattr(c, kind) for c in (self.start, self.first, self.end))
+        return first - start + (end - first) * self.n_batches / self.steps
+
+    @property
+    def setup(self) -> float:
+        """Wall seconds before the first step: the epoch's sampling and shuffle."""
+        return self.first.wall - self.start.wall
+
+    @property
+    def step(self) -> float:
+        return (self.end.wall - self.first.wall) / self.steps
+
     @property
     def seconds(self) -> float:
-        """The epoch's seconds: measured whole, or estimated from the timed steps when only some ran."""
-        return self.setup + self.steps_s * self.n_batches / self.steps
+        """The epoch's wall seconds: measured whole, or estimated from the timed steps when only some ran."""
+        return self._scaled("wall")
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The same in process CPU time (all threads), which other processes on the cores inflate less."""
+        return self._scaled("cpu")
 
 
 @dataclass
@@ -105,10 +134,10 @@ class _ClockedSteps:
 
     def stageOne(self, users, pos, neg):  # noqa: N802  (their name)
         if self.first is None:
-            self.first = time.perf_counter()
+            self.first = Clock()
         loss = self.bpr.stageOne(users, pos, neg)
         self.losses.append(loss)
-        self.last = time.perf_counter()
+        self.last = Clock()
         if self.limit and len(self.losses) >= self.limit:
             raise _Enough
         return loss
@@ -144,7 +173,12 @@ def _peer_batches(p: SimpleNamespace, dataset) -> int:
 def peer_side(peer: Path, data: Path, workdir: Path) -> Side:
     p = import_peer(peer)
     for f in ("train.txt", "test.txt"):  # their graph cache (s_pre_adj_mat.npz) is written beside the files
-        (workdir / f).symlink_to((data / f).resolve())
+        link = workdir / f
+        if link.is_symlink() and link.resolve() != (data / f).resolve():
+            sys.exit(f"{workdir} holds another dataset's files (and their graph cache); use another --peer-work")
+        if not link.is_symlink():
+            link.symlink_to((data / f).resolve())
+    cached = (workdir / PEER_CACHE).exists()
     p.utils.set_seed(p.world.seed)  # as their main.py
     t = time.perf_counter()
     dataset = p.dataloader.Loader(path=str(workdir))
@@ -157,24 +191,26 @@ def peer_side(peer: Path, data: Path, workdir: Path) -> Side:
 
     def run_epoch(epoch: int, limit: int) -> Epoch:
         clock = _ClockedSteps(bpr, limit)
-        t0 = time.perf_counter()
+        start = Clock()
         try:
             p.Procedure.BPR_train_original(dataset, model, clock, epoch, neg_k=1, w=None)
-            end = time.perf_counter()  # the whole call: its bookkeeping after the last step included
+            end = Clock()  # the whole call: its bookkeeping after the last step included
         except _Enough:
             end = clock.last
         steps = len(clock.losses)
         if not limit and steps != n_batches:
             raise RuntimeError(f"their epoch ran {steps} batches, expected {n_batches}")
-        return Epoch(clock.first - t0, steps, end - clock.first, n_batches, statistics.fmean(clock.losses))
+        return Epoch(start, clock.first, end, steps, n_batches, statistics.fmean(clock.losses))
 
     def evaluate():
         t = time.perf_counter()
         result = p.Procedure.Test(dataset, model, 0, None, 0)
         return time.perf_counter() - t, float(result["recall"][0])
 
-    sampler = "their C++ sampler (cppimport)" if p.utils.sample_ext else "their Python sampler (no cppimport)"
-    return Side("LightGCN-PyTorch", read_s, build_s, run_epoch, evaluate, note=sampler)
+    note = "their C++ sampler (cppimport)" if p.utils.sample_ext else "their Python sampler (no cppimport)"
+    if cached:
+        note += f"; their graph loaded from their cache {workdir / PEER_CACHE}, not built"
+    return Side("LightGCN-PyTorch", read_s, build_s, run_epoch, evaluate, note=note)
 
 
 # ----------------------------------------------------------------------------------------------- qrec
@@ -200,15 +236,14 @@ def qrec_side(data: Path, threads: int) -> Side:
         def clocked(batches):
             for k, b in enumerate(batches):
                 if k == 0:
-                    marks["first"] = time.perf_counter()
+                    marks["first"] = Clock()
                 yield b
 
-        t0 = time.perf_counter()
+        start = Clock()
         batches = _epoch_batches(model, task, cfg, epoch)
         n_batches = len(batches)
         loss, _ = _train_epoch(model, optimizer, clocked(islice(batches, limit or None)), cfg, epoch, False, task.loss)
-        end = time.perf_counter()
-        return Epoch(marks["first"] - t0, min(limit or n_batches, n_batches), end - marks["first"], n_batches, loss)
+        return Epoch(start, marks["first"], Clock(), min(limit or n_batches, n_batches), n_batches, loss)
 
     def evaluate():
         t = time.perf_counter()
@@ -226,6 +261,7 @@ def _ratio(a: float, b: float) -> str:
 def report(peer: Side, ours: Side, limit: int, tests: list | None, threads: int, loads: tuple) -> None:
     est = "~" if limit else ""
     pe, qe = (statistics.median(e.seconds for e in s.epochs) for s in (peer, ours))
+    pc, qc = (statistics.median(e.cpu_seconds for e in s.epochs) for s in (peer, ours))
     ps, qs = (statistics.median(e.setup for e in s.epochs) for s in (peer, ours))
     what = f"first {limit} batches timed, scaled to the epoch" if limit else "whole epochs"
     rows = [
@@ -234,8 +270,9 @@ def report(peer: Side, ours: Side, limit: int, tests: list | None, threads: int,
          _ratio(peer.build_s, ours.build_s)],
         [f"epoch (s, median of {len(peer.epochs)}; {what})", f"{est}{pe:.1f}", f"{est}{qe:.1f}", f"{_ratio(pe, qe)}"],
         ["  of which the epoch's setup: sampling, shuffle (s)", f"{ps:.2f}", f"{qs:.2f}", _ratio(ps, qs)],
-        ["  per step (ms, median)", f"{1e3 * statistics.median(e.steps_s / e.steps for e in peer.epochs):.0f}",
-         f"{1e3 * statistics.median(e.steps_s / e.steps for e in ours.epochs):.0f}", ""],
+        ["  per step (ms, median)", f"{1e3 * statistics.median(e.step for e in peer.epochs):.0f}",
+         f"{1e3 * statistics.median(e.step for e in ours.epochs):.0f}", ""],
+        ["epoch in process CPU seconds, all threads (median)", f"{est}{pc:.1f}", f"{est}{qc:.1f}", _ratio(pc, qc)],
         ["epochs, one per repeat, in run order (s)", ", ".join(f"{est}{e.seconds:.1f}" for e in peer.epochs),
          ", ".join(f"{est}{e.seconds:.1f}" for e in ours.epochs), ""],
         [f"batches of {BATCH} per epoch (timed)", f"{peer.epochs[0].n_batches} ({peer.epochs[0].steps})",
@@ -248,7 +285,7 @@ def report(peer: Side, ours: Side, limit: int, tests: list | None, threads: int,
         rows.append(["  test Recall@20 after the epochs (%)", f"{100 * pr:.2f}", f"{100 * qr:.2f}", ""])
     table(rows, ["", "LightGCN-PyTorch", "qrec", "LightGCN-PyTorch / qrec"])
     print(f"{threads} torch threads on both sides; load average {loads[0]:.2f} before, {loads[1]:.2f} after "
-          f"({os.cpu_count()} CPUs: above that, other processes shared the cores). Peer sampling: {peer.note}.")
+          f"({os.cpu_count()} CPUs: above that, other processes shared the cores). Peer: {peer.note}.")
 
 
 def main(argv=None) -> None:
@@ -260,6 +297,9 @@ def main(argv=None) -> None:
     ap.add_argument("--repeats", type=int, default=3, help="epochs of each side, alternating")
     ap.add_argument("--batches", type=int, default=0, help="time the first N batches of each epoch (0: whole epochs)")
     ap.add_argument("--test", action="store_true", help="also time one full test evaluation of each")
+    ap.add_argument("--peer-work", type=Path, default=None,
+                    help="keep their graph cache in this folder between runs (default: a fresh temporary folder, "
+                         "so every run builds their graph)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.batches < 0 or args.threads < 1:
         sys.exit("--repeats and --threads must be >= 1, --batches >= 0")
@@ -270,7 +310,9 @@ def main(argv=None) -> None:
     print(f"# bench_vs_lightgcn_pytorch: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} threads; data {args.data}; peer {args.peer}\n", flush=True)
     with tempfile.TemporaryDirectory(prefix="lgcn-peer-") as work:
-        peer = peer_side(args.peer, args.data, Path(work))
+        if args.peer_work:
+            args.peer_work.mkdir(parents=True, exist_ok=True)
+        peer = peer_side(args.peer, args.data, args.peer_work or Path(work))
         ours = qrec_side(args.data, args.threads)
         for r in range(args.repeats):
             for side in (peer, ours):

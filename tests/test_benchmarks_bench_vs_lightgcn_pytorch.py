@@ -18,10 +18,12 @@ PEER = Path(os.environ.get("QREC_PEER_LIGHTGCN", ROOT.parent / "peer" / "LightGC
 
 
 def test_epoch_is_measured_whole_or_scaled_from_its_steps():
-    whole = bench.Epoch(setup=2.0, steps=10, steps_s=5.0, n_batches=10, loss=0.69)
-    assert whole.seconds == pytest.approx(7.0)
-    part = bench.Epoch(setup=2.0, steps=4, steps_s=2.0, n_batches=10, loss=0.69)
-    assert part.seconds == pytest.approx(2.0 + 0.5 * 10)  # the setup once, the steps scaled to the epoch
+    start, first, end = bench.Clock(10.0, 1.0), bench.Clock(12.0, 2.0), bench.Clock(17.0, 12.0)
+    whole = bench.Epoch(start, first, end, steps=10, n_batches=10, loss=0.69)
+    assert (whole.seconds, whole.setup, whole.step, whole.cpu_seconds) == pytest.approx((7.0, 2.0, 0.5, 11.0))
+    part = bench.Epoch(start, first, end, steps=5, n_batches=10, loss=0.69)
+    assert part.seconds == pytest.approx(2.0 + 1.0 * 10)  # the setup once, the steps scaled to the epoch
+    assert part.cpu_seconds == pytest.approx(1.0 + 2.0 * 10)
 
 
 def test_a_folder_without_their_code_stops_with_its_name(tmp_path, graph_dir):
