@@ -11,9 +11,9 @@ inside the forward pass (dropout) is seeded per rank by ``(seed, epoch, rank)``.
 records and logs. See docs/DISTRIBUTED.md.
 
 Every rank samples the whole epoch (cheap and vectorised next to training, and what makes the equality exact). Dense
-gradients are all-reduced (``n x d`` floats per table: this suits tables that fit one process); sparse table
-gradients (``--optimizer rowwise-adagrad``) are all-gathered as (row ids, row values) and summed into one coalesced
-sparse gradient, so a step exchanges the batch's rows, never the whole table.
+gradients are all-reduced (``n x d`` floats per table under Adam: this suits tables that fit one process); sparse
+table gradients (``--optimizer rowwise-adagrad``) are all-gathered as (row ids, row values) and summed into one
+coalesced sparse gradient, so a step exchanges the batch's rows, never the whole table (``qrec.train.exchange``).
 """
 
 from __future__ import annotations
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from qrec.errors import QrecError
+from qrec.train.exchange import exchange_gradients
 
-__all__ = ["DataParallel", "from_env", "finish", "merge_row_gradients"]
+__all__ = ["DataParallel", "from_env", "finish"]
 
 
 @dataclass
@@ -39,6 +39,7 @@ class DataParallel:
     world: int
     seed: int = 0
     _share: float = field(default=1.0, repr=False)  # this rank's fraction of the current global batch
+    sent_bytes: int = 0  # what this rank has put into the gradient collectives so far (benchmarks/bench_distributed.py)
 
     @property
     def writes(self) -> bool:
@@ -65,75 +66,9 @@ class DataParallel:
         return _AveragingOptimizer(optimizer, self)
 
     def all_reduce_gradients(self, model_params) -> None:
-        """Replace every gradient by the global batch's: each rank's weighted by its share, then summed. Dense ones
-        are all-reduced; sparse ones (row-wise AdaGrad's tables) are all-gathered as rows and values."""
-        params = list(model_params)
-        sizes = self._gradient_sizes(params)  # (world, params): the ranks' row counts, or DENSE / NONE
-        for k, p in enumerate(params):
-            if (sizes[:, k] >= 0).any():
-                if (sizes[:, k] == DENSE).any():
-                    raise QrecError(f"parameter {k} {tuple(p.shape)} has a sparse gradient on some ranks and a dense "
-                                    "one on others; the ranks run different models")
-                p.grad = self._gather_sparse(p, sizes[:, k].tolist())
-                continue
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)  # a rank whose slice missed a parameter still joins the sum
-            p.grad.mul_(self._share) if self._share else p.grad.zero_()
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
-
-    def _gradient_sizes(self, params) -> torch.Tensor:
-        """Every rank's gradient kind per parameter, in one small all-gather: the number of rows of a sparse
-        gradient (this rank's rows once coalesced, 0 when its share is 0), ``DENSE``, or ``NONE``."""
-        for p in params:
-            if p.grad is not None and p.grad.is_sparse:
-                p.grad = p.grad.coalesce()  # once: sums the rows looked up more than once
-        mine = torch.tensor([_rows_of(p.grad, self._share) for p in params], dtype=torch.int64,
-                            device=params[0].device if params else "cpu")
-        every = [torch.empty_like(mine) for _ in range(self.world)]
-        dist.all_gather(every, mine)
-        return torch.stack(every).cpu()
-
-    def _gather_sparse(self, p: torch.Tensor, sizes: list[int]) -> torch.Tensor:
-        """The global batch's coalesced sparse gradient of ``p``: every rank's (rows, share-weighted values), padded
-        to the largest rank's row count for ``all_gather`` and trimmed back before the sum."""
-        rows, values = _weighted_rows(p, self._share)
-        width = max(sizes)
-        rows = torch.cat([rows, rows.new_zeros(width - len(rows))])
-        values = torch.cat([values, values.new_zeros(width - len(values), *values.shape[1:])])
-        all_rows, all_values = [torch.empty_like(rows) for _ in sizes], [torch.empty_like(values) for _ in sizes]
-        dist.all_gather(all_rows, rows)
-        dist.all_gather(all_values, values)
-        return merge_row_gradients([(r[:n], v[:n]) for r, v, n in zip(all_rows, all_values, sizes)], p.shape)
-
-
-DENSE, NONE = -1, -2  # a parameter's gradient kind in DataParallel._gradient_sizes (else its sparse row count)
-
-
-def _rows_of(grad: torch.Tensor | None, share: float) -> int:
-    if grad is None:
-        return NONE
-    if not grad.is_sparse:
-        return DENSE
-    if grad.sparse_dim() != 1:  # raised on every rank alike, before any rank waits in a collective
-        raise QrecError(f"sparse gradients are exchanged by rows; got one with {grad.sparse_dim()} sparse dimensions")
-    return grad._nnz() if share else 0
-
-
-def _weighted_rows(p: torch.Tensor, share: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """This rank's ``(rows, values x share)`` of ``p``'s sparse gradient (coalesced: a row looked up twice is one
-    row); none when the rank has no share or no gradient."""
-    if p.grad is None or not share:
-        return torch.zeros(0, dtype=torch.int64, device=p.device), p.new_zeros(0, *p.shape[1:])
-    grad = p.grad.coalesce()  # a no-op after _gradient_sizes
-    return grad.indices()[0], grad.values() * share
-
-
-def merge_row_gradients(parts, shape) -> torch.Tensor:
-    """One coalesced sparse gradient of ``shape`` from the ranks' ``(rows, values)``: a row several ranks touched
-    gets the sum of their values."""
-    rows = torch.cat([r for r, _ in parts]).unsqueeze(0)
-    values = torch.cat([v for _, v in parts])
-    return torch.sparse_coo_tensor(rows, values, shape, check_invariants=False).coalesce()
+        """Replace every gradient by the global batch's (``qrec.train.exchange``: dense ones all-reduced in one bucket,
+        sparse ones all-gathered as rows and values)."""
+        self.sent_bytes += exchange_gradients(list(model_params), self._share, self.world)
 
 
 class _AveragingOptimizer:
