@@ -7,7 +7,11 @@ writes the served artifact (qrec.export: the model, id vocabularies and seen ite
 items masked) of a ``--eval-users`` sample of the test users. Columns: generation + split seconds, training rows per
 second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact bytes, evaluation seconds.
 
-    python benchmarks/bench_scale.py --items 1e5 1e6 --users 1e5 --interactions 1e6 --rounds 3
+    python benchmarks/bench_scale.py --items 1e5 1e6 --users 1e5 --interactions 1e6 --rounds 3 --out scale.jsonl
+
+Every measured row is appended to ``--out`` as one JSON line (its configuration, its measurements, the load average
+and the time), as soon as it is measured: a rerun with the same ``--out`` skips the rows already there (same
+configuration), so an interrupted curve resumes. ``benchmarks/plot_scale.py`` draws the log-log figure from it.
 
 The row-wise optimizer (``--optimizers adam rowwise-adagrad``) is the point of the comparison: Adam updates every
 row of every table each step (its cost grows with the catalogue), row-wise AdaGrad with sparse table gradients only
@@ -32,6 +36,7 @@ import numpy as np
 import torch
 
 from mdtable import table
+from resume import append, key, written
 
 
 def _name(users: int, items: int, n: int, seed: int) -> str:
@@ -90,6 +95,16 @@ def measure(a, items: int, spec: str, optimizer: str) -> dict:
             "artifact_bytes": artifact, "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"]}
 
 
+CONFIG = ("items", "spec", "optimizer", "lr", "users", "interactions", "dim", "batch_size", "batches", "rounds",
+          "eval_users", "seed", "threads")
+
+
+def _config(a, items: int, spec: str, optimizer: str) -> dict:
+    """What a row measured: the key under which ``--out`` remembers it."""
+    return {"items": items, "spec": spec, "optimizer": optimizer, "lr": a.lr.get(optimizer, 1e-3),
+            **{k: getattr(a, k) for k in CONFIG[4:]}}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--items", nargs="+", type=float, default=[1e5, 1e6])
@@ -106,6 +121,8 @@ def main() -> None:
     ap.add_argument("--eval-users", type=int, default=10_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--out", type=Path, default=Path("bench_scale.jsonl"),
+                    help="JSON lines, one per measured row; rows already there are not rerun (default: %(default)s)")
     ap.add_argument("--one", nargs=3, metavar=("ITEMS", "SPEC", "OPTIMIZER"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.users, a.interactions = int(a.users), int(a.interactions)
@@ -118,15 +135,20 @@ def main() -> None:
           f"(leave-one-out), batch {a.batch_size}, {a.threads} thread(s), {a.batches} batches x {a.rounds} rounds "
           f"(median), eval: {a.eval_users} test users x all items; torch {torch.__version__}; "
           f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores\n", flush=True)
-    rows = []
+    rows, done = [], written(a.out, CONFIG)
     for items, spec, opt in itertools.product(a.items, a.specs, a.optimizers):
-        cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(items), spec, opt]
-        out = subprocess.run(cmd, capture_output=True, text=True)
-        if out.returncode:
-            print(out.stderr[-2000:], file=sys.stderr)
-            rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", "", "", "", "", ""])
-            continue
-        r = json.loads(out.stdout.strip().splitlines()[-1])
+        config = _config(a, int(items), spec, opt)
+        r = done.get(key(config, CONFIG))
+        if r is None:
+            cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(items), spec, opt]
+            out = subprocess.run(cmd, capture_output=True, text=True)
+            if out.returncode:
+                print(out.stderr[-2000:], file=sys.stderr)
+                rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", "", "", "", "", ""])
+                continue
+            r = {**config, **json.loads(out.stdout.strip().splitlines()[-1]), "load_avg": os.getloadavg()[0],
+                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            append(a.out, r)
         rows.append([f"{int(items):,}", f"`{spec}`", opt, f"{r['generate_s']:.1f}", f"{r['rows_per_s']:,.0f}",
                      f"{r['peak_mib']:,.0f}", f"{r['artifact_bytes'] / 2**20:,.1f}", f"{r['eval_s']:.1f}",
                      f"{r['hr@10']:.3f}"])

@@ -1,5 +1,5 @@
-"""Data-parallel training: the slices of a global batch, and a 2-process torchrun (gloo, CPU) that ends with the
-weights of the one-process run with the same global batch."""
+"""Data-parallel training: the slices of a global batch, and a 2-process torchrun (gloo, CPU) that ends with the weights of the one-process run with the same global batch, with
+Adam (dense gradients, all-reduced) and row-wise AdaGrad (sparse table gradients, all-gathered by rows)."""
 
 from __future__ import annotations
 
@@ -36,12 +36,13 @@ def test_slices_cover_each_global_batch_once_with_shares_summing_to_one(n, world
 
 @pytest.mark.slow  # two fresh interpreters importing torch: ~20 s idle
 @pytest.mark.skipif(shutil.which("torchrun", path=os.path.dirname(sys.executable)) is None, reason="no torchrun")
-def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+@pytest.mark.parametrize("optimizer", ["adam", "rowwise-adagrad"])
+def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path, optimizer):
     from qrec.train.trainer import fit
 
     dataset = "synthetic-powerlaw:users=200,items=150,n=3000,clusters=4"
     args = ["--dataset", dataset, "--model", "gmf", "--dim", "8", "--epochs", "2", "--batch-size", "501",
-            "--lr", "0.01", "--threads", "1", "--quiet"]  # 501: the ranks' slices differ in size
+            "--lr", "0.01", "--optimizer", optimizer, "--threads", "1", "--quiet"]  # 501: uneven slices
     torchrun = str(Path(sys.executable).parent / "torchrun")
     env = dict(os.environ, PYTHONPATH=str(SRC), OMP_NUM_THREADS="1")
     out = subprocess.run([torchrun, "--standalone", "--nproc_per_node", "2", "-m", "qrec.cli", "train", *args,
@@ -51,7 +52,8 @@ def test_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     assert (tmp_path / "dp" / "record.json").exists()
     parallel = torch.load(tmp_path / "dp" / "checkpoint.pt", weights_only=False)["model"]
 
-    cfg = RunConfig(dataset=dataset, model="gmf", dim=8, epochs=2, batch_size=501, lr=0.01, threads=1)
+    cfg = RunConfig(dataset=dataset, model="gmf", dim=8, epochs=2, batch_size=501, lr=0.01, optimizer=optimizer,
+                    threads=1)
     fit(cfg, tmp_path / "one", progress=False, log=lambda _: None)
     single = torch.load(tmp_path / "one" / "checkpoint.pt", weights_only=False)["model"]  # the last epoch's
     assert parallel.keys() == single.keys()

@@ -10,9 +10,10 @@ one-process run with the same ``batch_size`` to float rounding (``tests/test_tra
 inside the forward pass (dropout) is seeded per rank by ``(seed, epoch, rank)``. Rank 0 alone writes checkpoints,
 records and logs. See docs/DISTRIBUTED.md.
 
-Every rank samples the whole epoch (cheap and vectorised next to training, and what makes the equality exact); the
-gradients exchanged are dense, so this suits tables that fit one process. Sparse table gradients (row-wise AdaGrad)
-are refused for now.
+Every rank samples the whole epoch (cheap and vectorised next to training, and what makes the equality exact). Dense
+gradients are all-reduced (``n x d`` floats per table under Adam: this suits tables that fit one process); sparse
+table gradients (``--optimizer rowwise-adagrad``) are all-gathered as (row ids, row values) and summed into one
+coalesced sparse gradient, so a step exchanges the batch's rows, never the whole table (``qrec.train.exchange``).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from qrec.errors import QrecError
+from qrec.train.exchange import exchange_gradients
 
 __all__ = ["DataParallel", "from_env", "finish"]
 
@@ -38,6 +39,7 @@ class DataParallel:
     world: int
     seed: int = 0
     _share: float = field(default=1.0, repr=False)  # this rank's fraction of the current global batch
+    sent_bytes: int = 0  # what this rank has put into the gradient collectives so far (benchmarks/bench_distributed.py)
 
     @property
     def writes(self) -> bool:
@@ -64,13 +66,9 @@ class DataParallel:
         return _AveragingOptimizer(optimizer, self)
 
     def all_reduce_gradients(self, model_params) -> None:
-        for p in model_params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)  # a rank whose slice missed a parameter still joins the sum
-            if p.grad.is_sparse:
-                raise QrecError("data-parallel training exchanges dense gradients; use --optimizer adam")
-            p.grad.mul_(self._share) if self._share else p.grad.zero_()
-            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+        """Replace every gradient by the global batch's (``qrec.train.exchange``: dense ones all-reduced in one bucket,
+        sparse ones all-gathered as rows and values)."""
+        self.sent_bytes += exchange_gradients(list(model_params), self._share, self.world)
 
 
 class _AveragingOptimizer:
