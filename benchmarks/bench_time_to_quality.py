@@ -93,13 +93,15 @@ def record_from_run(run: Path, dataset: str) -> dict:
     if run.suffix == ".json":
         ckpt = json.loads(run.read_text())
         ckpt["state"] = {"history": ckpt["history"]}
+        label = f"{run.parent.name}: {ckpt['config']['model']}"  # results/<preset>/<run>.json
         run = run.with_suffix("")
     else:
         ckpt = load_checkpoint(run / "checkpoint.pt")
+        label = run.name
     cfg = ckpt["config"]
     opts = ",".join(f"{k}={v}" for k, v in sorted(cfg.get("model_options", {}).items()))
     recipe = f"{run.name}: batch {cfg['batch_size']}, lr {cfg['lr']:g}" + (f", {opts}" if opts else "")
-    return {"dataset": dataset, "recipe": recipe, "seed": cfg["seed"], "config": cfg,
+    return {"dataset": dataset, "recipe": recipe, "label": label, "seed": cfg["seed"], "config": cfg,
             "machine": f"{cfg.get('device', 'cpu')}, {cfg.get('threads')} threads (from the run)",
             "points": curve_points(ckpt["state"]["history"])}
 
@@ -127,20 +129,21 @@ def plot(records: list[dict], target: float | None, path: Path, by: str = "minut
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    for r in records:
+    rows = (len(records) + 2) // 2  # the legend's rows, below the axes (the recipes' names are long)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4 + 0.2 * rows))
+    for i, r in enumerate(records):
         x = [p["train_seconds"] / 60 if by == "minutes" else p["epoch"] for p in r["points"]]
         for ax, metric in zip(axes, ("recall@20", "ndcg@20")):
-            ax.plot(x, [100 * p[metric] for p in r["points"]], marker=".", label=f"{r['recipe']} s{r['seed']}")
+            ax.plot(x, [100 * p[metric] for p in r["points"]], marker=".", color=plt.cm.tab20.colors[i % 20], label=f"{r.get('label', r['recipe'])} s{r['seed']}")
     for ax, metric in zip(axes, ("Recall@20 %", "NDCG@20 %")):
         ax.set_xlabel(f"training minutes ({threads} CPU threads)" if by == "minutes" else "epoch")
         ax.set_ylabel(f"test {metric}")
         ax.grid(alpha=0.3)
     if target:
         axes[0].axhline(100 * target, color="grey", ls="--", lw=1, label="LightGCN-PyTorch, 1,000 epochs")
-    axes[0].legend(fontsize=8)
-    fig.suptitle(f"LightGCN on {records[0]['dataset']}: test quality against training time")
-    fig.tight_layout()
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=2, fontsize=8, frameon=False)
+    fig.suptitle(f"LightGCN on {records[0]['dataset']}: test quality against training " + ("time" if by == "minutes" else "epochs"))
+    fig.tight_layout(rect=(0, 0.2 * rows / (4 + 0.2 * rows) + 0.02, 1, 1))
     fig.savefig(path, dpi=120)
     print(f"figure: {path}")
 
@@ -167,7 +170,8 @@ def main(argv=None) -> None:
     if args.from_runs:
         records = [record_from_run(run, args.dataset) for run in args.from_runs]
         for run, record in zip(args.from_runs, records):
-            (args.out / f"{args.dataset}-run-{run.name}.json").write_text(json.dumps(record, indent=1))
+            name = f"{run.parent.name}-{run.stem}" if run.suffix == ".json" else run.name  # a record: <preset>-<run>
+            (args.out / f"{args.dataset}-run-{name}.json").write_text(json.dumps(record, indent=1))
         summary(records, target)
         plot(records, target, args.figure or ROOT / "docs" / "figures" / f"time-to-quality-{args.dataset}-runs.png",
              args.by, args.threads)

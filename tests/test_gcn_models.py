@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from qrec.models.binary_gcn import BinaryGCN
 from qrec.models.graph import normalized_adjacency_scipy
-from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch
+from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch, soft_target_loss
 from qrec.models.lowbit_gcn import LowBitGCN
 
 
@@ -210,6 +210,49 @@ def test_a_wider_student_starts_with_its_teachers_scores_and_l2(cls):
     assert student.reg_loss(batch).item() == pytest.approx(teacher.reg_loss(batch).item(), rel=1e-5)
     with pytest.raises(ValueError, match="narrower"):
         LightGCN.from_lightgcn(teacher, dim=4)
+
+
+def test_soft_target_loss_is_the_kl_divergence_in_float64():
+    rng = np.random.default_rng(0)
+    s, t = (rng.normal(size=(5, 7)) * 3 for _ in range(2))
+    ps, pt = (np.exp(x - x.max(1, keepdims=True)) for x in (s, t))
+    ps, pt = ps / ps.sum(1, keepdims=True), pt / pt.sum(1, keepdims=True)
+    want = (pt * np.log(pt / ps)).sum(1).mean()
+    logp = [F.log_softmax(torch.tensor(x, dtype=torch.float64), dim=1) for x in (s, t)]
+    assert soft_target_loss(*logp).item() == pytest.approx(want, rel=1e-12)
+    assert soft_target_loss(logp[1], logp[1]).item() == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_a_distilled_student_adds_the_kl_to_its_teachers_scores_over_the_same_candidates(loss):
+    """kd_weight x KL(teacher || student) over [positive, negatives], the teacher's scores from its final
+    embeddings (d = 8, the student's d = 12), the student's from its quantized rows; not in the checkpoint."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    teacher = fit(LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2, init_std=1.0, loss=loss, temperature=0.5,
+                           negatives=2), train, 3)
+    batch = {"users": torch.tensor([0, 3, 3]), "pos": torch.tensor([1, 2, 5]), "neg": torch.tensor([4, 6, 0])}
+    plain = LowBitGCN.from_lightgcn(teacher, dim=12, bits=1, estimator="ste")
+    torch.manual_seed(1)
+    distilled = LowBitGCN.from_lightgcn(teacher, dim=12, bits=1, estimator="ste", kd_weight=0.7)
+    distilled.load_state_dict(plain.state_dict())
+    assert "kd_users" not in distilled.state_dict()
+    Ut, It = (E.double() for E in teacher.final_embeddings())
+    x = distilled.rotate(distilled.combine(distilled.batch_layers(distilled.batch_index(distilled.training_batch(batch)))))
+    b = distilled.training_batch(batch)
+    xq = torch.cat([distilled.quantize(x[:3], 0.0)[0], distilled.quantize(x[3:], 0.0)[0]]).double()
+    u, p, n = xq[:3], xq[3:6], xq[6:]
+    tu, tp, tn = Ut[b["users"]], It[b["pos"]], It[b["neg"]]
+    if loss == "softmax":
+        s, t = (torch.cat([(a * c).sum(1, keepdim=True), a @ m.T], 1) / 0.5 for a, c, m in ((u, p, n), (tu, tp, tn)))
+    else:
+        s, t = (torch.stack([(a * c).sum(1), (a * m).sum(1)], 1) for a, c, m in ((u, p, n), (tu, tp, tn)))
+    kl = (t.softmax(1) * (t.log_softmax(1) - s.log_softmax(1))).sum(1).mean().item()
+    gap = distilled.training_loss(batch).item() - plain.training_loss(batch).item()
+    assert kl > 1e-2 and gap == pytest.approx(0.7 * kl, rel=1e-4)
+    distilled.kd_weight = 0.0  # the ranking part, from the shared log-softmax, is the plain loss
+    u, p, n = (r.float() for r in (u, p, n))
+    assert distilled.distilled_ranking_loss(b, u, p, n).item() == pytest.approx(distilled.ranking_loss(u, p, n).item(), rel=1e-6)
 
 
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])

@@ -45,7 +45,8 @@ from qrec.models.base import Recommender
 from qrec.models.graph import layer_weights as _layer_weights
 from qrec.models.graph import normalized_adjacency_scipy, propagate, sparse_dense_mm, to_torch_csr, training_pairs
 
-__all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softmax_loss"]
+__all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softmax_loss", "shared_negative_logits",
+           "soft_target_loss"]
 
 LOSSES = ("bpr", "softmax")
 
@@ -93,9 +94,20 @@ def sampled_softmax_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, 
     ``(B, N)`` product gives every row ``N`` negatives for the price of one (uniform sampling needs no logQ
     correction). A negative that happens to be another positive of ``u_b`` stays in (rare on sparse data,
     and LightGCN's own sampler only avoids the row owner's positives for the row's own negative too)."""
-    logits_pos = (u * pos).sum(-1, keepdim=True)
-    logits = torch.cat([logits_pos, u @ neg.T], dim=1) / temperature
+    logits = shared_negative_logits(u, pos, neg, temperature)
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+
+
+def shared_negative_logits(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """``(B, 1 + N)`` logits of ``sampled_softmax_loss``: column 0 the row's positive, then the shared negatives."""
+    return torch.cat([(u * pos).sum(-1, keepdim=True), u @ neg.T], dim=1) / temperature
+
+
+def soft_target_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
+    """``KL(teacher || student)`` over each row's candidates from their log-probabilities (``log_softmax`` of
+    the logits), mean over rows: Hinton's distillation of a teacher's whole distribution over the candidates,
+    not only its top item."""
+    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(1).mean()
 
 
 def sample_bpr_batch(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int,
@@ -329,6 +341,13 @@ class LightGCN(Recommender):
         if self.loss == "softmax":
             return sampled_softmax_loss(u, p, n, self.temperature)
         return bpr_loss((u * p).sum(-1), (u * n).sum(-1))
+
+    def candidate_logits(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        """Each row's logits over the candidates its loss ranks, the positive first: ``(B, 1 + N)`` under the
+        softmax (the shared negatives, over the temperature), ``(B, 2)`` under BPR (its own negative)."""
+        if self.loss == "softmax":
+            return shared_negative_logits(u, p, n, self.temperature)
+        return torch.stack([(u * p).sum(-1), (u * n).sum(-1)], dim=1)
 
     def training_batch(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """``batch`` on the model's device, its negatives cut to the softmax's shared ``negatives`` (the first N):

@@ -8,8 +8,12 @@ What is implemented, exactly:
    step over ``E|x|`` (statistics-based, recomputed from the current embeddings at every forward, no
    gradient through it). Why this scale and not a learned (LSQ) one: see ``qrec.quant.uniform``.
    ``b = 1`` gives ``mean|x| * sign(x)``.
-3. Training loss: BPR on the *quantized* scores ``<x_q,u, x_q,i>`` + LightGCN's L2 on the batch's layer-0
-   rows (+ ``fp_weight`` x BPR on the float scores, 0 by default).
+3. Training loss: BPR (or the teacher's shared-negative softmax) on the *quantized* scores
+   ``<x_q,u, x_q,i>`` + LightGCN's L2 on the batch's layer-0 rows (+ ``fp_weight`` x the same loss on the
+   float scores, 0 by default) (+ ``kd_weight`` x distillation, 0 by default: the KL divergence from the
+   teacher's distribution over each row's candidates, the positive and its negatives, to the student's,
+   ``soft_target_loss``; the teacher's final embeddings are computed once when it is attached, so a step
+   pays one small product for them and no propagation).
 4. Gradient through the rounding: ``estimator="ste"`` (identity inside the clipping range) or
    ``"ewgs"``, the generalized STE ``g_x = g_q (1 + delta sign(g_q) (x - x_q))`` (EWGS, Lee et al. 2021), in
    step units (``u = x/step``, ``|u - u_q| <= 1/2``).
@@ -41,8 +45,9 @@ What is implemented, exactly:
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from qrec.models.lightgcn import LightGCN
+from qrec.models.lightgcn import LightGCN, soft_target_loss
 from qrec.models.served import ScoredFromCodes
 from qrec.quant.hessian import hutchinson_trace
 from qrec.quant.rotation import itq_rotation
@@ -58,14 +63,16 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     Extra args (beyond ``LightGCN``'s): ``bits`` (2), ``estimator`` (``"ewgs"`` or ``"ste"``),
     ``scale_method`` (``"meanabs"``/``"maxabs"``), ``delta`` (initial, 0), ``delta_every`` (200),
     ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``rotation`` (``"none"`` or
-    ``"itq"``), ``scoring_backend`` (``qrec.retrieval.intdot.int_dot`` backend).
+    ``"itq"``), ``scoring_backend`` (``qrec.retrieval.intdot.int_dot`` backend), ``kd_weight`` (0.0:
+    distillation from the teacher ``from_lightgcn`` starts from).
     """
 
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
                  reg: float = 1e-4, init_std: float = 0.1, table: str = "full", layer_weights="uniform",
                  bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
                  delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
-                 fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto", **kwargs):
+                 fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto",
+                 kd_weight: float = 0.0, **kwargs):
         super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
                          table=table, layer_weights=layer_weights, **kwargs)
         if estimator not in ("ste", "ewgs"):
@@ -82,6 +89,10 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         self.delta_max = float(delta_max)
         self.hutchinson_samples = int(hutchinson_samples)
         self.fp_weight = float(fp_weight)
+        self.kd_weight = float(kd_weight)
+        # the teacher's final embeddings (id order), attached by from_lightgcn; not saved: rebuilt from the teacher
+        self.register_buffer("kd_users", torch.zeros(0, 0), persistent=False)
+        self.register_buffer("kd_items", torch.zeros(0, 0), persistent=False)
         self.scoring_backend = scoring_backend
         self.register_buffer("delta", torch.tensor([float(delta), float(delta)]))  # (user, item)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -122,10 +133,44 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
             self.update_delta(uu.detach(), su, ui.detach(), si)
         self.steps_done += 1
         pq, nq = iq[:B], iq[B:]
-        loss = self.ranking_loss(uq, pq, nq) + self.reg_loss(batch, layers[0])
+        if self.kd_weight > 0 and self.kd_users.numel():
+            loss = self.distilled_ranking_loss(batch, uq, pq, nq)
+        else:
+            loss = self.ranking_loss(uq, pq, nq)
+        loss = loss + self.reg_loss(batch, layers[0])
         if self.fp_weight > 0:
             loss = loss + self.fp_weight * self.ranking_loss(u, p, n)
         return loss + self._table_aux()
+
+    # ----------------------------------------------------------------- distillation
+    @torch.no_grad()
+    def attach_teacher(self, teacher: LightGCN) -> None:
+        """Keep ``teacher``'s final embeddings: the targets of ``distillation_loss`` (any d: only its scores count)."""
+        if (teacher.n_users, teacher.n_items) != (self.n_users, self.n_items):
+            raise ValueError("the teacher must be over the same users and items")
+        U, I = teacher.final_embeddings()
+        dev = self.user_table._device()
+        self.kd_users, self.kd_items = U.detach().float().to(dev), I.detach().float().to(dev)
+
+    def distilled_ranking_loss(self, batch: dict[str, torch.Tensor], u: torch.Tensor, p: torch.Tensor,
+                               n: torch.Tensor) -> torch.Tensor:
+        """The ranking loss (cross-entropy of the positive among the row's candidates: the softmax's, or BPR's
+        ``softplus(neg - pos)`` over two) + ``kd_weight`` x the KL from the teacher's distribution over the same
+        candidates (same logits, same temperature) to the student's, on the student's quantized rows
+        ``u, p, n``: both from one ``log_softmax`` of one ``(B, 1 + N)`` product."""
+        logp = F.log_softmax(self.candidate_logits(u, p, n), dim=1)
+        with torch.no_grad():
+            t = F.log_softmax(self.candidate_logits(self.kd_users[batch["users"]], self.kd_items[batch["pos"]],
+                                                    self.kd_items[batch["neg"]]), dim=1)
+        return -logp[:, 0].mean() + self.kd_weight * soft_target_loss(logp, t)
+
+    @classmethod
+    def from_lightgcn(cls, model: LightGCN, **kwargs) -> "LowBitGCN":
+        """Start from ``model``'s layer-0 tables (``LightGCN.from_lightgcn``); with ``kd_weight > 0`` it is the teacher too."""
+        new = super().from_lightgcn(model, **kwargs)
+        if new.kd_weight > 0:
+            new.attach_teacher(model)
+        return new
 
     @torch.enable_grad()
     def update_delta(self, uu: torch.Tensor, su: torch.Tensor, ui: torch.Tensor, si: torch.Tensor) -> tuple[float, float]:
