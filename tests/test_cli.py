@@ -120,6 +120,16 @@ def test_dry_run_estimates_unseen_configs_from_a_timed_probe(seq_file, tmp_path,
     assert not (tmp_path / "runs").exists() and not (tmp_path / "results").exists()  # a plan writes nothing
 
 
+def test_only_selects_runs_by_a_regular_expression_or_a_substring(seq_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    preset = _gmf_preset(tmp_path, "p", seq_file, epochs=30, embeddings=["full", "dpq2x4b"])
+    for only, want in (("dpq", ["dpq2x4b-d8-s0", "dpq2x4b-d8-s1"]), ("full-d8-s0$", ["full-d8-s0"]),
+                       ("^sequences-gmf-full", ["full-d8-s0", "full-d8-s1"]), ("[", [])):
+        assert main(["experiment", str(preset), "--dry-run", "--threads", "1", "--only", only]) == 0
+        lines = capsys.readouterr().out.strip().splitlines()
+        assert [line.split("\t")[0] for line in lines] == [f"sequences-gmf-{w}" for w in want]
+
+
 def test_probe_gives_a_positive_estimate_without_training_a_run(seq_file):
     from qrec.train.config import RunConfig
     from qrec.train.trainer import probe_epoch_seconds

@@ -377,7 +377,8 @@ def parser() -> argparse.ArgumentParser:
                                                          "its own RESULTS.md, the repository's is left alone)")
     x.add_argument("--max-runs", type=int, help="stop after this many new runs")
     x.add_argument("--seeds", type=int, help="override the preset's seed count")
-    x.add_argument("--only", help="substring filter on run names")
+    x.add_argument("--only", help="run only the runs whose name this regular expression finds: a plain substring "
+                   "('lowbit'), or anchored ('^gowalla-lightgcn': not the students, whose names hold their teacher's)")
     x.add_argument("--threads", type=int, help="torch threads per run")
     x.add_argument("--jobs", type=int, default=1, help="runs trained at once, in separate processes (each with "
                                                        "--threads threads; logs in runs/<preset>/<run>/train.log)")

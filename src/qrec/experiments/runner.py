@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import Counter
 from dataclasses import replace
@@ -71,7 +72,7 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
         if not dataset:
             raise SpecError("--path needs --dataset: the format or registered name the file is read as")
         preset = preset.on_dataset(dataset, data_path)
-    configs = [c for c in preset.configs(seeds) if not only or only in c.run_name()]
+    configs = [c for c in preset.configs(seeds) if not only or _selected(only, c.run_name())]
     if not dry_run:
         done = finished_runs(results_dir)
         for c in configs:  # identical finished runs from other presets are shared, not retrained
@@ -104,6 +105,15 @@ def run_preset(name: str, results_dir: Path = Path("results"), max_runs: int | N
             write_results_md(results_dir, report)
     return failed
 
+
+
+def _selected(only: str, run_name: str) -> bool:
+    """``--only``: a regular expression searched in the run name (a plain substring is one); a malformed one is
+    matched as text."""
+    try:
+        return re.search(only, run_name) is not None
+    except re.error:
+        return only in run_name
 
 def _train_and_record(cfg, results_dir: Path, extra: dict) -> dict:
     """One run: train (resuming its checkpoint; its log in ``runs/<preset>/<run>/train.log``), then write
