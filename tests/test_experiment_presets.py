@@ -29,7 +29,10 @@ def test_bundled_preset_is_a_valid_grid(name):
     rows = {f"{c.model}|{c.embedding}" for c in configs}
     on_dataset = {f"{c.dataset}|{c.model}|{c.embedding}" for c in configs}  # a figure for one dataset's row
     assert set(preset.paper) <= rows | on_dataset, f"paper figures for rows the grid never runs: {set(preset.paper) - rows - on_dataset}"
-    assert not preset.reference or preset.reference in rows
+    base_dim = preset.base.get("dim", 64)
+    labelled = {f"{c.model}|{c.embedding}" + (f" d={c.dim}" if c.dim != base_dim else "")
+                + (f" {c.options_tag()}" if c.options_tag() else "") for c in configs}  # the report's row labels
+    assert not preset.reference or preset.reference in labelled
     if preset.claims:  # each claim names rows the grid runs on the claims' dataset
         claimed = [preset.claims["full"], preset.claims["sq"], *preset.claims["matched"]]
         assert {f"{preset.claims['dataset']}|{row}" for row in claimed} <= on_dataset
