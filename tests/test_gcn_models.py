@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from qrec.models.binary_gcn import BinaryGCN
 from qrec.models.graph import normalized_adjacency_scipy
-from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch, soft_target_loss
+from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch, sampled_softmax_loss, soft_target_loss
 from qrec.models.lowbit_gcn import LowBitGCN
 
 
@@ -210,6 +210,31 @@ def test_a_wider_student_starts_with_its_teachers_scores_and_l2(cls):
     assert student.reg_loss(batch).item() == pytest.approx(teacher.reg_loss(batch).item(), rel=1e-5)
     with pytest.raises(ValueError, match="narrower"):
         LightGCN.from_lightgcn(teacher, dim=4)
+
+
+def test_mask_hits_leaves_out_exactly_each_rows_training_items():
+    """Brute force: negative j is left out of row b iff (user b, j) is a training pair; the masked loss equals
+    the softmax over the remaining candidates in float64."""
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    model = LightGCN(nu, ni, train, dim=8, n_layers=2, loss="softmax", temperature=0.5, negatives=4, mask_hits=True)
+    pairs = set(zip(train[0].tolist(), train[1].tolist()))
+    users = train[0][:4].tolist()
+    negs = [train[1][0], train[1][2], (train[1][0] + 1) % ni, (train[1][1] + 3) % ni, train[1][3]]  # 2+ of them hit
+    batch = {"users": torch.tensor(users), "pos": torch.tensor(train[1][:4].tolist()), "neg": torch.tensor(negs)}
+    b = model.training_batch(batch)
+    want = torch.tensor([[(u, j) in pairs for j in b["neg"].tolist()] for u in b["users"].tolist()])
+    assert b["neg"].tolist() == negs[:4] and torch.equal(b["hits"], want) and want.any() and not want.all()
+    U, I = (E.detach().double() for E in model.final_embeddings())
+    u, p, n = U[b["users"]], I[b["pos"]], I[b["neg"]]
+    expected = []
+    for r in range(4):
+        cands = [float(u[r] @ p[r])] + [float(u[r] @ n[j]) for j in range(4) if not want[r, j]]
+        z = torch.tensor(cands, dtype=torch.float64) / 0.5
+        expected.append(float(torch.logsumexp(z, 0) - z[0]))
+    got = sampled_softmax_loss(u, p, n, 0.5, b["hits"]).item()
+    assert got == pytest.approx(np.mean(expected), rel=1e-12)
+    assert "hits" not in LightGCN(nu, ni, train, dim=8, loss="softmax", negatives=4).training_batch(batch)
 
 
 def test_soft_target_loss_is_the_kl_divergence_in_float64():

@@ -115,10 +115,10 @@ class BinaryGCN(ScoredFromCodes, LightGCN):
         # alpha and sign are row-wise: binarise just the rows the batch touches
         q = self.quantized_rows([E[:m] for E in layers])         # (m, (L+1) d)
         qu, qp, qn = q[:B], q[B:2 * B], q[2 * B:]
-        loss = self.ranking_loss(qu, qp, qn) + self.reg_loss(batch, layers[0][:m])
+        loss = self.ranking_loss(qu, qp, qn, batch.get("hits")) + self.reg_loss(batch, layers[0][:m])
         if self.fp_weight > 0:  # joint training: LightGCN's own loss on the same encoder (mean of layers)
             x = sum(E[:m] for E in layers) / len(layers)
-            loss = loss + self.fp_weight * self.ranking_loss(x[:B], x[B:2 * B], x[2 * B:])
+            loss = loss + self.fp_weight * self.ranking_loss(x[:B], x[B:2 * B], x[2 * B:], batch.get("hits"))
         if kd:
             loss = loss + self.kd_weight * self.distillation_loss([E[m:] for E in layers])
         return loss + self._table_aux()

@@ -136,10 +136,10 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         if self.kd_weight > 0 and self.kd_users.numel():
             loss = self.distilled_ranking_loss(batch, uq, pq, nq)
         else:
-            loss = self.ranking_loss(uq, pq, nq)
+            loss = self.ranking_loss(uq, pq, nq, batch.get("hits"))
         loss = loss + self.reg_loss(batch, layers[0])
         if self.fp_weight > 0:
-            loss = loss + self.fp_weight * self.ranking_loss(u, p, n)
+            loss = loss + self.fp_weight * self.ranking_loss(u, p, n, batch.get("hits"))
         return loss + self._table_aux()
 
     # ----------------------------------------------------------------- distillation
@@ -158,10 +158,11 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         ``softplus(neg - pos)`` over two) + ``kd_weight`` x the KL from the teacher's distribution over the same
         candidates (same logits, same temperature) to the student's, on the student's quantized rows
         ``u, p, n``: both from one ``log_softmax`` of one ``(B, 1 + N)`` product."""
-        logp = F.log_softmax(self.candidate_logits(u, p, n), dim=1)
+        hits = batch.get("hits")
+        logp = F.log_softmax(self.candidate_logits(u, p, n, hits), dim=1)
         with torch.no_grad():
             t = F.log_softmax(self.candidate_logits(self.kd_users[batch["users"]], self.kd_items[batch["pos"]],
-                                                    self.kd_items[batch["neg"]]), dim=1)
+                                                    self.kd_items[batch["neg"]], hits), dim=1)
         return -logp[:, 0].mean() + self.kd_weight * soft_target_loss(logp, t)
 
     @classmethod
