@@ -280,7 +280,7 @@ def test_a_distilled_student_adds_the_kl_to_its_teachers_scores_over_the_same_ca
     assert distilled.distilled_ranking_loss(b, u, p, n).item() == pytest.approx(distilled.ranking_loss(u, p, n).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1)])
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1), dict(mask_hits=True)])
 def test_lightgcn_refuses_a_bad_loss_option(bad):
     nu, ni, train = _small()
     with pytest.raises(ValueError):

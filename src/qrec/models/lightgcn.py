@@ -93,8 +93,8 @@ def sampled_softmax_loss(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor, 
     ``u``, ``pos``: ``(B, d)`` user and positive rows; ``neg``: ``(N, d)`` negative rows (the batch's uniform
     negatives). Row ``b``'s logits are ``[u_b . pos_b, u_b . neg_1, ..., u_b . neg_N] / temperature``: one
     ``(B, N)`` product gives every row ``N`` negatives for the price of one (uniform sampling needs no logQ
-    correction). A negative that happens to be another positive of ``u_b`` stays in (rare on sparse data,
-    and LightGCN's own sampler only avoids the row owner's positives for the row's own negative too)."""
+    correction). A negative that happens to be another positive of ``u_b`` stays in unless ``hits`` marks it
+    (``(B, N)`` bool, ``LightGCN.accidental_hits``): rare on sparse data (0.2% on Gowalla), 10% on ML-1M."""
     logits = shared_negative_logits(u, pos, neg, temperature, hits)
     return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
@@ -218,6 +218,8 @@ class LightGCN(Recommender):
         if int(negatives) < 0:
             raise ValueError(f"negatives must be >= 0, got {negatives!r}")
         self.loss, self.temperature, self.negatives = loss, float(temperature), int(negatives)
+        if mask_hits and loss != "softmax":
+            raise ValueError("mask_hits applies to the softmax loss's shared negatives (loss='softmax')")
         self.mask_hits = bool(mask_hits)
         self._train_rows = None  # the user x item training matrix (CSR), built on first use by mask_hits
         self.dim = int(dim)

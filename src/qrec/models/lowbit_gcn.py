@@ -145,7 +145,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     # ----------------------------------------------------------------- distillation
     @torch.no_grad()
     def attach_teacher(self, teacher: LightGCN) -> None:
-        """Keep ``teacher``'s final embeddings: the targets of ``distillation_loss`` (any d: only its scores count)."""
+        """Keep ``teacher``'s final embeddings: the targets of ``distilled_ranking_loss`` (any d: only its scores count)."""
         if (teacher.n_users, teacher.n_items) != (self.n_users, self.n_items):
             raise ValueError("the teacher must be over the same users and items")
         U, I = teacher.final_embeddings()
