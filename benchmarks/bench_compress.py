@@ -17,6 +17,8 @@ import time
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 from qrec.compress import build_table
 from qrec.compress.nearest import nearest_codes
 
@@ -93,7 +95,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--specs", nargs="*", default=SPECS)
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     device = torch.device(args.device)
 
     print(f"# forward + backward, B = {args.batch} ids, n = {args.n}, d = {args.dim}, {device}, "

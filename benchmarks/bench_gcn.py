@@ -27,6 +27,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -220,7 +222,7 @@ def main():
     ap.add_argument("--skip-spmm", action="store_true")
     args = ap.parse_args()
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     data = Path(args.data)
     if not (data / "gowalla" / "train.txt").exists():
         print(f"gowalla not found under {data}; nothing to benchmark")

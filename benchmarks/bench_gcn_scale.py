@@ -42,6 +42,8 @@ import time
 
 import torch
 
+from qrec.threads import set_threads
+
 from mdtable import table
 
 SHAPES = {"tiny": (2_000, 200, 10_000), "small": (200_000, 5_000, 700_000), "1804": (2_000_000, 50_000, 7_000_000),
@@ -203,7 +205,7 @@ def main() -> None:
                 steps == "epoch" or steps.isdigit()):
             ap.error(f"bad case {case!r}: SHAPE/MODEL/REORDER/STEPS with SHAPE in {sorted(SHAPES)}, MODEL in "
                      f"{sorted(MODELS)}, REORDER none|rcm, STEPS epoch or a number")
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.one:
         print(json.dumps(measure(a, a.one)))
         return

@@ -28,6 +28,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -65,7 +67,7 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     try:
         import faiss
 

@@ -44,6 +44,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -155,9 +157,8 @@ def main():
 
     def threaded(fn, n):
         def run():
-            torch.set_num_threads(n)
+            set_threads(n)
             faiss.omp_set_num_threads(n)
-            numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
             return fn()
         return run
 

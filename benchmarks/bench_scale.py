@@ -3,9 +3,11 @@
 Per (items, table, optimizer), one subprocess (so its peak RSS is its own) generates
 ``synthetic-powerlaw:users=U,items=I,n=N`` (leave-one-out), builds GMF, trains ``--batches`` batches per round
 (median of ``--rounds`` rounds after a warm-up round; the epoch's negatives are sampled before the clock starts),
-writes the served artifact (qrec.export: the model, id vocabularies and seen items) and times full-ranking evaluation (all items, seen
-items masked) of a ``--eval-users`` sample of the test users. Columns: generation + split seconds, training rows per
-second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact bytes, evaluation seconds.
+times full-ranking evaluation (all items, seen items masked) of a ``--eval-users`` sample of the test users, writes
+the served artifact (qrec.export: the model, id vocabularies and seen items), loads it as ``qrec serve`` does and
+times ``recommend`` for one user per call (k = 10, seen items filtered; ``--requests`` calls). Columns: generation +
+split seconds, training rows per second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact
+bytes, evaluation seconds, artifact load seconds, median / 99th-percentile latency of one recommend call.
 
     python benchmarks/bench_scale.py --items 1e5 1e6 --users 1e5 --interactions 1e6 --rounds 3 --out scale.jsonl
 
@@ -36,6 +38,7 @@ import numpy as np
 import torch
 
 from mdtable import table
+from qrec.threads import set_threads
 from resume import append, key, written
 
 
@@ -83,20 +86,45 @@ def measure(a, items: int, spec: str, optimizer: str) -> dict:
     generate_s = time.perf_counter() - t0
     model = build(cfg, split)
     train_s, rows = _train_rounds(cfg, split, model, make_optimizer(model, cfg), a.batches, a.rounds)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "model.safetensors"
-        export_model(model, cfg.to_dict(), path, serving_data(split))
-        artifact = path.stat().st_size
     sample = _sample_test(split, a.eval_users, a.seed)
     t0 = time.perf_counter()
     metrics = evaluate_model(model, sample, "test", (10,))
     eval_s = time.perf_counter() - t0
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "model.safetensors"
+        export_model(model, cfg.to_dict(), path, serving_data(split))
+        del model  # the server below holds only what the artifact holds
+        serving = _serving(path, np.unique(sample.test.users), a)
+        artifact = path.stat().st_size
     return {"generate_s": generate_s, "rows_per_s": rows / train_s, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "artifact_bytes": artifact, "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"]}
+            "artifact_bytes": artifact, "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"],
+            **serving}
+
+
+def _serving(path: Path, users: np.ndarray, a) -> dict:
+    """Load the artifact as ``qrec serve`` does and time ``recommend`` (k = 10, seen items filtered) for one user
+    per call: median and 99th-percentile latency over ``--requests`` calls (bounded by ``--serve-seconds``)."""
+    from qrec.serving.model import Model
+
+    t0 = time.perf_counter()
+    served = Model.load(path)
+    load_s = time.perf_counter() - t0
+    ids = served.user_ids[np.random.default_rng(a.seed).choice(users, size=a.requests)]
+    for user in ids[:3]:  # warm-up: first-call compilation and caches
+        served.recommend(user, k=10)
+    latencies, deadline = [], time.perf_counter() + a.serve_seconds
+    for user in ids:
+        t0 = time.perf_counter()
+        served.recommend(user, k=10)
+        latencies.append(time.perf_counter() - t0)
+        if t0 > deadline:
+            break
+    ms = 1e3 * np.asarray(latencies)
+    return {"load_s": load_s, "requests": len(ms), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))}
 
 
 CONFIG = ("items", "spec", "optimizer", "lr", "users", "interactions", "dim", "batch_size", "batches", "rounds",
-          "eval_users", "seed", "threads")
+          "eval_users", "requests", "seed", "threads")
 
 
 def _config(a, items: int, spec: str, optimizer: str) -> dict:
@@ -119,6 +147,8 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=100, help="training batches per timed round")
     ap.add_argument("--rounds", type=int, default=3, help="timed rounds (median), after one warm-up round")
     ap.add_argument("--eval-users", type=int, default=10_000)
+    ap.add_argument("--requests", type=int, default=200, help="single-user recommend calls timed on the artifact")
+    ap.add_argument("--serve-seconds", type=float, default=60.0, help="stop timing requests after this long")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=Path("bench_scale.jsonl"),
@@ -127,7 +157,7 @@ def main() -> None:
     a = ap.parse_args()
     a.users, a.interactions = int(a.users), int(a.interactions)
     a.lr = {"adam": a.lr_adam, "rowwise-adagrad": a.lr_rowwise}
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.one:
         print(json.dumps(measure(a, int(float(a.one[0])), a.one[1], a.one[2])))
         return
@@ -144,17 +174,18 @@ def main() -> None:
             out = subprocess.run(cmd, capture_output=True, text=True)
             if out.returncode:
                 print(out.stderr[-2000:], file=sys.stderr)
-                rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", "", "", "", "", ""])
+                rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", *[""] * 7])
                 continue
             r = {**config, **json.loads(out.stdout.strip().splitlines()[-1]), "load_avg": os.getloadavg()[0],
                  "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             append(a.out, r)
         rows.append([f"{int(items):,}", f"`{spec}`", opt, f"{r['generate_s']:.1f}", f"{r['rows_per_s']:,.0f}",
                      f"{r['peak_mib']:,.0f}", f"{r['artifact_bytes'] / 2**20:,.1f}", f"{r['eval_s']:.1f}",
-                     f"{r['hr@10']:.3f}"])
+                     f"{r['hr@10']:.3f}", f"{r['load_s']:.2f}", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     table(rows, ["items", "item table", "optimizer", "generate+split s", "train rows/s", "peak RSS MiB",
-                 "artifact MiB", f"eval s ({a.eval_users} users)", "HR@10 after the timed batches"])
+                 "artifact MiB", f"eval s ({a.eval_users} users)", "HR@10 after the timed batches",
+                 "artifact load s", "recommend p50 / p99 ms"])
 
 
 if __name__ == "__main__":

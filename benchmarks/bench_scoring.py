@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -55,7 +57,7 @@ def main():
     args = ap.parse_args()
     dev = torch.device(args.device)
     if args.threads:
-        torch.set_num_threads(args.threads)
+        set_threads(args.threads)
     nU, nI, d, L1, blk = args.users, args.items, args.dim, args.layers + 1, args.block
     print(f"# bench_scoring: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
           f"numpy {np.__version__}, {torch.get_num_threads()} threads; {nU:,} users x {nI:,} items, d={d}, "

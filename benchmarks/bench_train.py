@@ -24,6 +24,8 @@ import time
 import numpy as np
 import torch
 
+from qrec.threads import set_threads
+
 
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
@@ -101,7 +103,7 @@ def main() -> None:
     ap.add_argument("--device", default="cpu", help="cpu or cuda (peak memory is then the CUDA allocator's)")
     ap.add_argument("--footprint", nargs=2, metavar=("MODEL", "SPEC"), help=argparse.SUPPRESS)
     a = ap.parse_args()
-    torch.set_num_threads(a.threads)
+    set_threads(a.threads)
     if a.footprint:
         print(json.dumps(footprint(*a.footprint, a.batch_size, a.dataset, a.device)))
         return

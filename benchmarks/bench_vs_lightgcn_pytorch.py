@@ -46,6 +46,8 @@ from types import SimpleNamespace
 
 import torch
 
+from qrec.threads import set_threads
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
@@ -305,7 +307,7 @@ def main(argv=None) -> None:
         sys.exit("--repeats and --threads must be >= 1, --batches >= 0")
     if not all((args.data / f).is_file() for f in ("train.txt", "test.txt")):
         sys.exit(f"{args.data}: no train.txt and test.txt (LightGCN's format) there")
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     loads = [os.getloadavg()[0]]
     print(f"# bench_vs_lightgcn_pytorch: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
           f"torch {torch.__version__}, {args.threads} threads; data {args.data}; peer {args.peer}\n", flush=True)

@@ -21,7 +21,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 
 PANELS = (("rows_per_s", "training rows / s", 1), ("peak_mib", "peak RSS (MiB)", 1),
-          ("artifact_bytes", "artifact (MiB)", 2**20), ("eval_s", "evaluation (s)", 1))
+          ("artifact_bytes", "artifact (MiB)", 2**20), ("eval_s", "evaluation (s)", 1),
+          ("p50_ms", "recommend, one user: median (ms)", 1), ("p99_ms", "recommend, one user: p99 (ms)", 1))
 STYLES = ("-", "--", ":", "-.")
 
 
@@ -53,9 +54,13 @@ def plot(rows: list[dict], path: Path, title: str) -> Path:
     runs = sorted({run for run, _, _ in by_line})
     colour = {c: f"C{i}" for i, c in enumerate(configs)}
     style = {run: STYLES[i % len(STYLES)] for i, run in enumerate(runs)}
-    fig, axes = plt.subplots(2, 2, figsize=(11, 8))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     for ax, (key, label, unit) in zip(axes.flat, PANELS):
+        if not any(key in r for r in rows):
+            ax.set_axis_off()
+            continue
         for (run, spec, opt), points in by_line.items():
+            points = [p for p in points if key in p]  # files older than a column lack it
             ax.plot([p["items"] for p in points], [p[key] / unit for p in points], style[run], marker="o",
                     color=colour[spec, opt])
         ax.set_xscale("log")

@@ -24,7 +24,8 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-import torch
+
+from qrec.threads import set_threads
 from torch.profiler import ProfilerActivity, profile
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,7 +82,7 @@ def main(argv=None) -> None:
     ap.add_argument("--steps", type=int, default=20, help="steps timed in each of the two passes")
     ap.add_argument("--top", type=int, default=12, help="operators listed by self time")
     args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     cfg = qrec_config(args.data, args.threads)
     split = load_split(cfg)
     model = build(cfg, split)

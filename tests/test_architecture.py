@@ -12,7 +12,7 @@ SRC = Path(__file__).resolve().parents[1] / "src"
 
 # Low to high. A module may import its own package and the layers below it, never above.
 LAYERS = [
-    ("errors", "toml", "logs"),
+    ("errors", "toml", "logs", "threads"),
     ("data",),
     ("quant",),
     ("retrieval",),

@@ -22,7 +22,7 @@ def test_scale_bench_trains_exports_evaluates_and_resumes_from_its_json_lines(tm
     out_file = tmp_path / "scale.jsonl"
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_scale.py"), "--items", "1e3", "--users", "200",
            "--interactions", "4e3", "--rounds", "1", "--batches", "3", "--specs", "mgqe16x32/8@0.2",
-           "--optimizers", "adam", "--eval-users", "50", "--threads", "1", "--out", str(out_file)]
+           "--optimizers", "adam", "--eval-users", "50", "--requests", "20", "--threads", "1", "--out", str(out_file)]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV, cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     rows = _table_rows(out.stdout)
@@ -32,6 +32,7 @@ def test_scale_bench_trains_exports_evaluates_and_resumes_from_its_json_lines(tm
     assert float(row[4].replace(",", "")) > 0 and row[6] and row[7]  # rows/s, artifact MiB, eval seconds
     (written,) = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert written["items"] == 1000 and written["spec"] == "mgqe16x32/8@0.2" and written["rows_per_s"] > 0
+    assert written["requests"] == 20 and 0 < written["p50_ms"] <= written["p99_ms"]  # served from the artifact
 
     with out_file.open("a") as f:
         f.write('{"items": 1000, "spec": "torn by a kill')  # an interrupted write: ignored, not fatal

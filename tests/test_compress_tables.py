@@ -438,3 +438,52 @@ def test_chunked_decode_and_export_equal_the_whole_table_at_once(spec, monkeypat
         chunked = table.export()
     assert chunked.keys() == exported.keys()
     assert all(torch.equal(chunked[k], exported[k]) for k in exported)
+
+
+@pytest.mark.parametrize("spec", ["full", "lr8", "sq4", "dpq8x16c", "mgqe8x16/4@0.25"])
+def test_blocked_topk_ranks_as_the_whole_score_matrix(spec, monkeypatch):
+    """A large score matrix is ranked block by block on the CPU (``blocked_topk``); forcing that path on a
+    small table gives the ranking of the whole masked matrix (ids and scores; float32 products of one row
+    block may round differently from the whole product's, so scores to float tolerance and ids where no
+    near-tie could swap them)."""
+    from qrec.compress.base import EmbeddingTable
+
+    torch.manual_seed(1)
+    table = build_table(spec, N, DIM, frequencies=FREQUENCIES).eval()
+    queries = torch.randn(5, DIM)
+    exclude = sp.random(5, N, density=0.1, format="csr", random_state=1)
+    with torch.no_grad():
+        want = table.topk(queries, 7, exclude, offset=0.25)
+        monkeypatch.setattr(EmbeddingTable, "TOPK_BLOCKED_FLOATS", 1)
+        got = table.topk(queries, 7, exclude, offset=0.25)
+        reference = (queries.double() @ table.all().double().T + 0.25).numpy()
+    reference[exclude.nonzero()] = -np.inf
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)
+    gaps = np.abs(np.diff(np.sort(reference, axis=1)[:, ::-1][:, :8], axis=1)).min()
+    if gaps > 1e-4:
+        assert torch.equal(got[0], want[0])
+        assert np.array_equal(got[0].numpy(), np.argsort(-reference, axis=1, kind="stable")[:, :7])
+
+
+def test_eval_rows_are_decoded_once_until_a_parameter_changes():
+    """Evaluation scores many batches against one decoded table: it is decoded once in eval mode, again after
+    any in-place change of a parameter (an optimizer step, a loaded state), and not kept in training mode."""
+    torch.manual_seed(2)
+    table = build_table("mgqe8x16/4@0.25", N, DIM, frequencies=FREQUENCIES)
+    decodes = []
+    original = table.all
+    table.all = lambda: decodes.append(1) or original()
+    queries = torch.randn(3, DIM)
+    table.eval()
+    with torch.no_grad():
+        first = table.scores(queries)
+        assert torch.equal(table.scores(queries), first) and len(decodes) == 1
+        next(table.parameters()).add_(0.5)
+        assert not torch.equal(table.scores(queries), first) and len(decodes) == 2
+        table.scores(queries)
+        assert len(decodes) == 2
+    table.train()
+    assert "_eval_rows" not in table.__dict__
+    with torch.no_grad():
+        table.scores(queries)  # training mode: the rows as they are now, not kept
+    assert len(decodes) == 3 and "_eval_rows" not in table.__dict__

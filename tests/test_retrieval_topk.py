@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qrec.retrieval.topk import masked_topk, merged_topk, sorted_csr, topk_deterministic
+from qrec.retrieval.topk import blocked_topk, masked_topk, merged_topk, sorted_csr, topk_deterministic
 
 NEG_INF = float("-inf")
 
@@ -136,24 +136,58 @@ def test_sorted_csr_sorts_rows_and_checks_their_count():
         sorted_csr(m, 3)
 
 
-@settings(max_examples=200, deadline=None)
-@given(
-    st.integers(1, 12).flatmap(lambda n: st.tuples(
-        st.lists(st.lists(st.sampled_from([NEG_INF, -1.0, 0.0, 0.5, 2.0, float("inf")]), min_size=n, max_size=n),
-                 min_size=1, max_size=4),
-        st.integers(1, n),
-        st.lists(st.tuples(st.integers(0, 3), st.integers(0, n - 1)), max_size=20),
-    ))
-)
-def test_property_merged_topk_is_masked_topk_exactly(case):
-    """The compiled merge a server ranks a small table's scores with: same items, order and values."""
+def _masked_scores(max_items: int, max_masked: int, *extra):
+    """Cases ``(scores (B, n) float32, k, exclude or None, *extra(n))``: tie-heavy scores with infinities, and
+    masked cells (repeats allowed)."""
+    def case(n):
+        return st.tuples(
+            st.lists(st.lists(st.sampled_from([NEG_INF, -1.0, 0.0, 0.5, 2.0, float("inf")]), min_size=n, max_size=n),
+                     min_size=1, max_size=4),
+            st.integers(1, n),
+            st.lists(st.tuples(st.integers(0, 3), st.integers(0, n - 1)), max_size=max_masked),
+            *(e(n) for e in extra))
+    return st.integers(1, max_items).flatmap(case).map(_with_exclusions)
+
+
+def _with_exclusions(case):
     import scipy.sparse as sp
 
-    rows, k, masked = case
+    rows, k, masked, *rest = case
     scores = np.array(rows, dtype=np.float32)
     cells = sorted({(r, c) for r, c in masked if r < len(rows)})
     exclude = sp.csr_matrix((np.ones(len(cells), np.float32), ([r for r, _ in cells], [c for _, c in cells])),
                             shape=scores.shape) if cells else None
+    return (scores, k, exclude, *rest)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_masked_scores(12, 20))
+def test_property_merged_topk_is_masked_topk_exactly(case):
+    """The compiled merge a server ranks a small table's scores with: same items, order and values."""
+    scores, k, exclude = case
     got = merged_topk(torch.from_numpy(scores), k, exclude)
     want = masked_topk(torch.from_numpy(scores.copy()), k, exclude)
     assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+@settings(max_examples=300, deadline=None)
+@given(_masked_scores(40, 30, lambda n: st.integers(1, n + 2)))
+def test_property_blocked_topk_is_masked_topk_exactly(case):
+    """Scores merged block by block (any block size: masked items on block edges, runs of masked items, more
+    masked than kept) rank exactly as the whole masked matrix."""
+    scores, k, exclude, block = case
+    calls = []
+
+    def score_rows(lo, hi):
+        calls.append((lo, hi))
+        return torch.from_numpy(scores[:, lo:hi].copy())
+
+    got = blocked_topk(score_rows, scores.shape[1], scores.shape[0], k, exclude, rows=block)
+    want = masked_topk(torch.from_numpy(scores.copy()), k, exclude)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    assert [lo for lo, _ in calls] == list(range(0, scores.shape[1], block)) and calls[-1][1] == scores.shape[1]
+
+
+def test_blocked_topk_refuses_k_outside_the_rows():
+    with pytest.raises(ValueError, match="k must be in"):
+        blocked_topk(lambda lo, hi: torch.zeros(1, hi - lo), 5, 1, 6)

@@ -8,12 +8,13 @@ served table is the size of those tensors, so ``serving_bits()`` cannot drift fr
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 
 import torch
 from torch import nn
 
-from qrec.retrieval.topk import masked_topk
+from qrec.retrieval.topk import BLOCK_FLOATS, blocked_topk, masked_topk
 
 
 def tensor_bits(tensors: dict[str, torch.Tensor]) -> int:
@@ -75,15 +76,43 @@ class EmbeddingTable(nn.Module, ABC):
             return self.forward(ids)
         return torch.cat([self.forward(chunk) for chunk in ids.split(self.ALL_CHUNK)])
 
+    #: score matrices (queries x rows) larger than this many floats are ranked block by block on the CPU
+    #: (``blocked_topk``), never built whole; smaller ones take ``masked_topk`` as they always did
+    TOPK_BLOCKED_FLOATS = BLOCK_FLOATS
+
+    def eval_rows(self) -> torch.Tensor:
+        """``all()``, decoded once and kept while the table is in eval mode without gradient and its parameters
+        and buffers are unchanged (their version counters): an evaluation scores batch after batch of users
+        against one table, and decoding a 10^7-row MGQE table (its nearest-centroid search) takes about a minute."""
+        if self.training or torch.is_grad_enabled():
+            return self.all()
+        state = tuple((t.data_ptr(), t._version) for t in itertools.chain(self.parameters(), self.buffers()))
+        cached = self.__dict__.get("_eval_rows")
+        if cached is None or cached[0] != state:
+            self.__dict__["_eval_rows"] = cached = (state, self.all())
+        return cached[1]
+
+    def train(self, mode: bool = True):
+        self.__dict__.pop("_eval_rows", None)  # back to training: the kept rows would only hold memory
+        return super().train(mode)
+
     def scores(self, queries: torch.Tensor) -> torch.Tensor:
         """Inner products of ``queries (B, dim)`` with every row, ``(B, n)``: what dot-product backbones rank
         by. Served DPQ / MGQE tables compute them from their codes (``qrec.compress.coded``)."""
-        return queries @ self.all().T
+        return queries @ self.eval_rows().T
 
     def topk(self, queries: torch.Tensor, k: int, exclude=None, offset: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
         """Each query's ``k`` best rows by ``scores(queries) + offset``, ``exclude`` (a scipy sparse matrix, one
-        row per query) masked: ``(indices, values)`` as ``qrec.retrieval.topk.masked_topk``."""
-        return masked_topk(self.scores(queries) + offset, k, exclude)
+        row per query) masked: ``(indices, values)`` as ``qrec.retrieval.topk.masked_topk``. A large score
+        matrix on the CPU is scored and merged block by block (same result, one block of memory)."""
+        if queries.device.type != "cpu" or queries.shape[0] * self.num_embeddings <= self.TOPK_BLOCKED_FLOATS:
+            return masked_topk(self.scores(queries) + offset, k, exclude)
+        rows = self.eval_rows()
+
+        def block(lo: int, hi: int) -> torch.Tensor:
+            return (queries @ rows[lo:hi].T).add_(offset)  # in float32, as ``scores + offset`` is
+
+        return blocked_topk(block, self.num_embeddings, queries.shape[0], k, exclude)
 
     def aux_loss(self) -> torch.Tensor:
         """Extra training loss of this training step (e.g. DPQ's centroid loss, averaged over every forward

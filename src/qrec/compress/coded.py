@@ -27,7 +27,7 @@ import torch
 from qrec.compress.base import EmbeddingTable
 from qrec.quant.packing import unpack_bits
 from qrec.retrieval.pqscan import gather_centroids, pq_scores, pq_topk
-from qrec.retrieval.topk import merged_topk
+from qrec.retrieval.topk import masked_topk, merged_topk
 
 __all__ = ["CodedEmbedding", "CodedPart", "decode_parts", "narrow_codes", "DECODED_BYTES"]
 
@@ -127,7 +127,7 @@ class CodedEmbedding(EmbeddingTable):
         if self.decoded() is not None:
             return merged_topk(self.scores(queries) + offset, k, exclude)  # + offset in float32, as pq_topk adds it
         if self.parts[0].rows is not None:
-            return super().topk(queries, k, exclude, offset)
+            return masked_topk(self.scores(queries) + offset, k, exclude)
         part = self.parts[0]
         return pq_topk(queries.detach().float().cpu(), part.codes, part.codebook, k, exclude, self.method, offset)
 

@@ -86,6 +86,11 @@ class Recommender(nn.Module):
         this with a fused kernel that never holds the score matrix."""
         return masked_topk(self.score_all(users).clone(), k, exclude)
 
+    def ranks_in_blocks(self) -> bool:
+        """True when ``topk`` here never holds the ``(B, n_items)`` score matrix (it merges blocks of items into a
+        running top-k), so evaluation may rank many users at once whatever the catalogue's size."""
+        return False
+
     def embedding_tables(self) -> dict[str, EmbeddingTable]:
         return {name: m for name, m in self.named_modules() if isinstance(m, EmbeddingTable)}
 

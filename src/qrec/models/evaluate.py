@@ -14,8 +14,9 @@ from qrec.models.base import Recommender
 _SCORE_BUDGET = 2**27
 
 
-def eval_batch_size(n_items: int, largest: int = 1024) -> int:
-    return max(1, min(largest, _SCORE_BUDGET // max(1, n_items)))
+def eval_batch_size(n_items: int, largest: int = 1024, bounded: bool = True) -> int:
+    """Users per evaluation batch; ``bounded=False`` for a model that ranks without the score matrix."""
+    return max(1, min(largest, _SCORE_BUDGET // max(1, n_items))) if bounded else largest
 
 
 @torch.no_grad()
@@ -32,7 +33,7 @@ def evaluate_model(model: Recommender, split: Split, stage: str = "test", ks=(10
     model.refresh()
     model.set_stage(stage)
     try:
-        batch_size = batch_size or eval_batch_size(split.n_items)
+        batch_size = batch_size or eval_batch_size(split.n_items, bounded=not model.ranks_in_blocks())
         return evaluate_split(model.score_all, split, stage, ks, recall_denominator, batch_size, progress, mask,
                               device=model.device, topk_fn=model.topk)
     finally:

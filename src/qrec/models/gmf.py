@@ -56,6 +56,9 @@ class GMF(Recommender):
             return super().topk(users, k, exclude)
         return self.item_table.topk(self._queries(users), k, exclude, offset=float(self.output.bias))
 
+    def ranks_in_blocks(self) -> bool:
+        return self.biases is None and self.device.type == "cpu"  # the item table's blocked or fused top-k
+
     def _queries(self, users: torch.Tensor) -> torch.Tensor:
         # h . (p_u * q_i) = (p_u * h) . q_i: one (B x d) @ (d x n) product scores every item.
         return self.user_table(users) * self.output.weight[0]

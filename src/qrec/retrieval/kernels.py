@@ -116,21 +116,40 @@ def popcount_topk(a, sa, b, sbT, d, k, indptr, excluded, start, end, top_i, top_
 # ------------------------------------------------------------------------ product-quantization codes
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def offer_run(top_i, top_v, filled, k, row, lo, start, stop):
+    """``insert`` of ``row[start:stop]`` (items ``lo + i``), exactly; once ``k`` are kept, an item is compared with
+    the k-th value alone (almost every item of a large catalogue stops there: a predictable branch, ~1 ns)."""
+    i = start
+    while filled < k and i < stop:
+        filled = insert(top_i, top_v, filled, k, row[i], lo + i)
+        i += 1
+    if i < stop:
+        kth = top_v[k - 1]
+        for j in range(i, stop):
+            if row[j] > kth:
+                filled = insert(top_i, top_v, filled, k, row[j], lo + j)
+                kth = top_v[k - 1]
+    return filled
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def merge_topk(block, lo, top_i, top_v, filled, indptr, excluded, cursor):
+    """Merge ``block`` (scores of items ``lo:lo + c`` for each query) into the running top-k, each query's
+    (sorted) excluded items offered as ``-inf``; ``block`` is only read."""
     B, c = block.shape
     k = top_i.shape[1]
     for q in numba.prange(B):
         vi, vv, row = top_i[q], top_v[q], block[q]
-        f, e, e_end = filled[q], cursor[q], indptr[q + 1]
-        for i in range(c):
-            s, item = row[i], lo + i
-            while e < e_end and excluded[e] < item:
-                e += 1
-            if e < e_end and excluded[e] == item:
-                s = -np.inf
-            f = insert(vi, vv, f, k, s, item)
-        filled[q], cursor[q] = f, e
+        f, e, e_end, start = filled[q], cursor[q], indptr[q + 1], 0
+        while e < e_end and excluded[e] < lo + c:
+            x = excluded[e] - lo
+            if x >= start:  # runs of unmasked items between the masked ones
+                f = offer_run(vi, vv, f, k, row, lo, start, x)
+                f = insert(vi, vv, f, k, -np.inf, lo + x)
+                start = x + 1
+            e += 1
+        filled[q], cursor[q] = offer_run(vi, vv, f, k, row, lo, start, c), e
 
 
 # ------------------------------------------------------------- fused scan + top-k over item parts

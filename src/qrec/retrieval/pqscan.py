@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from qrec.retrieval.topk import masked_topk, sorted_csr
+from qrec.retrieval.topk import blocked_topk, masked_topk
 
 __all__ = ["pq_scores", "pq_topk", "lookup_tables", "lut_queries", "DECODE_ROWS", "TOPK_ROWS", "LUT_BYTES", "LUT_MIN_WIDTH"]
 
@@ -95,17 +95,12 @@ def pq_topk(queries: torch.Tensor, codes: torch.Tensor, codebook: torch.Tensor, 
         return _fused_lut_topk(queries, codes, codebook, k, exclude, offset, n_threads, parts)
     if method != "decode":
         raise ValueError(f"unknown pq scoring method {method!r}; expected 'auto', 'lut' or 'decode'")
-    from qrec.retrieval.kernels import merge_topk
 
-    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
-    top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
-    filled, cursor = np.zeros(B, np.int64), indptr[:-1].copy()
-    for lo in range(0, n, TOPK_ROWS):
-        block = _decode_gemm(queries, codes[lo:lo + TOPK_ROWS], codebook)
-        if offset:
-            block.add_(offset)  # in float32, as ``scores + bias`` is
-        merge_topk(block.numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
-    return torch.from_numpy(top_i), torch.from_numpy(top_v)
+    def block(lo: int, hi: int) -> torch.Tensor:
+        scores = _decode_gemm(queries, codes[lo:hi], codebook)
+        return scores.add_(offset) if offset else scores  # in float32, as ``scores + bias`` is
+
+    return blocked_topk(block, n, B, k, exclude, TOPK_ROWS)
 
 
 def _fused_lut_topk(queries, codes, codebook, k, exclude, offset, n_threads, parts):

@@ -12,7 +12,10 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
-__all__ = ["masked_topk", "merged_topk", "topk_deterministic", "sorted_csr"]
+#: scores per block of ``blocked_topk`` by default: 64 MiB of float32
+BLOCK_FLOATS = 1 << 24
+
+__all__ = ["BLOCK_FLOATS", "blocked_topk", "masked_topk", "merged_topk", "topk_deterministic", "sorted_csr"]
 
 
 
@@ -39,6 +42,28 @@ def merged_topk(scores: Tensor, k: int, exclude: sp.spmatrix | None = None) -> t
     top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
     merge_topk(scores.detach().float().contiguous().numpy(), 0, top_i, top_v, np.zeros(B, np.int64), indptr, excluded,
                indptr[:-1].copy())
+    return torch.from_numpy(top_i), torch.from_numpy(top_v)
+
+
+def blocked_topk(score_rows, n: int, n_queries: int, k: int, exclude: sp.spmatrix | None = None,
+                 rows: int | None = None) -> tuple[Tensor, Tensor]:
+    """``masked_topk`` of a ``(B, n)`` score matrix that is never built: ``score_rows(lo, hi)`` returns the float32
+    CPU scores of items ``lo:hi`` for every query, ``rows`` items at a time, and each block is merged into a running
+    top-k (``kernels.merge_topk``; same items, order and values as ``masked_topk`` of the concatenated blocks).
+    The memory is one block instead of ``B x n`` floats (a 10^7-item catalogue: 40 MB a query). ``rows``: items
+    per block, by default as many as keep a block at ``BLOCK_FLOATS`` (few calls: each wakes the merge's threads)."""
+    from qrec.retrieval.kernels import merge_topk
+
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be in [1, {n}] rows, got {k}")
+    B = n_queries
+    rows = rows or max(1 << 15, BLOCK_FLOATS // max(1, B))
+    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
+    top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
+    filled, cursor = np.zeros(B, np.int64), indptr[:-1].copy()
+    for lo in range(0, n, rows):
+        block = score_rows(lo, min(lo + rows, n))
+        merge_topk(block.detach().float().contiguous().numpy(), lo, top_i, top_v, filled, indptr, excluded, cursor)
     return torch.from_numpy(top_i), torch.from_numpy(top_v)
 
 

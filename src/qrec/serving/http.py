@@ -40,6 +40,7 @@ from qrec.export.vocab import UnknownIdError
 from qrec.serving.asgi import Front, json_bytes, uvicorn_config
 from qrec.serving.batcher import MicroBatcher
 from qrec.serving.model import Model
+from qrec.threads import set_threads
 
 MAX_BODY = 1 << 20    # bytes of one request body
 MAX_USERS = 1000      # users in one request
@@ -113,7 +114,7 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, free
     the garbage collector's sight (``gc.freeze``): a full collection over the ~200,000 objects of torch, FastAPI
     and the model took 0.1-0.2 s, and the first one came under load, stalling every request behind it."""
     batcher = MicroBatcher(partial(run_jobs, model), size=lambda job: len(job.users), max_batch=max_batch,
-                           initializer=None if threads is None else partial(_set_threads, threads))
+                           initializer=None if threads is None else partial(set_threads, threads))
     max_k = min(MAX_K, model.n_items)
 
     @asynccontextmanager
@@ -174,14 +175,6 @@ def create_app(model: Model, max_batch: int = 256, threads: int | None = 1, free
                                    "limits": {"max_body": MAX_BODY, "max_users": MAX_USERS, "max_k": max_k}}
 
     return Front(app, limit=MAX_BODY, routes={("POST", "/recommend"): recommend})
-
-
-def _set_threads(n: int) -> None:
-    import numba
-    import torch
-
-    torch.set_num_threads(n)
-    numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))  # per calling thread: this worker's
 
 
 def _ranked(model: Model, head: dict, items: np.ndarray, scores: np.ndarray) -> dict:

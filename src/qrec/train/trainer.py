@@ -31,6 +31,7 @@ from qrec.train.optim import OptimizerChain, rowwise_adagrad
 from qrec.train.pipeline import load_split
 from qrec.train.runlock import run_folder_lock
 from qrec.train.tasks import make_task
+from qrec.threads import set_threads
 
 __all__ = ["CHECKPOINT", "FitResult", "build", "fit", "load_trained", "make_optimizer", "probe_epoch_seconds",
            "seed_everything"]
@@ -162,7 +163,7 @@ def fit(cfg: RunConfig, out_dir: str | Path | None = None, progress: bool = True
 
 def _fit(cfg: RunConfig, out_dir, progress: bool, resume: bool, log, split: Split | None) -> FitResult:
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
     split = load_split(cfg) if split is None else split
     if cfg.task == "ranking":
         cfg.check_catalogue(split.n_items)
@@ -239,7 +240,7 @@ def probe_epoch_seconds(cfg: RunConfig, steps: int = 50, budget: float = 1.0) ->
     validation users, once per ``eval_every`` epochs. An estimate for a plan (``qrec experiment
     --dry-run``) on this machine as loaded now; it leaves out what changes over training (early stopping)."""
     if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+        set_threads(cfg.threads)
     split = load_split(cfg)
     model = build(cfg, split)
     optimizer = make_optimizer(model, cfg)
