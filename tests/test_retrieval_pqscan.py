@@ -149,3 +149,14 @@ def test_fused_lut_topk_with_no_queries_and_k_equal_to_the_rows():
     top, val = pqscan.pq_topk(queries, codes, codebook, 5, parts=5)
     ref = pq_scores(queries, codes, codebook, "lut")
     assert torch.equal(val, ref.gather(1, top)) and torch.equal(top.sort(1).values, torch.arange(5).expand(3, 5))
+
+
+@pytest.mark.parametrize("B", [1, 3, 8])
+def test_fused_lut_scores_are_the_lut_sums_bit_for_bit_for_few_queries(B):
+    """One to seven queries sum a tile's items side by side (``kernels.lut_add_items``), eight or more the
+    queries side by side: either way each score is ``pq_scores``' float32 sum, same additions, same order."""
+    g = torch.Generator().manual_seed(B)
+    codebook, queries = torch.randn(21, 256, 1, generator=g), torch.randn(B, 21, generator=g)
+    codes = torch.randint(0, 256, (3000, 21), generator=g).to(torch.uint8)
+    top, val = pqscan.pq_topk(queries, codes, codebook, 50, offset=0.25)
+    assert torch.equal(val, (pq_scores(queries, codes, codebook, "lut") + 0.25).gather(1, top))

@@ -99,15 +99,21 @@ def unpack_rows(packed: torch.Tensor, bits: int, d: int) -> torch.Tensor:
 
 
 def _pack_chunk(codes: torch.Tensor, bits: int, row_bytes: int | None = None) -> torch.Tensor:
-    """``(m,)`` codes -> one stream, or ``(m, d)`` codes -> ``(m, row_bytes)`` rows, each its own stream."""
-    shifts = torch.arange(bits, dtype=torch.int32, device=codes.device)
-    stream = ((codes[..., None] >> shifts) & 1).to(torch.uint8)  # bit i*b + j = bit j of code i
-    stream = stream.reshape(-1) if row_bytes is None else stream.reshape(codes.shape[0], -1)
-    nbytes = -(-stream.shape[-1] // 8) if row_bytes is None else row_bytes
-    stream = torch.nn.functional.pad(stream, (0, nbytes * 8 - stream.shape[-1]))
-    weights = (1 << torch.arange(8, dtype=torch.int32, device=codes.device)).to(torch.uint8)  # LSB first
-    # the 8 weighted bits of a byte are disjoint, so their sum is an exact OR and never exceeds 255
-    return (stream.reshape(*stream.shape[:-1], nbytes, 8) * weights).sum(dim=-1, dtype=torch.uint8)
+    """``(m,)`` codes -> one stream, or ``(m, d)`` codes -> ``(m, row_bytes)`` rows, each its own stream.
+
+    Code ``i`` fills bits ``i b .. i b + b - 1`` (LSB first): shifted to its first bit's position it spans at
+    most 3 bytes, and each of those bytes is added into place (``index_add_``); the codes' bits are disjoint,
+    so the sums are exact ORs and never pass 255."""
+    count = codes.shape[-1]
+    rows = codes.reshape(-1, count).to(torch.int32)
+    first_bit = torch.arange(count, dtype=torch.int64, device=codes.device) * bits
+    at, shifted = first_bit >> 3, rows << (first_bit & 7).to(torch.int32)  # < 2^23: 16 bits shifted by <= 7
+    nbytes = -(-count * bits // 8) if row_bytes is None else row_bytes
+    out = torch.zeros(rows.shape[0], nbytes + 2, dtype=torch.int32, device=codes.device)
+    for byte in range(-(-(7 + bits) // 8)):  # the bytes a code can reach
+        out.index_add_(1, at + byte, (shifted >> (8 * byte)) & 255)
+    out = out[:, :nbytes].to(torch.uint8)
+    return out.reshape(-1) if row_bytes is None else out
 
 
 def _unpack_chunk(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:

@@ -258,6 +258,33 @@ def lut_add(t, c, K, j0, j1, acc):
         j += 1
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def lut_add_items(t, codes, i0, i1, K, j0, j1, sums):
+    """``lut_add`` for the items ``i0..i1-1`` of a tile at once, subspace outermost: ``sums[i - i0, q]`` (+)=
+    ``t[j K + codes[i, j], q]`` for ``j = j0..j1-1``. Each sum gets the same additions in the same order as
+    ``lut_add`` gives it, but the items' sums are independent chains: with one query (one lane) ``lut_add``'s
+    single chain waits on each add's latency (~2.2 ns a code), here the adds of neighbouring items overlap."""
+    lanes = sums.shape[1]
+    for j in range(j0, j1):
+        base = j * K
+        if lanes == 1:
+            if j == 0:
+                for i in range(i0, i1):
+                    sums[i - i0, 0] = t[base + np.int64(codes[i, j]), 0]
+            else:
+                for i in range(i0, i1):
+                    sums[i - i0, 0] += t[base + np.int64(codes[i, j]), 0]
+            continue
+        for i in range(i0, i1):
+            r, acc = t[base + np.int64(codes[i, j])], sums[i - i0]
+            if j == 0:
+                for q in range(lanes):
+                    acc[q] = r[q]
+            else:
+                for q in range(lanes):
+                    acc[q] += r[q]
+
+
 @numba.njit(parallel=True, nogil=True, cache=True)
 def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, part_i, part_v, part_f):
     """Product-quantization codes ``codes (n, D)`` against lookup tables ``tables (nb, D K, lanes)`` (block
@@ -282,6 +309,9 @@ def scan_topk_pq(tables, codes, offset, k, nq, indptr, excluded, bounds, chunk, 
                 for i0 in range(c0, c1, LUT_TILE):
                     i1 = min(c1, i0 + LUT_TILE)
                     for j0 in range(0, D, LUT_GROUP):
+                        if lanes < 8:  # a few queries: the tile's items side by side instead
+                            lut_add_items(t, codes, i0, i1, K, j0, min(D, j0 + LUT_GROUP), sums)
+                            continue
                         for i in range(i0, i1):
                             lut_add(t, codes[i], K, j0, min(D, j0 + LUT_GROUP), sums[i - i0])
                     for i in range(i0, i1):
