@@ -7,7 +7,9 @@ times full-ranking evaluation (all items, seen items masked) of a ``--eval-users
 the served artifact (qrec.export: the model, id vocabularies and seen items), loads it as ``qrec serve`` does and
 times ``recommend`` for one user per call (k = 10, seen items filtered; ``--requests`` calls). Columns: generation +
 split seconds, training rows per second (pointwise rows: each positive and its 4 negatives), peak RSS, artifact
-bytes, evaluation seconds, artifact load seconds, median / 99th-percentile latency of one recommend call.
+bytes, evaluation seconds, then, in a fresh process holding only the artifact: its load seconds, its peak RSS (the
+server's memory) and the median / 99th-percentile latency of one recommend call. The first peak RSS is the
+training process's (training, evaluation, export).
 
     python benchmarks/bench_scale.py --items 1e5 1e6 --users 1e5 --interactions 1e6 --rounds 3 --out scale.jsonl
 
@@ -93,22 +95,32 @@ def measure(a, items: int, spec: str, optimizer: str) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.safetensors"
         export_model(model, cfg.to_dict(), path, serving_data(split))
-        del model  # the server below holds only what the artifact holds
-        serving = _serving(path, np.unique(sample.test.users), a)
+        peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # training, evaluation, export
+        np.save(Path(tmp) / "users.npy", np.unique(sample.test.users))
+        serving = _run_self(["--serve", tmp])  # its own process: the server's memory is its own peak RSS
         artifact = path.stat().st_size
-    return {"generate_s": generate_s, "rows_per_s": rows / train_s, "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "artifact_bytes": artifact, "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"],
-            **serving}
+    return {"generate_s": generate_s, "rows_per_s": rows / train_s, "peak_mib": peak_mib, "artifact_bytes": artifact,
+            "eval_s": eval_s, "eval_users": metrics["users"], "hr@10": metrics["hr@10"], **serving}
 
 
-def _serving(path: Path, users: np.ndarray, a) -> dict:
-    """Load the artifact as ``qrec serve`` does and time ``recommend`` (k = 10, seen items filtered) for one user
-    per call: median and 99th-percentile latency over ``--requests`` calls (bounded by ``--serve-seconds``)."""
+def _run_self(extra: list[str]) -> dict:
+    """This script with ``extra`` arguments in a fresh process; its last stdout line as JSON."""
+    out = subprocess.run([sys.executable, __file__, *sys.argv[1:], *extra], capture_output=True, text=True)
+    if out.returncode:
+        raise RuntimeError(out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def serve(folder: Path, a) -> dict:
+    """Load ``folder``'s artifact as ``qrec serve`` does and time ``recommend`` (k = 10, seen items filtered) for
+    one user per call (``users.npy``: row indices): median and 99th-percentile latency over ``--requests`` calls
+    (bounded by ``--serve-seconds``), and this process's peak RSS: what a server of the artifact holds."""
     from qrec.serving.model import Model
 
     t0 = time.perf_counter()
-    served = Model.load(path)
+    served = Model.load(folder / "model.safetensors")
     load_s = time.perf_counter() - t0
+    users = np.load(folder / "users.npy")
     ids = served.user_ids[np.random.default_rng(a.seed).choice(users, size=a.requests)]
     for user in ids[:3]:  # warm-up: first-call compilation and caches
         served.recommend(user, k=10)
@@ -120,7 +132,8 @@ def _serving(path: Path, users: np.ndarray, a) -> dict:
         if t0 > deadline:
             break
     ms = 1e3 * np.asarray(latencies)
-    return {"load_s": load_s, "requests": len(ms), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99))}
+    return {"load_s": load_s, "requests": len(ms), "p50_ms": float(np.median(ms)), "p99_ms": float(np.percentile(ms, 99)),
+            "serve_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 CONFIG = ("items", "spec", "optimizer", "lr", "users", "interactions", "dim", "batch_size", "batches", "rounds",
@@ -154,10 +167,14 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench_scale.jsonl"),
                     help="JSON lines, one per measured row; rows already there are not rerun (default: %(default)s)")
     ap.add_argument("--one", nargs=3, metavar=("ITEMS", "SPEC", "OPTIMIZER"), help=argparse.SUPPRESS)
+    ap.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     a.users, a.interactions = int(a.users), int(a.interactions)
     a.lr = {"adam": a.lr_adam, "rowwise-adagrad": a.lr_rowwise}
     set_threads(a.threads)
+    if a.serve:
+        print(json.dumps(serve(a.serve, a)))
+        return
     if a.one:
         print(json.dumps(measure(a, int(float(a.one[0])), a.one[1], a.one[2])))
         return
@@ -170,22 +187,22 @@ def main() -> None:
         config = _config(a, int(items), spec, opt)
         r = done.get(key(config, CONFIG))
         if r is None:
-            cmd = [sys.executable, __file__, *sys.argv[1:], "--one", str(items), spec, opt]
-            out = subprocess.run(cmd, capture_output=True, text=True)
-            if out.returncode:
-                print(out.stderr[-2000:], file=sys.stderr)
-                rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", *[""] * 7])
+            try:
+                measured = _run_self(["--one", str(items), spec, opt])
+            except RuntimeError as e:
+                print(e, file=sys.stderr)
+                rows.append([f"{int(items):,}", f"`{spec}`", opt, "failed", *[""] * 8])
                 continue
-            r = {**config, **json.loads(out.stdout.strip().splitlines()[-1]), "load_avg": os.getloadavg()[0],
-                 "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+            r = {**config, **measured, "load_avg": os.getloadavg()[0], "utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             append(a.out, r)
         rows.append([f"{int(items):,}", f"`{spec}`", opt, f"{r['generate_s']:.1f}", f"{r['rows_per_s']:,.0f}",
                      f"{r['peak_mib']:,.0f}", f"{r['artifact_bytes'] / 2**20:,.1f}", f"{r['eval_s']:.1f}",
-                     f"{r['hr@10']:.3f}", f"{r['load_s']:.2f}", f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"])
+                     f"{r['hr@10']:.3f}", f"{r['load_s']:.2f}", f"{r['serve_peak_mib']:,.0f}",
+                     f"{r['p50_ms']:.2f} / {r['p99_ms']:.2f}"])
         print(" | ".join(rows[-1]), file=sys.stderr, flush=True)
     table(rows, ["items", "item table", "optimizer", "generate+split s", "train rows/s", "peak RSS MiB",
                  "artifact MiB", f"eval s ({a.eval_users} users)", "HR@10 after the timed batches",
-                 "artifact load s", "recommend p50 / p99 ms"])
+                 "artifact load s", "server peak RSS MiB", "recommend p50 / p99 ms"])
 
 
 if __name__ == "__main__":
