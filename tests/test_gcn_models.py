@@ -235,6 +235,9 @@ def test_mask_hits_leaves_out_exactly_each_rows_training_items():
     got = sampled_softmax_loss(u, p, n, 0.5, b["hits"]).item()
     assert got == pytest.approx(np.mean(expected), rel=1e-12)
     assert "hits" not in LightGCN(nu, ni, train, dim=8, loss="softmax", negatives=4).training_batch(batch)
+    label = LightGCN(nu, ni, train, dim=8, loss="softmax", negatives=4, mask_hits="label").training_batch(batch)
+    assert torch.equal(label["hits"], torch.tensor([[j == p for j in negs[:4]] for p in batch["pos"].tolist()]))
+    assert label["hits"].any()  # row 0's positive is negative 0 (only the row's own positive is left out)
 
 
 def test_soft_target_loss_is_the_kl_divergence_in_float64():
@@ -280,7 +283,8 @@ def test_a_distilled_student_adds_the_kl_to_its_teachers_scores_over_the_same_ca
     assert distilled.distilled_ranking_loss(b, u, p, n).item() == pytest.approx(distilled.ranking_loss(u, p, n).item(), rel=1e-6)
 
 
-@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1), dict(mask_hits=True)])
+@pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1), dict(mask_hits=True),
+                                 dict(loss="softmax", mask_hits="all")])
 def test_lightgcn_refuses_a_bad_loss_option(bad):
     nu, ni, train = _small()
     with pytest.raises(ValueError):

@@ -195,8 +195,10 @@ class LightGCN(Recommender):
             reordering is about the bytes, not the flops). The same model and gradients up to float summation
             order; tables, scores and exports stay in id order.
         temperature: the softmax loss's logit scale (``1.0``: plain dot products).
-        mask_hits: the softmax loss leaves out each row's "accidental hits", shared negatives that are training
-            items of the row's user (0.2% of uniform negatives on Gowalla, 10% on ML-1M's dense catalogue).
+        mask_hits: the softmax loss leaves out each row's "accidental hits": ``True``, shared negatives that are
+            training items of the row's user (0.2% of uniform negatives on Gowalla, 10% on ML-1M's dense
+            catalogue); ``"label"``, only the row's own positive where it is drawn as a negative (what
+            TensorFlow's ``sampled_softmax_loss(remove_accidental_hits=True)`` removes); ``False``: none.
         negatives: the softmax loss's shared negatives per batch: the first ``negatives`` of the batch's
             (``0``: all ``B``). The ``(B, N)`` logits cost ``O(B N d)``: at ``B = 8192`` all of them cost 4x
             the graph propagation, 1,024 of them a fraction of it.
@@ -209,7 +211,7 @@ class LightGCN(Recommender):
                  user_table: EmbeddingTable | None = None, item_table: EmbeddingTable | None = None,
                  train_graph: str = "auto", adjacency=None, index_dtype: torch.dtype = torch.int32,
                  loss: str = "bpr", temperature: float = 1.0, negatives: int = 0, reorder: str = "none",
-                 mask_hits: bool = False):
+                 mask_hits: bool | str = False):
         super().__init__(n_users, n_items)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -218,9 +220,11 @@ class LightGCN(Recommender):
         if int(negatives) < 0:
             raise ValueError(f"negatives must be >= 0, got {negatives!r}")
         self.loss, self.temperature, self.negatives = loss, float(temperature), int(negatives)
+        if mask_hits not in (False, True, "label"):
+            raise ValueError(f"mask_hits must be true, false or 'label', got {mask_hits!r}")
         if mask_hits and loss != "softmax":
             raise ValueError("mask_hits applies to the softmax loss's shared negatives (loss='softmax')")
-        self.mask_hits = bool(mask_hits)
+        self.mask_hits = mask_hits
         self._train_rows = None  # the user x item training matrix (CSR), built on first use by mask_hits
         self.dim = int(dim)
         self.n_layers = int(n_layers)
@@ -372,7 +376,9 @@ class LightGCN(Recommender):
         batch = {k: v.to(dev) for k, v in batch.items()}
         if self.loss == "softmax" and self.negatives:
             batch["neg"] = batch["neg"][: self.negatives]
-        if self.loss == "softmax" and self.mask_hits:
+        if self.loss == "softmax" and self.mask_hits == "label":
+            batch["hits"] = batch["neg"].unsqueeze(0) == batch["pos"].unsqueeze(1)
+        elif self.loss == "softmax" and self.mask_hits:
             batch["hits"] = self.accidental_hits(batch["users"], batch["neg"])
         return batch
 
