@@ -53,7 +53,7 @@ def narrow_codes(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     if bits == 8:
         return packed[:count]
     dtype = torch.uint8 if bits < 8 else torch.int16 if bits < 16 else torch.int32
-    return unpack_bits(packed, bits, count).to(dtype)
+    return unpack_bits(packed, bits, count, dtype)
 
 
 def decode_parts(parts: list[CodedPart], num_embeddings: int, dim: int) -> torch.Tensor:

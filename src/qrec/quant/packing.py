@@ -46,8 +46,9 @@ def pack_bits(codes: torch.Tensor, bits: int) -> torch.Tensor:
     return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.uint8, device=flat.device)
 
 
-def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
-    """Inverse of ``pack_bits``: the first ``count`` codes of the stream, as a flat ``int64`` tensor."""
+def unpack_bits(packed: torch.Tensor, bits: int, count: int, dtype: torch.dtype = torch.int64) -> torch.Tensor:
+    """Inverse of ``pack_bits``: the first ``count`` codes of the stream, as a flat ``dtype`` tensor (each chunk
+    narrowed as it is unpacked: 10^7 x 64 codes are 640 MB as uint8, 5 GB as int64)."""
     _check_bits(bits)
     bits, count = int(bits), int(count)
     packed = torch.as_tensor(packed).reshape(-1)
@@ -57,11 +58,10 @@ def unpack_bits(packed: torch.Tensor, bits: int, count: int) -> torch.Tensor:
     if packed.numel() < need:
         raise ValueError(f"{count} codes of {bits} bits need {need} bytes, the stream has {packed.numel()}")
     step = _CHUNK * bits // 8  # bytes per chunk of _CHUNK codes
-    chunks = [
-        _unpack_chunk(packed[j : j + step], bits, min(_CHUNK, count - i))
-        for i, j in zip(range(0, count, _CHUNK), range(0, need, step))
-    ]
-    return torch.cat(chunks) if chunks else torch.empty(0, dtype=torch.int64, device=packed.device)
+    out = torch.empty(count, dtype=dtype, device=packed.device)
+    for i, j in zip(range(0, count, _CHUNK), range(0, need, step)):
+        out[i : i + _CHUNK] = _unpack_chunk(packed[j : j + step], bits, min(_CHUNK, count - i))
+    return out
 
 
 def pack_rows(codes: torch.Tensor, bits: int, align: int = 1) -> torch.Tensor:
