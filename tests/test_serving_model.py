@@ -187,3 +187,32 @@ def test_build_table_is_a_trainable_module_with_its_aux_loss():
     loss = table(torch.tensor([1, 2, 3])).sum() + table.aux_loss()
     loss.backward()
     assert table.aux_loss().item() > 0 and table.centroids.grad.abs().sum() > 0  # the loss trains the codebooks
+
+
+def test_a_model_loaded_from_a_file_saves_that_file_without_holding_its_bytes(served_models, tmp_path):
+    """A server holds the decoded tables, not also the artifact's bytes; saving re-reads the file, the same bytes,
+    and refuses a file that changed since (another artifact written over it)."""
+    import shutil
+
+    from qrec.errors import DataFormatError
+
+    path = tmp_path / "m.safetensors"
+    shutil.copy(served_models["gmf"][1], path)
+    model = qrec.load(path)
+    assert model._artifact.raw is None and model.metadata()["file_bytes"] == path.stat().st_size
+    assert model.save(tmp_path / "copy.safetensors").read_bytes() == path.read_bytes()
+    shutil.copy(served_models["sasrec"][1], path)
+    with pytest.raises(DataFormatError, match="changed on disk"):
+        model.save(tmp_path / "again.safetensors")
+    assert not (tmp_path / "again.safetensors").exists()
+
+
+def test_a_served_float_table_is_the_decoded_tensor_itself():
+    """No second copy of a float table at load (a 10^7 x 64 table is 2.5 GB); a wrong weight is refused."""
+    from qrec.compress.full import FullEmbedding
+
+    weight = torch.randn(7, 4)
+    table = FullEmbedding(7, 4, weight=weight)
+    assert table.weight.data_ptr() == weight.data_ptr() and not table.weight.requires_grad
+    with pytest.raises(ValueError, match="float32 7 x 4"):
+        FullEmbedding(7, 4, weight=torch.randn(7, 5))

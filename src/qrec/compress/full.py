@@ -14,8 +14,15 @@ class FullEmbedding(EmbeddingTable):
 
     family = "full"
 
-    def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.01):
+    def __init__(self, num_embeddings: int, dim: int, init_std: float = 0.01, weight: torch.Tensor | None = None):
+        """``weight``: a float32 ``(num_embeddings, dim)`` tensor the table holds as it is (no initialisation,
+        no copy: a served table); else ``N(0, init_std^2)``."""
         super().__init__(num_embeddings, dim)
+        if weight is not None:
+            if weight.shape != (num_embeddings, dim) or weight.dtype != torch.float32:
+                raise ValueError(f"weight must be float32 {num_embeddings} x {dim}, got {weight.dtype} {tuple(weight.shape)}")
+            self.weight = nn.Parameter(weight, requires_grad=False)
+            return
         self.weight = nn.Parameter(torch.empty(num_embeddings, dim))
         nn.init.normal_(self.weight, std=init_std)
 

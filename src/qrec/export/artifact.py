@@ -123,7 +123,20 @@ class Artifact:
     model: Recommender
     data: ServingData
     manifest: dict
-    raw: bytes  # the file's bytes, verified: what saving the model again writes
+    raw: bytes | None  # the verified bytes of an artifact loaded from bytes: what saving it writes
+    source: Path | None  # the file of an artifact loaded from a path (its bytes are not kept: a server of a
+                         # 10^7-item float table would hold them twice)
+    nbytes: int
+
+    def read_raw(self) -> bytes:
+        """The artifact's bytes: kept ones, or the source file again, refused if its manifest changed since."""
+        if self.raw is not None:
+            return self.raw
+        unchanged = read_header(self.source) == self.manifest  # its per-tensor SHA-256s included
+        raw = read_bytes(self.source)
+        if not unchanged or len(raw) != self.nbytes:
+            raise DataFormatError(self.source, "changed on disk since it was loaded; load it again to save it")
+        return raw
 
 
 def read_manifest(path: str | Path) -> dict:
@@ -147,7 +160,8 @@ def load_artifact(source: str | Path | bytes, name: str = "artifact") -> Artifac
     if (model.n_users, model.n_items) != (len(data.user_ids), len(data.item_ids)):
         raise DataFormatError(where, f"model has {model.n_users} x {model.n_items} rows, the vocabularies "
                                      f"{len(data.user_ids)} x {len(data.item_ids)}")
-    return Artifact(model.eval(), data, manifest, raw)
+    kept = raw if isinstance(source, (bytes, bytearray)) else None
+    return Artifact(model.eval(), data, manifest, kept, None if kept is not None else Path(source), len(raw))
 
 
 def load_model(path: str | Path) -> tuple[Recommender, dict]:
@@ -219,9 +233,8 @@ def _served_table(table_cls, parts: dict[str, torch.Tensor], info: dict) -> torc
         from qrec.compress.coded import CodedEmbedding
 
         return CodedEmbedding(table_cls, parts, info["rows"], info["dim"], info["spec"])
-    served = FullEmbedding.blank(info["rows"], info["dim"])
-    served.weight.data.copy_(table_cls.decode_export(parts, info["rows"], info["dim"], info["spec"]))
-    return served
+    decoded = table_cls.decode_export(parts, info["rows"], info["dim"], info["spec"])
+    return FullEmbedding(info["rows"], info["dim"], weight=decoded)  # the decoded tensor itself, no second copy
 
 
 def _table_class(name: str, where):

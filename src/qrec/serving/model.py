@@ -52,7 +52,7 @@ class Model:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        tmp.write_bytes(self._artifact.raw)
+        tmp.write_bytes(self._artifact.read_raw())
         tmp.replace(path)
         return path
 
@@ -77,7 +77,7 @@ class Model:
     def metadata(self) -> dict:
         """The manifest (config, sizes, tables) without the per-tensor checksums, plus the file size."""
         meta = {k: v for k, v in self.manifest.items() if k != "tensors"}
-        return meta | {"file_bytes": len(self._artifact.raw), "n_users": self.n_users, "n_items": self.n_items}
+        return meta | {"file_bytes": self._artifact.nbytes, "n_users": self.n_users, "n_items": self.n_items}
 
     def __repr__(self) -> str:
         cfg = self.manifest.get("config", {})
