@@ -423,7 +423,8 @@ def test_repeated_ids_are_quantized_once_with_the_batch_loss_unchanged(spec):
     torch.testing.assert_close(table.query.grad, grad)
 
 
-@pytest.mark.parametrize("spec", ["mgqe4x16/8@0.3", "mgqe-uk4x16/8@0.3", "mgqe-ud4/2x16@0.3"])
+@pytest.mark.parametrize("spec", ["mgqe4x16/8@0.3", "mgqe-uk4x16/8@0.3", "mgqe-ud4/2x16@0.3", "dpq4x16c", "dpq4x3b",
+                                  "dpq4x16c-sx", "dpq4x16c-bn"])
 def test_chunked_decode_and_export_equal_the_whole_table_at_once(spec, monkeypatch):
     """all() in eval mode and MGQE's export work a chunk of rows at a time (memory); the results are the same."""
     from qrec.compress import build_table

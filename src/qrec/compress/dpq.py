@@ -309,11 +309,16 @@ class DPQEmbedding(EmbeddingTable):
         parts = [self._codes(x, batch_stats=False)[0] for x in self.query.split(self._eval_chunk())]
         return torch.cat(parts)
 
+    @torch.no_grad()
     def export(self) -> dict[str, torch.Tensor]:
-        return {
-            "codes": pack_bits(self.codes(), self.code_bits).cpu(),
-            "centroids": self.centroids.detach().to("cpu", torch.float32).contiguous(),
-        }
+        """Packed a chunk of rows at a time (the int64 codes of a whole 10^7-row table are 2x the float table): the
+        same chunks as ``codes()`` where they matter (softmax / BN), ``ALL_CHUNK`` rows for VQ (exact per row),
+        any chunk that packs to whole bytes, so the chunks' streams concatenate into the one stream."""
+        chunk = self._eval_chunk() if self.softmax or self.bn else self.ALL_CHUNK
+        if chunk * self.num_subspaces * self.code_bits % 8:
+            chunk = self.num_embeddings
+        codes = [pack_bits(self._codes(x, batch_stats=False)[0], self.code_bits).cpu() for x in self.query.split(chunk)]
+        return {"codes": torch.cat(codes), "centroids": self.centroids.detach().to("cpu", torch.float32).contiguous()}
 
     @classmethod
     def coded_parts(cls, tensors, num_embeddings, dim, spec) -> list[CodedPart]:
