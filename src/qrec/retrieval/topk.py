@@ -34,15 +34,8 @@ def merged_topk(scores: Tensor, k: int, exclude: sp.spmatrix | None = None) -> t
     """``masked_topk`` of float32 CPU ``scores (B, n)``, exactly (same items, order and values), by the compiled
     running top-k merge (``kernels.merge_topk``): no ``-inf`` written into ``scores`` and no sort of its rows,
     several times faster for the few rows of a server's query."""
-    from qrec.retrieval.kernels import merge_topk
-
     _check_scores(scores, k)
-    B = scores.shape[0]
-    indptr, excluded = (np.zeros(B + 1, np.int64), np.zeros(0, np.int64)) if exclude is None else sorted_csr(exclude, B)
-    top_i, top_v = np.zeros((B, k), np.int64), np.full((B, k), -np.inf, np.float32)
-    merge_topk(scores.detach().float().contiguous().numpy(), 0, top_i, top_v, np.zeros(B, np.int64), indptr, excluded,
-               indptr[:-1].copy())
-    return torch.from_numpy(top_i), torch.from_numpy(top_v)
+    return blocked_topk(lambda lo, hi: scores, scores.shape[1], scores.shape[0], k, exclude, rows=scores.shape[1])
 
 
 def blocked_topk(score_rows, n: int, n_queries: int, k: int, exclude: sp.spmatrix | None = None,
