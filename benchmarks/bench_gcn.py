@@ -151,6 +151,8 @@ def bench_epochs(u, i, nu, ni, train, models, graphs, batch, max_batches, lr=1e-
     builders = {
         "lightgcn": ("LightGCN", lambda g: LightGCN(nu, ni, (u, i), train_graph=g)),
         "lightgcn-rcm": ("LightGCN, RCM order", lambda g: LightGCN(nu, ni, (u, i), train_graph=g, reorder="rcm")),
+        "lightgcn-bf16": ("LightGCN, bfloat16 propagation",
+                          lambda g: LightGCN(nu, ni, (u, i), train_graph=g, propagation="bfloat16")),
         "lightgcn-softmax": ("LightGCN, softmax 1,024 negatives, RCM order",
                              lambda g: LightGCN(nu, ni, (u, i), train_graph=g, reorder="rcm", loss="softmax",
                                                 negatives=1024)),
@@ -217,7 +219,7 @@ def main():
     ap.add_argument("--batch", type=int, default=2048)
     ap.add_argument("--batches", type=int, default=0, help="time only this many batches and extrapolate (0: full epoch)")
     ap.add_argument("--models", default="lightgcn,binary,binary-kd,lowbit2-ste,lowbit2-ewgs",
-                    help="comma list of lightgcn, lightgcn-rcm, lightgcn-softmax, binary, binary-kd, lowbit2-ste, lowbit2-ewgs")
+                    help="comma list of lightgcn, lightgcn-rcm, lightgcn-bf16, lightgcn-softmax, binary, binary-kd, lowbit2-ste, lowbit2-ewgs")
     ap.add_argument("--graphs", default="rows", help="comma list of train_graph modes to time: full, rows")
     ap.add_argument("--skip-spmm", action="store_true")
     args = ap.parse_args()

@@ -216,13 +216,16 @@ def peer_side(peer: Path, data: Path, workdir: Path) -> Side:
 
 
 # ----------------------------------------------------------------------------------------------- qrec
-def qrec_config(data: Path, threads: int) -> RunConfig:
+def qrec_config(data: Path, threads: int, propagation: str = "float32") -> RunConfig:
+    options = {"n_layers": 3, "reg": 1e-4}
+    if propagation != "float32":
+        options["propagation"] = propagation
     return RunConfig(dataset="lightgcn", data_path=str(data), protocol="given", model="lightgcn", dim=64,
-                     batch_size=BATCH, lr=1e-3, threads=threads, ks=(20,), model_options={"n_layers": 3, "reg": 1e-4})
+                     batch_size=BATCH, lr=1e-3, threads=threads, ks=(20,), model_options=options)
 
 
-def qrec_side(data: Path, threads: int) -> Side:
-    cfg = qrec_config(data, threads)
+def qrec_side(data: Path, threads: int, propagation: str = "float32") -> Side:
+    cfg = qrec_config(data, threads, propagation)
     t = time.perf_counter()
     split = load_split(cfg)
     read_s = time.perf_counter() - t
@@ -252,7 +255,8 @@ def qrec_side(data: Path, threads: int) -> Side:
         result = task.evaluate(model, "test")
         return time.perf_counter() - t, float(result["recall@20"])
 
-    return Side("qrec", read_s, build_s, run_epoch, evaluate, note="qrec.data.sampling.bpr_epoch")
+    name = "qrec" if propagation == "float32" else f"qrec, {propagation} propagation"
+    return Side(name, read_s, build_s, run_epoch, evaluate, note="qrec.data.sampling.bpr_epoch")
 
 
 # ----------------------------------------------------------------------------------------------- report
@@ -260,33 +264,38 @@ def _ratio(a: float, b: float) -> str:
     return f"{a / b:.1f}x" if b > 0 else "-"
 
 
-def report(peer: Side, ours: Side, limit: int, tests: list | None, threads: int, loads: tuple) -> None:
+def report(peer: Side, ours: list[Side], limit: int, tests: list | None, threads: int, loads: tuple) -> None:
+    """One column per side, then LightGCN-PyTorch / each qrec side."""
+    sides = [peer, *ours]
     est = "~" if limit else ""
-    pe, qe = (statistics.median(e.seconds for e in s.epochs) for s in (peer, ours))
-    pc, qc = (statistics.median(e.cpu_seconds for e in s.epochs) for s in (peer, ours))
-    ps, qs = (statistics.median(e.setup for e in s.epochs) for s in (peer, ours))
+    med = lambda s, f: statistics.median(f(e) for e in s.epochs)  # noqa: E731
+    epoch, cpu, setup = ([med(s, f) for s in sides] for f in (lambda e: e.seconds, lambda e: e.cpu_seconds,
+                                                              lambda e: e.setup))
+
+    def row(label, values, fmt, ratios=None):
+        tail = [_ratio(ratios[0], r) for r in ratios[1:]] if ratios else [""] * len(ours)
+        return [label, *(fmt(v) for v in values), *tail]
+
     what = f"first {limit} batches timed, scaled to the epoch" if limit else "whole epochs"
     rows = [
-        ["read the data (s)", f"{peer.read_s:.2f}", f"{ours.read_s:.2f}", _ratio(peer.read_s, ours.read_s)],
-        ["build the model, graph included (s)", f"{peer.build_s:.2f}", f"{ours.build_s:.2f}",
-         _ratio(peer.build_s, ours.build_s)],
-        [f"epoch (s, median of {len(peer.epochs)}; {what})", f"{est}{pe:.1f}", f"{est}{qe:.1f}", f"{_ratio(pe, qe)}"],
-        ["  of which the epoch's setup: sampling, shuffle (s)", f"{ps:.2f}", f"{qs:.2f}", _ratio(ps, qs)],
-        ["  per step (ms, median)", f"{1e3 * statistics.median(e.step for e in peer.epochs):.0f}",
-         f"{1e3 * statistics.median(e.step for e in ours.epochs):.0f}", ""],
-        ["epoch in process CPU seconds, all threads (median)", f"{est}{pc:.1f}", f"{est}{qc:.1f}", _ratio(pc, qc)],
-        ["epochs, one per repeat, in run order (s)", ", ".join(f"{est}{e.seconds:.1f}" for e in peer.epochs),
-         ", ".join(f"{est}{e.seconds:.1f}" for e in ours.epochs), ""],
-        [f"batches of {BATCH} per epoch (timed)", f"{peer.epochs[0].n_batches} ({peer.epochs[0].steps})",
-         f"{ours.epochs[0].n_batches} ({ours.epochs[0].steps})", ""],
-        ["mean training loss over the steps, last repeat", f"{peer.epochs[-1].loss:.4f}", f"{ours.epochs[-1].loss:.4f}", ""],
+        row("read the data (s)", [s.read_s for s in sides], "{:.2f}".format, [s.read_s for s in sides]),
+        row("build the model, graph included (s)", [s.build_s for s in sides], "{:.2f}".format,
+            [s.build_s for s in sides]),
+        row(f"epoch (s, median of {len(peer.epochs)}; {what})", epoch, lambda v: f"{est}{v:.1f}", epoch),
+        row("  of which the epoch's setup: sampling, shuffle (s)", setup, "{:.2f}".format, setup),
+        row("  per step (ms, median)", [1e3 * med(s, lambda e: e.step) for s in sides], "{:.0f}".format),
+        row("epoch in process CPU seconds, all threads (median)", cpu, lambda v: f"{est}{v:.1f}", cpu),
+        ["epochs, one per repeat, in run order (s)", *(", ".join(f"{est}{e.seconds:.1f}" for e in s.epochs)
+                                                       for s in sides), *[""] * len(ours)],
+        [f"batches of {BATCH} per epoch (timed)", *(f"{s.epochs[0].n_batches} ({s.epochs[0].steps})" for s in sides),
+         *[""] * len(ours)],
+        row("mean training loss over the steps, last repeat", [s.epochs[-1].loss for s in sides], "{:.4f}".format),
     ]
     if tests:
-        (pt, pr), (qt, qr) = tests
-        rows.append(["full test evaluation (s)", f"{pt:.1f}", f"{qt:.1f}", _ratio(pt, qt)])
-        rows.append(["  test Recall@20 after the epochs (%)", f"{100 * pr:.2f}", f"{100 * qr:.2f}", ""])
-    table(rows, ["", "LightGCN-PyTorch", "qrec", "LightGCN-PyTorch / qrec"])
-    print(f"{threads} torch threads on both sides; load average {loads[0]:.2f} before, {loads[1]:.2f} after "
+        rows.append(row("full test evaluation (s)", [t for t, _ in tests], "{:.1f}".format, [t for t, _ in tests]))
+        rows.append(row("  test Recall@20 after the epochs (%)", [100 * r for _, r in tests], "{:.2f}".format))
+    table(rows, ["", *(s.name for s in sides), *(f"LightGCN-PyTorch / {s.name}" for s in ours)])
+    print(f"{threads} torch threads on every side; load average {loads[0]:.2f} before, {loads[1]:.2f} after "
           f"({os.cpu_count()} CPUs: above that, other processes shared the cores). Peer: {peer.note}.")
 
 
@@ -302,6 +311,8 @@ def main(argv=None) -> None:
     ap.add_argument("--peer-work", type=Path, default=None,
                     help="keep their graph cache in this folder between runs (default: a fresh temporary folder, "
                          "so every run builds their graph)")
+    ap.add_argument("--propagation", nargs="+", default=["float32"], choices=["float32", "bfloat16"],
+                    help="qrec sides to time, one per propagation precision (LightGCN's propagation= option)")
     args = ap.parse_args(argv)
     if args.repeats < 1 or args.batches < 0 or args.threads < 1:
         sys.exit("--repeats and --threads must be >= 1, --batches >= 0")
@@ -315,14 +326,14 @@ def main(argv=None) -> None:
         if args.peer_work:
             args.peer_work.mkdir(parents=True, exist_ok=True)
         peer = peer_side(args.peer, args.data, args.peer_work or Path(work))
-        ours = qrec_side(args.data, args.threads)
+        ours = [qrec_side(args.data, args.threads, p) for p in args.propagation]
         for r in range(args.repeats):
-            for side in (peer, ours):
+            for side in (peer, *ours):
                 side.epochs.append(side.run_epoch(r, args.batches))
                 e = side.epochs[-1]
                 print(f"  repeat {r + 1}: {side.name} {'~' if args.batches else ''}{e.seconds:.1f} s "
                       f"({e.steps} of {e.n_batches} batches, setup {e.setup:.2f} s)", flush=True)
-        tests = [side.evaluate() for side in (peer, ours)] if args.test else None
+        tests = [side.evaluate() for side in (peer, *ours)] if args.test else None
     loads.append(os.getloadavg()[0])
     print()
     report(peer, ours, args.batches, tests, args.threads, tuple(loads))

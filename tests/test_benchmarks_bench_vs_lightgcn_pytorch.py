@@ -1,5 +1,5 @@
 """``benchmarks/bench_vs_lightgcn_pytorch.py``: the epoch estimate, a clear stop without the peer's checkout, and
-(with LightGCN-PyTorch checked out and Gowalla present) the side-by-side run end to end on a slice of Gowalla."""
+(with LightGCN-PyTorch checked out and Gowalla present) the side-by-side run end to end on a slice of Gowalla (qrec with float32 and with bfloat16 propagation)."""
 
 import os
 import subprocess
@@ -52,13 +52,14 @@ def test_side_by_side_on_a_gowalla_slice_prints_the_table(shared_data, tmp_path)
     data = _gowalla_slice(shared_data / "gowalla", tmp_path)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT / "src"), str(ROOT / "benchmarks")]))
     cmd = [sys.executable, str(ROOT / "benchmarks" / "bench_vs_lightgcn_pytorch.py"), "--peer", str(PEER),
-           "--data", str(data), "--threads", "1", "--batches", "2", "--repeats", "1"]
+           "--data", str(data), "--threads", "1", "--batches", "2", "--repeats", "1",
+           "--propagation", "float32", "bfloat16"]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     rows = {cells[0]: cells[1:] for cells in ([c.strip() for c in line.split("|")[1:-1]]
                                              for line in out.stdout.splitlines() if line.startswith("| "))}
     epoch = next(v for k, v in rows.items() if k.startswith("epoch (s, median of 1; first 2 batches"))
-    assert epoch[0].startswith("~") and epoch[1].startswith("~") and epoch[2].endswith("x")
+    assert all(c.startswith("~") for c in epoch[:3]) and all(c.endswith("x") for c in epoch[3:5])
     timed = rows["batches of 2048 per epoch (timed)"]
-    assert all(cell.endswith("(2)") for cell in timed[:2])
-    assert "1 torch threads on both sides" in out.stdout
+    assert all(cell.endswith("(2)") for cell in timed[:3])
+    assert "qrec, bfloat16 propagation" in out.stdout and "1 torch threads on every side" in out.stdout

@@ -134,27 +134,50 @@ def sparse_dense_mm(A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     return torch.addmm(X.new_empty(A.shape[0], X.shape[1]), A, X, beta=0.0)
 
 
+PRECISIONS = ("float32", "bfloat16")
+
+
+def product(precision: str):
+    """The no-autograd sparse-dense product to propagate with: ``"float32"`` (``sparse_dense_mm``) or
+    ``"bfloat16"`` (``bf16_product``)."""
+    if precision == "float32":
+        return sparse_dense_mm
+    if precision == "bfloat16":
+        return bf16_product
+    raise ValueError(f"propagation must be one of {PRECISIONS}, got {precision!r}")
+
+
+def bf16_product(A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """``A @ X`` with ``X`` read as bfloat16 on the CPU (``qrec.models.bf16_spmm``); torch's float32 product on
+    other devices (the kernel is about the CPU's memory traffic)."""
+    if A.device.type != "cpu":
+        return sparse_dense_mm(A, X)
+    from qrec.models.bf16_spmm import bf16_dense_mm  # compiled (numba): imported when first used
+    return bf16_dense_mm(A, X)
+
+
 class SymmetricSpMM(torch.autograd.Function):
     """``A @ X`` for a constant *symmetric* sparse ``A``; backward is ``A @ grad`` (no transpose)."""
 
     @staticmethod
-    def forward(ctx, A, X):
-        ctx.A = A
-        return sparse_dense_mm(A, X)
+    def forward(ctx, A, X, mm=sparse_dense_mm):
+        ctx.A, ctx.mm = A, mm
+        return mm(A, X)
 
     @staticmethod
     def backward(ctx, grad):
-        return None, sparse_dense_mm(ctx.A, grad)
+        return None, ctx.mm(ctx.A, grad), None
 
 
-def spmm(A: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
-    """``A @ X`` for the symmetric ``A_hat``; differentiable in ``X`` only."""
+def spmm(A: torch.Tensor, X: torch.Tensor, mm=sparse_dense_mm) -> torch.Tensor:
+    """``A @ X`` for the symmetric ``A_hat``; differentiable in ``X`` only. ``mm``: the no-autograd product
+    (``sparse_dense_mm``, or ``qrec.models.bf16_spmm``'s)."""
     if X.requires_grad and torch.is_grad_enabled():
-        return SymmetricSpMM.apply(A, X.contiguous())
-    return sparse_dense_mm(A, X)
+        return SymmetricSpMM.apply(A, X.contiguous(), mm)
+    return mm(A, X)
 
 
-def propagate(A_hat: torch.Tensor, E0: torch.Tensor, n_layers: int) -> list[torch.Tensor]:
+def propagate(A_hat: torch.Tensor, E0: torch.Tensor, n_layers: int, mm=sparse_dense_mm) -> list[torch.Tensor]:
     """``[E0, A E0, A^2 E0, ..., A^L E0]``: LightGCN's layers (no weights, no non-linearity).
 
     ``A_hat`` must be symmetric (it is, by construction): the backward pass relies on it.
@@ -164,7 +187,7 @@ def propagate(A_hat: torch.Tensor, E0: torch.Tensor, n_layers: int) -> list[torc
     layers = [E0]
     h = E0
     for _ in range(int(n_layers)):
-        h = spmm(A_hat, h)
+        h = spmm(A_hat, h, mm)
         layers.append(h)
     return layers
 

@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from qrec.compress.base import EmbeddingTable, tensor_bits
 from qrec.models.base import Recommender
 from qrec.models.graph import layer_weights as _layer_weights
-from qrec.models.graph import normalized_adjacency_scipy, propagate, sparse_dense_mm, to_torch_csr, training_pairs
+from qrec.models.graph import (normalized_adjacency_scipy, product, propagate, sparse_dense_mm, to_torch_csr,
+                               training_pairs)
 
 __all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softmax_loss", "shared_negative_logits",
            "soft_target_loss"]
@@ -60,25 +61,26 @@ class _RowLayers(torch.autograd.Function):
     nodes each is half a gigabyte: those passes cost about a third of a step)."""
 
     @staticmethod
-    def forward(ctx, A, A_rows, A_rows_T, rows, n_layers, E0):
-        ctx.A, ctx.AT, ctx.n_layers = A, A_rows_T, n_layers
+    def forward(ctx, A, A_rows, A_rows_T, rows, n_layers, E0, mm=sparse_dense_mm):
+        ctx.A, ctx.AT, ctx.n_layers, ctx.mm = A, A_rows_T, n_layers, mm
         ctx.save_for_backward(rows)
         h, out = E0, [E0[rows]]
         for _ in range(n_layers - 1):
-            h = sparse_dense_mm(A, h)
+            h = mm(A, h)
             out.append(h[rows])
-        out.append(sparse_dense_mm(A_rows, h))
+        out.append(mm(A_rows, h))
         return tuple(out)
 
     @staticmethod
     def backward(ctx, *grads):
         (rows,) = ctx.saved_tensors
-        G = sparse_dense_mm(ctx.AT, grads[-1])
+        mm = ctx.mm
+        G = mm(ctx.AT, grads[-1])
         for l in range(ctx.n_layers - 1, -1, -1):
             G.index_add_(0, rows, grads[l])
             if l:
-                G = sparse_dense_mm(ctx.A, G)
-        return None, None, None, None, None, G
+                G = mm(ctx.A, G)
+        return None, None, None, None, None, G, None
 
 
 def bpr_loss(pos: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
@@ -194,6 +196,10 @@ class LightGCN(Recommender):
             neighbours' rows close together in memory (the sparse products read ``X``'s rows at random: the
             reordering is about the bytes, not the flops). The same model and gradients up to float summation
             order; tables, scores and exports stay in id order.
+        propagation: ``"float32"`` or ``"bfloat16"``: training's sparse products read their dense operand (the
+            layer being propagated, forward; the gradient, backward) rounded to bfloat16 and accumulate in
+            float32 (``qrec.models.bf16_spmm``: half the bytes gathered per non-zero, on the CPU). Evaluation,
+            exports and the served embeddings always propagate in float32.
         temperature: the softmax loss's logit scale (``1.0``: plain dot products).
         mask_hits: the softmax loss leaves out each row's "accidental hits": ``True``, shared negatives that are
             training items of the row's user (0.2% of uniform negatives on Gowalla, 10% on ML-1M's dense
@@ -211,7 +217,7 @@ class LightGCN(Recommender):
                  user_table: EmbeddingTable | None = None, item_table: EmbeddingTable | None = None,
                  train_graph: str = "auto", adjacency=None, index_dtype: torch.dtype = torch.int32,
                  loss: str = "bpr", temperature: float = 1.0, negatives: int = 0, reorder: str = "none",
-                 mask_hits: bool | str = False):
+                 mask_hits: bool | str = False, propagation: str = "float32"):
         super().__init__(n_users, n_items)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -225,6 +231,7 @@ class LightGCN(Recommender):
         if mask_hits and loss != "softmax":
             raise ValueError("mask_hits applies to the softmax loss's shared negatives (loss='softmax')")
         self.mask_hits = mask_hits
+        self.propagation, self._train_mm = propagation, product(propagation)
         self._train_rows = None  # the user x item training matrix (CSR), built on first use by mask_hits
         self.dim = int(dim)
         self.n_layers = int(n_layers)
@@ -317,13 +324,13 @@ class LightGCN(Recommender):
         if self.n_layers == 0:
             return [E0[idx]]
         if not self._rows_mode():
-            return [E[idx] for E in propagate(self.adjacency, E0, self.n_layers)]
+            return [E[idx] for E in propagate(self.adjacency, E0, self.n_layers, mm=self._train_mm)]
         uniq, inv = torch.unique(idx, return_inverse=True)
         A_rows = self._prop_sp[uniq.cpu().numpy()]
         dev = E0.device
         Ar = to_torch_csr(A_rows, device=dev, index_dtype=self._index_dtype)
         ArT = to_torch_csr(A_rows.T.tocsr(), device=dev, index_dtype=self._index_dtype)
-        layers = _RowLayers.apply(self.adjacency, Ar, ArT, uniq, self.n_layers, E0.contiguous())
+        layers = _RowLayers.apply(self.adjacency, Ar, ArT, uniq, self.n_layers, E0.contiguous(), self._train_mm)
         return [E[inv] for E in layers]
 
     def batch_index(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
