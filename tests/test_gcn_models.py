@@ -519,3 +519,17 @@ def test_reordered_model_keeps_one_graph_and_rebuilds_the_id_order_one():
     assert (m._adj_sp != ref).nnz == 0
     assert m._adj.col_indices().data_ptr() == m._prop_sp.indices.ctypes.data
     assert m._adj.values().data_ptr() == m._prop_sp.data.ctypes.data
+
+
+def test_table_scope_l2_is_the_papers_prior_on_every_row():
+    rng = np.random.default_rng(0)
+    u, i = rng.integers(0, 12, 80), rng.integers(0, 15, 80)
+    model = LightGCN(12, 15, (u, i), dim=4, n_layers=2, reg=0.5, reg_scope="table")
+    pairs = len(set(zip(u.tolist(), i.tolist())))
+    batch = {"users": torch.tensor([0, 1]), "pos": torch.tensor([2, 3]), "neg": torch.tensor([4, 5])}
+    model.reg_loss(batch).backward()
+    for t in (model.user_table, model.item_table):  # d/dE (0.5 reg |E|^2 / pairs) = reg E / pairs, every row
+        w = next(t.parameters())
+        torch.testing.assert_close(w.grad, 0.5 * w.detach() / pairs)
+    with pytest.raises(ValueError, match="reg_scope must be one of"):
+        LightGCN(12, 15, (u, i), reg_scope="rows")

@@ -22,7 +22,10 @@ Faithful to LightGCN's code (gusye1234/LightGCN-PyTorch):
   (half a gigabyte each) cost about as much as a sparse product (``benchmarks/bench_gcn_scale.py``).
   Either way the cost per batch does not depend on the batch size, so the epoch time is about
   ``n_batches * t_batch``; a larger batch is the other faithful lever (same estimator, fewer
-  propagations per epoch), and the trainer owns that choice.
+  propagations per epoch), and the trainer owns that choice;
+* ``propagation="bfloat16"``: training's products read the propagated layer (and, backward, the gradient)
+  as bfloat16 with float32 sums (``qrec.models.bf16_spmm``): the products are memory-bound and the gathered
+  rows are most of their bytes. Evaluation and exports propagate in float32 either way.
 
 Evaluation (``score``/``score_all``) reads final embeddings cached by ``refresh()``. The cache is dropped
 by every ``training_loss`` call and by ``on_epoch_start()``, and rebuilt on first use, so scores never come
@@ -50,6 +53,7 @@ __all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softma
            "soft_target_loss"]
 
 LOSSES = ("bpr", "softmax")
+REG_SCOPES = ("batch", "table")
 
 
 class _RowLayers(torch.autograd.Function):
@@ -183,6 +187,10 @@ class LightGCN(Recommender):
         train: training pairs (``Interactions``, scipy user x item matrix, or ``(users, items)``); builds
             ``A_hat``. May be ``None`` when ``adjacency=`` (an ``A_hat`` CSR tensor) is given.
         dim: embedding size d (64). n_layers: L (3). reg: L2 weight on the batch's layer-0 rows (1e-4).
+        reg_scope: ``"batch"`` (LightGCN's code: the L2 of each row the batch draws, so a node's prior grows
+            with how often it is drawn: 5-10x stronger per node on ML-1M's dense graph than on Gowalla's) or
+            ``"table"`` (LightGCN's paper: ``reg * |E0|^2`` over the whole objective, every node alike; see
+            ``reg_loss``).
         init_std: std of the layer-0 normal init (0.1, LightGCN's). table: spec of the layer-0 tables
             (``"full"``; any ``qrec.compress`` spec works, built with the training frequencies).
         layer_weights: ``"uniform"`` (1/(L+1): LightGCN), ``"bigear"`` ((l+1)/(L+1)) or a list.
@@ -217,7 +225,7 @@ class LightGCN(Recommender):
                  user_table: EmbeddingTable | None = None, item_table: EmbeddingTable | None = None,
                  train_graph: str = "auto", adjacency=None, index_dtype: torch.dtype = torch.int32,
                  loss: str = "bpr", temperature: float = 1.0, negatives: int = 0, reorder: str = "none",
-                 mask_hits: bool | str = False, propagation: str = "float32"):
+                 mask_hits: bool | str = False, propagation: str = "float32", reg_scope: str = "batch"):
         super().__init__(n_users, n_items)
         if loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
@@ -236,6 +244,9 @@ class LightGCN(Recommender):
         self.dim = int(dim)
         self.n_layers = int(n_layers)
         self.reg = float(reg)
+        if reg_scope not in REG_SCOPES:
+            raise ValueError(f"reg_scope must be one of {REG_SCOPES}, got {reg_scope!r}")
+        self.reg_scope = reg_scope
         self.init_std = float(init_std)
         if train_graph not in ("auto", "full", "rows"):
             raise ValueError("train_graph must be 'auto', 'full' or 'rows'")
@@ -263,6 +274,7 @@ class LightGCN(Recommender):
         self._order, self._prop_sp = node_order(A_sp, reorder)
         del A_sp  # reordered, only the propagation-order graph is kept (``_adj_sp`` rebuilds the other)
         self._adj = to_torch_csr(self._prop_sp, index_dtype=index_dtype)  # shares _prop_sp's arrays
+        self._n_pairs = max(1, self._prop_sp.nnz // 2)  # training pairs: one edge each way
         self.user_table = user_table if user_table is not None else _make_table(table, self.n_users, self.dim, self.init_std, u_freq)
         self.item_table = item_table if item_table is not None else _make_table(table, self.n_items, self.dim, self.init_std, i_freq)
         self.layer_weights = _layer_weights(self.n_layers, layer_weights)
@@ -350,11 +362,16 @@ class LightGCN(Recommender):
 
     # ----------------------------------------------------------------- training
     def reg_loss(self, batch: dict[str, torch.Tensor], rows0: torch.Tensor | None = None) -> torch.Tensor:
-        """``reg * 0.5 * (|u0|^2 + |p0|^2 + |n0|^2) / B`` on the batch's layer-0 rows (LightGCN's code).
+        """``reg * 0.5 * (|u0|^2 + |p0|^2 + |n0|^2) / B`` on the batch's layer-0 rows (LightGCN's code), or with
+        ``reg_scope="table"`` ``reg * 0.5 * |E0|^2 / n_pairs`` on every layer-0 row (the paper's ``lambda |E0|^2``
+        as a batch's share of the whole objective: the same prior on every node, however often it is drawn).
 
         ``rows0``: those rows ``[u0; p0; n0]`` as the propagation gathered them (``batch_layers(...)[0]``): the
         same values, and their gradient then joins the propagation's (in place, in ``"rows"`` mode) instead of
         three table lookups each making a zero-filled table-sized gradient (half a gigabyte at 2M nodes)."""
+        if self.reg_scope == "table":
+            squares = sum(t.all().pow(2).sum() for t in (self.user_table, self.item_table))
+            return self.reg * 0.5 * squares / self._n_pairs
         if rows0 is None:
             rows0 = torch.cat([self.user_table(batch["users"]), self.item_table(batch["pos"]),
                                self.item_table(batch["neg"])])
