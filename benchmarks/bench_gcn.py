@@ -34,7 +34,8 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
 
-from qrec.models.graph import SymmetricSpMM, normalized_adjacency_scipy, to_torch_csr  # noqa: E402
+from qrec.models.graph import (SymmetricSpMM, bf16_product, normalized_adjacency_scipy, sparse_dense_mm,  # noqa: E402
+                               to_torch_csr)
 
 
 def load_gowalla(data_dir: Path):
@@ -76,10 +77,11 @@ def copy_bandwidth(nbytes: int, repeats: int = 9) -> float:
     return 2 * src.nbytes / timeit(lambda: np.copyto(dst, src), repeats=repeats)
 
 
-def spmm_bytes(A, d: int) -> int:
+def spmm_bytes(A, d: int, x_bytes: int = 4) -> int:
     """Bytes one CSR ``A @ X`` must move at least: int32 column + float32 value per non-zero, the gathered
-    ``d``-float row of ``X`` per non-zero (a random read: no reuse assumed), the written output and the row pointers."""
-    return A.nnz * (4 + 4 + 4 * d) + 4 * A.shape[0] * d + 4 * (A.shape[0] + 1)
+    ``d``-value row of ``X`` per non-zero (``x_bytes`` each; a random read: no reuse assumed), the written float32
+    output and the row pointers."""
+    return A.nnz * (4 + 4 + x_bytes * d) + 4 * A.shape[0] * d + 4 * (A.shape[0] + 1)
 
 
 def bench_spmm(A, d=64, L=3):
@@ -88,18 +90,22 @@ def bench_spmm(A, d=64, L=3):
     n = A.shape[0]
     X = torch.randn(n, d)
     _, A_rcm = node_order(A.tocsr(), "rcm")
+    csr32 = to_torch_csr(A, index_dtype=torch.int32)
+    # name: (matrix, the no-autograd product, bytes per gathered value); autograd's backward only for torch's
     layouts = {
-        "CSR int64": to_torch_csr(A, index_dtype=torch.int64),
-        "CSR int32": to_torch_csr(A, index_dtype=torch.int32),
-        "CSR int32, reverse Cuthill-McKee order": to_torch_csr(A_rcm, index_dtype=torch.int32),
-        "COO": to_torch_csr(A).to_sparse_coo().coalesce(),
+        "CSR int64": (to_torch_csr(A, index_dtype=torch.int64), sparse_dense_mm, 4),
+        "CSR int32 (the default)": (csr32, sparse_dense_mm, 4),
+        "CSR int32, reverse Cuthill-McKee order": (to_torch_csr(A_rcm, index_dtype=torch.int32), sparse_dense_mm, 4),
+        "CSR int32, X read as bfloat16 (propagation=bfloat16)": (csr32, bf16_product, 2),
+        "COO": (to_torch_csr(A).to_sparse_coo().coalesce(), sparse_dense_mm, 4),
     }
     bandwidth = copy_bandwidth(spmm_bytes(A, d))
-    moved = spmm_bytes(A, d)
-    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy, read + write); one A @ X moves >= {moved / 1e6:.0f} MB")
+    print(f"copy bandwidth {bandwidth / 1e9:.1f} GB/s (numpy copy, read + write); one float32 A @ X moves >= "
+          f"{spmm_bytes(A, d) / 1e6:.0f} MB, with X read as bfloat16 {spmm_bytes(A, d, 2) / 1e6:.0f} MB")
     rows = []
-    for name, M in layouts.items():
-        fwd = timeit(lambda: torch.sparse.mm(M, X))
+    for name, (M, mm, x_bytes) in layouts.items():
+        moved = spmm_bytes(A, d, x_bytes)
+        fwd = timeit(lambda: mm(M, X))
 
         def train_autograd():
             E = X.clone().requires_grad_(True)
@@ -113,14 +119,14 @@ def bench_spmm(A, d=64, L=3):
             E = X.clone().requires_grad_(True)
             h, acc = E, E
             for _ in range(L):
-                h = SymmetricSpMM.apply(M, h)
+                h = SymmetricSpMM.apply(M, h, mm)
                 acc = acc + h
             (acc[:6000] ** 2).sum().backward()
 
-        t_auto = timeit(train_autograd, repeats=3)
+        t_auto = f"{timeit(train_autograd, repeats=3) * 1e3:.0f}" if mm is not bf16_product else "-"
         t_sym = timeit(train_symmetric, repeats=3)
         rows.append([name, f"{fwd * 1e3:.1f}", f"{moved / fwd / 1e9:.1f}", f"{moved / fwd / bandwidth:.2f}",
-                     f"{t_auto * 1e3:.0f}", f"{t_sym * 1e3:.0f}"])
+                     t_auto, f"{t_sym * 1e3:.0f}"])
     table(rows, ["layout", "A @ X ms", "GB/s moved", "of copy bandwidth", f"{L}-layer fwd+bwd, autograd ms",
                  f"{L}-layer fwd+bwd, symmetric bwd ms"])
 
