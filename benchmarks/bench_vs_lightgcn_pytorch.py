@@ -261,7 +261,8 @@ def qrec_side(data: Path, threads: int, propagation: str = "float32") -> Side:
 
 # ----------------------------------------------------------------------------------------------- report
 def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.1f}x" if b > 0 else "-"
+    """``a / b``, or "-" below 10 ms (a second qrec side reads the split from the first one's cache)."""
+    return f"{a / b:.1f}x" if b >= 0.01 else "-"
 
 
 def report(peer: Side, ours: list[Side], limit: int, tests: list | None, threads: int, loads: tuple) -> None:
