@@ -171,7 +171,7 @@ class SymmetricSpMM(torch.autograd.Function):
 
 def spmm(A: torch.Tensor, X: torch.Tensor, mm=sparse_dense_mm) -> torch.Tensor:
     """``A @ X`` for the symmetric ``A_hat``; differentiable in ``X`` only. ``mm``: the no-autograd product
-    (``sparse_dense_mm``, or ``qrec.models.bf16_spmm``'s)."""
+    (``sparse_dense_mm``, or ``bf16_product``)."""
     if X.requires_grad and torch.is_grad_enabled():
         return SymmetricSpMM.apply(A, X.contiguous(), mm)
     return mm(A, X)
