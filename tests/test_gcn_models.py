@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from qrec.models.binary_gcn import BinaryGCN
 from qrec.models.graph import normalized_adjacency_scipy
-from qrec.models.lightgcn import LightGCN, permuted, sample_bpr_batch, sampled_softmax_loss, soft_target_loss
+from qrec.models.lightgcn import (LightGCN, permuted, ranked_unseen, sample_bpr_batch, sampled_softmax_loss,
+                                  soft_target_loss)
 from qrec.models.lowbit_gcn import LowBitGCN
 
 
@@ -281,6 +282,103 @@ def test_a_distilled_student_adds_the_kl_to_its_teachers_scores_over_the_same_ca
     distilled.kd_weight = 0.0  # the ranking part, from the shared log-softmax, is the plain loss
     u, p, n = (r.float() for r in (u, p, n))
     assert distilled.distilled_ranking_loss(b, u, p, n).item() == pytest.approx(distilled.ranking_loss(u, p, n).item(), rel=1e-6)
+
+
+def test_soft_target_loss_leaves_out_the_candidates_both_sides_mask():
+    """mask_hits puts -inf in both distributions: those columns add 0 (not 0 x nan), the rest is the KL over the
+    others, and the gradient is finite."""
+    rng = np.random.default_rng(1)
+    s, t = (torch.tensor(rng.normal(size=(4, 6)), dtype=torch.float64) for _ in range(2))
+    hits = torch.zeros(4, 6, dtype=torch.bool)
+    hits[0, 2] = hits[3, 5] = True
+    s.requires_grad_(True)
+    got = soft_target_loss(F.log_softmax(s.masked_fill(hits, -np.inf), 1), F.log_softmax(t.masked_fill(hits, -np.inf), 1))
+    want = np.mean([soft_target_loss(F.log_softmax(s[r][~hits[r]], 0)[None], F.log_softmax(t[r][~hits[r]], 0)[None]).item()
+                    for r in range(4)])
+    assert got.item() == pytest.approx(want, rel=1e-12)
+    got.backward()
+    assert torch.isfinite(s.grad).all() and (s.grad[hits] == 0).all()
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 12), st.integers(1, 5))
+def test_ranked_unseen_is_the_brute_force_ranking_of_unseen_items(seed, R, chunk):
+    rng = np.random.default_rng(seed)
+    nu, ni = 7, 15
+    U, I = (torch.tensor(rng.normal(size=(n, 4)), dtype=torch.float32) for n in (nu, ni))
+    seen = sp.random(nu, ni, density=0.15, random_state=rng, format="csr")
+    got = ranked_unseen(U, I, seen, R, chunk)
+    scores = U.double().numpy() @ I.double().numpy().T
+    for u in range(nu):
+        order = [j for j in np.argsort(-scores[u], kind="stable") if seen[u, j] == 0][:R]
+        assert got[u, :len(order)].tolist() == order  # then seen items where fewer than R are unseen
+
+
+def _kd_student(**kw):
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    teacher = fit(LightGCN(nu, ni, train, dim=8, n_layers=2, reg=1e-2, init_std=1.0, loss="softmax", temperature=0.5,
+                           negatives=3, mask_hits=True), train, 3)
+    return teacher, LowBitGCN.from_lightgcn(teacher, dim=8, bits=2, estimator="ste", kd_weight=0.7, **kw), train
+
+
+def test_kd_top_draws_each_rows_items_from_its_users_unseen_teacher_top():
+    teacher, student, train = _kd_student(kd_top=3, kd_pool=4)
+    U, I = teacher.final_embeddings()
+    assert torch.equal(student.kd_ranked, ranked_unseen(U, I, teacher.training_matrix(), 4))
+    seen = teacher.training_matrix()
+    users = torch.tensor([0, 3, 3, 8])
+    top = student.teacher_top(users)
+    assert top.shape == (4, 3)
+    for r, u in enumerate(users.tolist()):
+        assert set(top[r].tolist()) <= set(student.kd_ranked[u].tolist())
+        assert all(seen[u, j] == 0 for j in top[r].tolist())
+    assert LowBitGCN.from_lightgcn(teacher, dim=8, bits=2, kd_weight=0.7).teacher_top(users) is None
+
+
+def test_kd_top_items_join_the_distillation_not_the_ranking_loss():
+    """CE over [positive, shared negatives] (hits left out) + kd_weight x KL over [positive, negatives, the row's
+    teacher-top items], every logit / T, from float64 copies of the student's quantized rows."""
+    teacher, student, train = _kd_student(kd_top=2, kd_pool=5)
+    batch = student.training_batch({"users": torch.tensor([0, 3, 5]), "pos": torch.tensor([1, 2, 5]),
+                                    "neg": torch.tensor([4, 6, 0, 7])})
+    rng = np.random.default_rng(2)
+    u, p, n = (torch.tensor(rng.normal(size=(k, 8)), dtype=torch.float64) for k in (3, 3, 3))
+    top = student.teacher_top(batch["users"])
+    t = torch.tensor(rng.normal(size=(3, 2, 8)), dtype=torch.float64)
+    got = student.distilled_ranking_loss(batch, u, p, n, top, t).item()
+    Ut, It = (E.double() for E in teacher.final_embeddings())
+    hits = batch["hits"]
+    want = 0.0
+    for r, user in enumerate(batch["users"].tolist()):
+        keep = [j for j in range(3) if not hits[r, j]]
+        s_ce = torch.cat([(u[r] * p[r]).sum()[None], n[keep] @ u[r]]) / 0.5
+        s_kd = torch.cat([s_ce, t[r] @ u[r] / 0.5])
+        tu = Ut[user]
+        t_kd = torch.cat([(tu * It[batch["pos"][r]]).sum()[None], It[batch["neg"][keep]] @ tu,
+                          It[top[r]] @ tu]) / 0.5
+        ce = torch.logsumexp(s_ce, 0) - s_ce[0]
+        kl = (t_kd.softmax(0) * (t_kd.log_softmax(0) - s_kd.log_softmax(0))).sum()
+        want += (ce + 0.7 * kl).item() / 3
+    assert got == pytest.approx(want, rel=1e-5)
+
+
+def test_a_kd_top_student_trains_with_the_teachers_top_items_propagated():
+    teacher, student, train = _kd_student(kd_top=2)
+    before = student.item_table.weight.detach().clone()
+    fit(student, train, 3)
+    assert not torch.equal(before, student.item_table.weight.detach())
+    loss = student.training_loss(sample_bpr_batch(train[0], train[1], student.n_items, 16, np.random.default_rng(0)))
+    assert torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("bad", [dict(kd_top=-1), dict(kd_top=2, kd_pool=0), dict(kd_top=2, kd_weight=0.0),
+                                 dict(kd_top=2, loss="bpr", kd_weight=1.0)])
+def test_kd_top_refuses_what_it_cannot_distil(bad):
+    nu, ni, train = _small()
+    opts = dict(loss="softmax", negatives=3, kd_weight=1.0) | bad
+    with pytest.raises(ValueError):
+        LowBitGCN(nu, ni, train, dim=8, **opts)
 
 
 @pytest.mark.parametrize("bad", [dict(loss="hinge"), dict(temperature=0.0), dict(negatives=-1), dict(mask_hits=True),

@@ -41,13 +41,10 @@ scales (128 of the 384 bits) would shrink to 64 bits in float16.
 
 from __future__ import annotations
 
-import math
-
-import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qrec.models.lightgcn import LightGCN
+from qrec.models.lightgcn import LightGCN, ranked_unseen
 from qrec.models.served import ScoredFromCodes
 from qrec.quant.sign import ESTIMATORS, sign
 from qrec.retrieval.hamming import BinaryCodes
@@ -143,19 +140,8 @@ class BinaryGCN(ScoredFromCodes, LightGCN):
             E = teacher.combine(teacher_layers)
             views = [(E[: self.n_users], E[self.n_users:])]
         R = min(self.kd_topr, self.n_items)
-        mask_rows = None
-        if exclude_train:
-            R_ui = teacher._adj_sp[: self.n_users, self.n_users:].tocoo()
-            mask_rows = (R_ui.row.astype(np.int64), R_ui.col.astype(np.int64))
-        top = torch.empty(self.n_users, len(views), R, dtype=torch.int32)
-        for v, (U, I) in enumerate(views):
-            for s in range(0, self.n_users, chunk):
-                e = min(self.n_users, s + chunk)
-                sc = U[s:e] @ I.T
-                if mask_rows is not None:
-                    sel = (mask_rows[0] >= s) & (mask_rows[0] < e)
-                    sc[torch.from_numpy(mask_rows[0][sel] - s), torch.from_numpy(mask_rows[1][sel])] = -math.inf
-                top[s:e, v] = sc.topk(R, dim=1).indices.to(torch.int32).cpu()
+        seen = teacher.training_matrix() if exclude_train else None
+        top = torch.stack([ranked_unseen(U, I, seen, R, chunk) for U, I in views], dim=1)
         self.kd_top = top.to(dev)
         w = torch.exp(-torch.arange(R, dtype=torch.float32) / self.kd_tau)
         self._kd_probs = (w / w.sum()).to(dev)

@@ -49,7 +49,7 @@ from qrec.models.graph import layer_weights as _layer_weights
 from qrec.models.graph import (normalized_adjacency_scipy, product, propagate, sparse_dense_mm, to_torch_csr,
                                training_pairs)
 
-__all__ = ["LOSSES", "LightGCN", "bpr_loss", "sample_bpr_batch", "sampled_softmax_loss", "shared_negative_logits",
+__all__ = ["LOSSES", "LightGCN", "bpr_loss", "ranked_unseen", "sample_bpr_batch", "sampled_softmax_loss", "shared_negative_logits",
            "soft_target_loss"]
 
 LOSSES = ("bpr", "softmax")
@@ -118,8 +118,26 @@ def shared_negative_logits(u: torch.Tensor, pos: torch.Tensor, neg: torch.Tensor
 def soft_target_loss(student_logp: torch.Tensor, teacher_logp: torch.Tensor) -> torch.Tensor:
     """``KL(teacher || student)`` over each row's candidates from their log-probabilities (``log_softmax`` of
     the logits), mean over rows: Hinton's distillation of a teacher's whole distribution over the candidates,
-    not only its top item."""
-    return (teacher_logp.exp() * (teacher_logp - student_logp)).sum(1).mean()
+    not only its top item. A candidate both sides leave out (``-inf``: ``mask_hits``) adds 0, not ``0 x nan``."""
+    p = teacher_logp.exp()
+    return (p * (teacher_logp - student_logp).masked_fill(p == 0, 0.0)).sum(1).mean()
+
+
+@torch.no_grad()
+def ranked_unseen(U: torch.Tensor, I: torch.Tensor, seen: sp.spmatrix | None, R: int, chunk: int = 2048) -> torch.Tensor:
+    """``(n_users, R)`` int32: each user's ``R`` best items by ``U @ I.T``, best first, ``seen``'s items (a user x item
+    sparse matrix: the training pairs) left out; a teacher's ranking for distillation, ``chunk`` users at a time.
+    A user with fewer than ``R`` unseen items has them first, then seen ones (``n_items - seen row count`` are valid)."""
+    top = torch.empty(U.shape[0], R, dtype=torch.int32)
+    seen = None if seen is None else sp.csr_matrix(seen)
+    for s in range(0, U.shape[0], chunk):
+        e = min(U.shape[0], s + chunk)
+        sc = U[s:e] @ I.T
+        if seen is not None:
+            block = seen[s:e].tocoo()
+            sc[torch.from_numpy(block.row.astype(np.int64)), torch.from_numpy(block.col.astype(np.int64))] = -float("inf")
+        top[s:e] = sc.topk(R, dim=1).indices.to(torch.int32).cpu()
+    return top
 
 
 def sample_bpr_batch(users: np.ndarray, items: np.ndarray, n_items: int, batch_size: int,
@@ -406,14 +424,18 @@ class LightGCN(Recommender):
             batch["hits"] = self.accidental_hits(batch["users"], batch["neg"])
         return batch
 
-    def accidental_hits(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
-        """``(B, N)`` bool: is shared negative ``j`` a training item of row ``b``'s user? One row-and-column slice of
-        the training matrix (the user -> item block of ``A_hat``), O(the rows' training items + N)."""
+    def training_matrix(self) -> sp.csr_matrix:
+        """The user x item training pairs (CSR, ones): the user -> item block of ``A_hat``, built once."""
         if self._train_rows is None:
             R = self._adj_sp[: self.n_users, self.n_users:].tocsr()
             R.data[:] = 1
             self._train_rows = R
-        sub = self._train_rows[users.cpu().numpy()][:, neg.cpu().numpy()].tocoo()
+        return self._train_rows
+
+    def accidental_hits(self, users: torch.Tensor, neg: torch.Tensor) -> torch.Tensor:
+        """``(B, N)`` bool: is shared negative ``j`` a training item of row ``b``'s user? One row-and-column slice of
+        the training matrix (the user -> item block of ``A_hat``), O(the rows' training items + N)."""
+        sub = self.training_matrix()[users.cpu().numpy()][:, neg.cpu().numpy()].tocoo()
         hits = torch.zeros(users.shape[0], neg.shape[0], dtype=torch.bool)
         hits[torch.from_numpy(sub.row.astype(np.int64)), torch.from_numpy(sub.col.astype(np.int64))] = True
         return hits.to(users.device)

@@ -13,7 +13,10 @@ What is implemented, exactly:
    float scores, 0 by default) (+ ``kd_weight`` x distillation, 0 by default: the KL divergence from the
    teacher's distribution over each row's candidates, the positive and its negatives, to the student's,
    ``soft_target_loss``; the teacher's final embeddings are computed once when it is attached, so a step
-   pays one small product for them and no propagation).
+   pays one small product for them and no propagation). ``kd_top = k > 0`` adds to each row's distillation
+   candidates ``k`` items drawn from the teacher's ``kd_pool`` best unseen items of its user (not to the
+   ranking loss's: they are the teacher's guesses of held-out items, not negatives), so the student learns
+   the teacher's order where Recall@K is decided, among its top items, not only against uniform negatives.
 4. Gradient through the rounding: ``estimator="ste"`` (identity inside the clipping range) or
    ``"ewgs"``, the generalized STE ``g_x = g_q (1 + delta sign(g_q) (x - x_q))`` (EWGS, Lee et al. 2021), in
    step units (``u = x/step``, ``|u - u_q| <= 1/2``).
@@ -44,10 +47,11 @@ What is implemented, exactly:
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from qrec.models.lightgcn import LightGCN, soft_target_loss
+from qrec.models.lightgcn import LightGCN, ranked_unseen, soft_target_loss
 from qrec.models.served import ScoredFromCodes
 from qrec.quant.hessian import hutchinson_trace
 from qrec.quant.rotation import itq_rotation
@@ -64,7 +68,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     ``scale_method`` (``"meanabs"``/``"maxabs"``), ``delta`` (initial, 0), ``delta_every`` (200),
     ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``rotation`` (``"none"`` or
     ``"itq"``), ``scoring_backend`` (``qrec.retrieval.intdot.int_dot`` backend), ``kd_weight`` (0.0:
-    distillation from the teacher ``from_lightgcn`` starts from).
+    distillation from the teacher ``from_lightgcn`` starts from), ``kd_top`` (0) and ``kd_pool`` (100): that many
+    of the teacher's top items per row in the distillation (softmax loss only).
     """
 
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
@@ -72,7 +77,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
                  bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
                  delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
                  fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto",
-                 kd_weight: float = 0.0, **kwargs):
+                 kd_weight: float = 0.0, kd_top: int = 0, kd_pool: int = 100, **kwargs):
         super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
                          table=table, layer_weights=layer_weights, **kwargs)
         if estimator not in ("ste", "ewgs"):
@@ -90,9 +95,17 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         self.hutchinson_samples = int(hutchinson_samples)
         self.fp_weight = float(fp_weight)
         self.kd_weight = float(kd_weight)
+        self.kd_top, self.kd_pool = int(kd_top), int(kd_pool)
+        if self.kd_top < 0 or self.kd_pool < 1:
+            raise ValueError(f"kd_top must be >= 0 and kd_pool >= 1, got {kd_top} and {kd_pool}")
+        if self.kd_top and (self.loss != "softmax" or self.kd_weight <= 0):
+            raise ValueError("kd_top adds the teacher's top items to the softmax's distillation: it needs "
+                             "loss='softmax' and kd_weight > 0")
         # the teacher's final embeddings (id order), attached by from_lightgcn; not saved: rebuilt from the teacher
         self.register_buffer("kd_users", torch.zeros(0, 0), persistent=False)
         self.register_buffer("kd_items", torch.zeros(0, 0), persistent=False)
+        self.register_buffer("kd_ranked", torch.zeros(0, 0, dtype=torch.int32), persistent=False)
+        self.register_buffer("kd_valid", torch.zeros(0, dtype=torch.long), persistent=False)
         self.scoring_backend = scoring_backend
         self.register_buffer("delta", torch.tensor([float(delta), float(delta)]))  # (user, item)
         self.register_buffer("steps_done", torch.zeros((), dtype=torch.long))
@@ -123,21 +136,27 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         self._codes = None
         batch = self.training_batch(batch)
         B = batch["users"].shape[0]
-        layers = self.batch_layers(self.batch_index(batch))
+        idx = self.batch_index(batch)
+        m = len(idx)                                       # users, positives, negatives: 2B + N rows
+        top = self.teacher_top(batch["users"])             # (B, kd_top) items, or None
+        if top is not None:                                # their rows go through the same propagation
+            idx = torch.cat([idx, top.flatten() + self.n_users])
+        layers = self.batch_layers(idx)
         x = self.rotate(self.combine(layers))
-        u, p, n = x[:B], x[B:2 * B], x[2 * B:]
+        u, p, n = x[:B], x[B:2 * B], x[2 * B:m]
         d_u, d_i = (float(v) for v in self.delta)
         uq, uu, su = self.quantize(u, d_u)
-        iq, ui, si = self.quantize(torch.cat([p, n]), d_i)
+        iq, ui, si = self.quantize(x[B:], d_i)
         if self.estimator == "ewgs" and self.delta_every > 0 and int(self.steps_done) % self.delta_every == 0:
-            self.update_delta(uu.detach(), su, ui.detach(), si)
+            self.update_delta(uu.detach(), su, ui[:m - B].detach(), si[:m - B])
         self.steps_done += 1
-        pq, nq = iq[:B], iq[B:]
+        pq, nq = iq[:B], iq[B:m - B]
+        tq = None if top is None else iq[m - B:].view(B, self.kd_top, -1)
         if self.kd_weight > 0 and self.kd_users.numel():
-            loss = self.distilled_ranking_loss(batch, uq, pq, nq)
+            loss = self.distilled_ranking_loss(batch, uq, pq, nq, top, tq)
         else:
             loss = self.ranking_loss(uq, pq, nq, batch.get("hits"))
-        loss = loss + self.reg_loss(batch, layers[0])
+        loss = loss + self.reg_loss(batch, layers[0][:m])
         if self.fp_weight > 0:
             loss = loss + self.fp_weight * self.ranking_loss(u, p, n, batch.get("hits"))
         return loss + self._table_aux()
@@ -151,19 +170,42 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         U, I = teacher.final_embeddings()
         dev = self.user_table._device()
         self.kd_users, self.kd_items = U.detach().float().to(dev), I.detach().float().to(dev)
+        if self.kd_top:
+            pool = min(self.kd_pool, self.n_items)
+            seen = teacher.training_matrix()
+            self.kd_ranked = ranked_unseen(U.detach(), I.detach(), seen, pool).to(dev)
+            unseen = np.minimum(pool, self.n_items - np.diff(seen.indptr))  # a heavy user's valid prefix
+            self.kd_valid = torch.from_numpy(np.maximum(unseen, 1)).to(dev)
 
     def distilled_ranking_loss(self, batch: dict[str, torch.Tensor], u: torch.Tensor, p: torch.Tensor,
-                               n: torch.Tensor) -> torch.Tensor:
+                               n: torch.Tensor, top: torch.Tensor | None = None,
+                               t: torch.Tensor | None = None) -> torch.Tensor:
         """The ranking loss (cross-entropy of the positive among the row's candidates: the softmax's, or BPR's
         ``softplus(neg - pos)`` over two) + ``kd_weight`` x the KL from the teacher's distribution over the same
         candidates (same logits, same temperature) to the student's, on the student's quantized rows
-        ``u, p, n``: both from one ``log_softmax`` of one ``(B, 1 + N)`` product."""
+        ``u, p, n``. ``top`` ``(B, k)``: each row's own teacher-top items (``teacher_top``), ``t`` ``(B, k, d)``
+        the student's quantized rows of them: extra candidates of the distillation only."""
         hits = batch.get("hits")
-        logp = F.log_softmax(self.candidate_logits(u, p, n, hits), dim=1)
+        logits = self.candidate_logits(u, p, n, hits)
+        tu = self.kd_users[batch["users"]]
         with torch.no_grad():
-            t = F.log_softmax(self.candidate_logits(self.kd_users[batch["users"]], self.kd_items[batch["pos"]],
-                                                    self.kd_items[batch["neg"]], hits), dim=1)
-        return -logp[:, 0].mean() + self.kd_weight * soft_target_loss(logp, t)
+            teacher = self.candidate_logits(tu, self.kd_items[batch["pos"]], self.kd_items[batch["neg"]], hits)
+        ce = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
+        if top is not None:
+            logits = torch.cat([logits, torch.einsum("bd,bkd->bk", u, t) / self.temperature], dim=1)
+            with torch.no_grad():
+                mine = torch.einsum("bd,bkd->bk", tu, self.kd_items[top.long()]) / self.temperature
+                teacher = torch.cat([teacher, mine], dim=1)
+        return ce + self.kd_weight * soft_target_loss(F.log_softmax(logits, dim=1), F.log_softmax(teacher, dim=1))
+
+    def teacher_top(self, users: torch.Tensor) -> torch.Tensor | None:
+        """``(B, kd_top)`` items for the rows' users, each uniform among the teacher's ``kd_pool`` best items the user
+        has not seen in training (``ranked_unseen``), or None without ``kd_top`` or a teacher."""
+        if not self.kd_top or not self.kd_ranked.numel():
+            return None
+        u = users.unsqueeze(1)
+        pick = torch.rand(users.shape[0], self.kd_top, device=users.device) * self.kd_valid[u]
+        return self.kd_ranked[u, pick.long()].long()
 
     @classmethod
     def from_lightgcn(cls, model: LightGCN, **kwargs) -> "LowBitGCN":
