@@ -12,7 +12,9 @@ training items masked, Recall@K over the user's test items, NDCG@K); only the tr
 * ``fast``: the shared-negative sampled softmax (``loss = "softmax"``, ``LightGCN.ranking_loss``): each
   positive against the batch's first 2,048 uniform negatives at once, logits / 0.25, batch 8192, Adam lr 5e-3
   divided by 10 after epoch 20, and an L2 weight of 0.1 on the batch's layer-0 rows (1e-4 lets the softmax
-  overfit from epoch ~10: see RESULTS.md, gcn-gowalla-fast).
+  overfit from epoch ~10: see RESULTS.md, gcn-gowalla-fast);
+* ``masked`` and ``table``: the presets ``gcn-fast-masked`` (the softmax's accidental hits left out, the decay
+  after epoch 14) and ``gcn-fast-table`` (and the L2 over the whole table, bfloat16 propagation), read from them.
 
 Each run is ``qrec.train.fit`` in a run folder (``--runs``/<dataset>-<recipe>-s<seed>), extended a chunk of
 ``eval_every`` epochs at a time until its training seconds pass ``--budget-minutes``: a checkpoint resumes
@@ -37,6 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from mdtable import table  # noqa: E402  (benchmarks/mdtable.py: scripts run with this folder on the path)
 
+from qrec.experiments.presets import load_preset  # noqa: E402
 from qrec.train.config import RunConfig  # noqa: E402
 from qrec.train.trainer import fit  # noqa: E402
 
@@ -47,11 +50,20 @@ RECIPES = {
     "fast": dict(batch_size=8192, lr=5e-3, eval_every=2, lr_milestones=(20,), lr_gamma=0.1,
                  model_options={"loss": "softmax", "negatives": 2048, "temperature": 0.25, "reg": 0.1}),
 }
+# what issue 21 found since, read from the presets that publish them (their teacher, the first grid's run)
+PRESET_RECIPES = {"masked": "gcn-fast-masked", "table": "gcn-fast-table"}
 TARGETS = {"gowalla": 0.1824}  # LightGCN-PyTorch's README, Recall@20 after 1,000 epochs
 
 
+def recipe_settings(recipe: str) -> dict:
+    if recipe in RECIPES:
+        return RECIPES[recipe]
+    cfg = load_preset(PRESET_RECIPES[recipe]).configs(seeds=1)[0]
+    return {k: getattr(cfg, k) for k in ("batch_size", "lr", "eval_every", "lr_milestones", "lr_gamma", "model_options")}
+
+
 def run_config(dataset: str, recipe: str, seed: int, epochs: int, threads: int) -> RunConfig:
-    return RunConfig(dataset=dataset, seed=seed, epochs=epochs, threads=threads, **BASE, **RECIPES[recipe])
+    return RunConfig(dataset=dataset, seed=seed, epochs=epochs, threads=threads, **BASE, **recipe_settings(recipe))
 
 
 def curve_points(history: list[dict]) -> list[dict]:
@@ -68,7 +80,7 @@ def run_curve(dataset: str, recipe: str, seed: int, budget_s: float, threads: in
               max_epochs: int) -> dict:
     """Extend the run a chunk at a time until its training time passes the budget; write the curve as it grows."""
     name = f"{dataset}-{recipe}-s{seed}"
-    chunk = RECIPES[recipe]["eval_every"]
+    chunk = recipe_settings(recipe)["eval_every"]
     path = out / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"points": []}
     epochs = record["points"][-1]["epoch"] if record["points"] else 0
@@ -151,7 +163,7 @@ def plot(records: list[dict], target: float | None, path: Path, by: str = "minut
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="gowalla", help="a pre-split LightGCN-format dataset (gowalla, ml-1m-lgcn, ...)")
-    ap.add_argument("--recipes", nargs="+", default=["reference", "preset", "fast"], choices=sorted(RECIPES))
+    ap.add_argument("--recipes", nargs="+", default=["reference", "preset", "fast"], choices=sorted(RECIPES | PRESET_RECIPES))
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--budget-minutes", type=float, default=120.0, help="training minutes per run")
     ap.add_argument("--max-epochs", type=int, default=1000)
