@@ -49,8 +49,8 @@ from qrec.models.graph import layer_weights as _layer_weights
 from qrec.models.graph import (normalized_adjacency_scipy, product, propagate, sparse_dense_mm, to_torch_csr,
                                training_pairs)
 
-__all__ = ["LOSSES", "LightGCN", "bpr_loss", "ranked_unseen", "sample_bpr_batch", "sampled_softmax_loss", "shared_negative_logits",
-           "soft_target_loss"]
+__all__ = ["LOSSES", "LightGCN", "bpr_loss", "ranked_unseen", "sample_bpr_batch", "sampled_softmax_loss",
+           "shared_negative_logits", "soft_target_loss"]
 
 LOSSES = ("bpr", "softmax")
 REG_SCOPES = ("batch", "table")

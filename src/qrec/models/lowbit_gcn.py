@@ -190,13 +190,14 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         tu = self.kd_users[batch["users"]]
         with torch.no_grad():
             teacher = self.candidate_logits(tu, self.kd_items[batch["pos"]], self.kd_items[batch["neg"]], hits)
-        ce = (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
-        if top is not None:
-            logits = torch.cat([logits, torch.einsum("bd,bkd->bk", u, t) / self.temperature], dim=1)
+        logp = F.log_softmax(logits, dim=1)
+        ce = -logp[:, 0].mean()
+        if top is not None:  # the KL then spans more candidates than the cross-entropy
+            logp = F.log_softmax(torch.cat([logits, torch.einsum("bd,bkd->bk", u, t) / self.temperature], dim=1), dim=1)
             with torch.no_grad():
                 mine = torch.einsum("bd,bkd->bk", tu, self.kd_items[top.long()]) / self.temperature
                 teacher = torch.cat([teacher, mine], dim=1)
-        return ce + self.kd_weight * soft_target_loss(F.log_softmax(logits, dim=1), F.log_softmax(teacher, dim=1))
+        return ce + self.kd_weight * soft_target_loss(logp, F.log_softmax(teacher, dim=1))
 
     def teacher_top(self, users: torch.Tensor) -> torch.Tensor | None:
         """``(B, kd_top)`` items for the rows' users, each uniform among the teacher's ``kd_pool`` best items the user
