@@ -195,7 +195,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         if top is not None:  # the KL then spans more candidates than the cross-entropy
             logp = F.log_softmax(torch.cat([logits, torch.einsum("bd,bkd->bk", u, t) / self.temperature], dim=1), dim=1)
             with torch.no_grad():
-                mine = torch.einsum("bd,bkd->bk", tu, self.kd_items[top.long()]) / self.temperature
+                mine = torch.einsum("bd,bkd->bk", tu, self.kd_items[top]) / self.temperature
                 teacher = torch.cat([teacher, mine], dim=1)
         return ce + self.kd_weight * soft_target_loss(logp, F.log_softmax(teacher, dim=1))
 
