@@ -631,3 +631,79 @@ def test_table_scope_l2_is_the_papers_prior_on_every_row():
         torch.testing.assert_close(w.grad, 0.5 * w.detach() / pairs)
     with pytest.raises(ValueError, match="reg_scope must be one of"):
         LightGCN(12, 15, (u, i), reg_scope="rows")
+
+
+# ------------------------------------------------------------------ angular (SimHash) scoring of sign codes
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(1, 130))
+def test_angular_scores_are_the_norms_times_the_cosine_of_the_hamming_angle(seed, d):
+    from qrec.models.lowbit_gcn import angular_scores
+
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(5, d, generator=g, dtype=torch.float64), torch.randn(7, d, generator=g, dtype=torch.float64)
+    sa, sb = torch.where(a >= 0, 1.0, -1.0), torch.where(b >= 0, 1.0, -1.0)
+    na, nb = a.norm(dim=1), b.norm(dim=1)
+    h = (sa[:, None, :] != sb[None, :, :]).sum(-1).double()                   # Hamming distances, brute force
+    ref = na[:, None] * nb[None, :] * torch.cos(torch.pi * h / d)
+    rows_a, rows_b = sa * (na / d ** 0.5)[:, None], sb * (nb / d ** 0.5)[:, None]  # codes at the norm scale
+    got = angular_scores(rows_a @ rows_b.T, na[:, None] * nb[None, :])
+    torch.testing.assert_close(got, ref, rtol=1e-9, atol=1e-9)
+
+
+def test_norm_scale_keeps_each_rows_norm_at_one_bit():
+    from qrec.quant.uniform import fake_quantize, node_step
+
+    x = torch.randn(20, 48, dtype=torch.float64)
+    xq = fake_quantize(x, 1, node_step(x, 1, "norm"))
+    torch.testing.assert_close(xq.norm(dim=1), x.norm(dim=1))
+    torch.testing.assert_close(torch.sign(xq), torch.sign(x))
+    with pytest.raises(ValueError, match="norm"):
+        node_step(x, 2, "norm")
+
+
+@pytest.mark.parametrize("dim", [64, 70])
+def test_angular_lowbit_scores_equal_the_float64_simhash_estimate(dim):
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LowBitGCN(nu, ni, train, dim=dim, n_layers=2, bits=1, rotation="itq", similarity="angular", scale_method="norm")
+    m.on_epoch_start()
+    U, I = ((t.detach() @ m.R).double() for t in m.final_embeddings())
+    h = ((U[:, None, :] >= 0) != (I[None, :, :] >= 0)).sum(-1).double()
+    ref = U.norm(dim=1)[:, None] * I.norm(dim=1)[None, :] * torch.cos(torch.pi * h / dim)
+    torch.testing.assert_close(m.score_all(torch.arange(nu)).double(), ref, rtol=1e-4, atol=1e-6)
+    top, _ = m.topk(torch.arange(nu), 3)
+    assert torch.equal(top, ref.float().topk(3, dim=1).indices)
+    assert m.serving_bits() == (nu + ni) * (8 * -(-dim // 8) + 32)  # the same bytes of codes and scales
+
+
+@pytest.mark.parametrize("bad", [dict(bits=2, scale_method="norm"), dict(bits=1, scale_method="meanabs"),
+                                 dict(bits=1, scale_method="norm", similarity="cosine")])
+def test_angular_similarity_refuses_what_it_cannot_score(bad):
+    nu, ni, train = _small()
+    with pytest.raises(ValueError, match="similarity"):
+        LowBitGCN(nu, ni, train, dim=8, **({"similarity": "angular"} | bad))
+
+
+@pytest.mark.parametrize("loss", ["softmax", "bpr"])
+def test_angular_student_trains_on_the_estimate_it_is_scored_by(loss, graph, teacher):
+    """The training logits of an angular student are ``angular_scores`` of its quantized rows; it learns."""
+    nu, ni, train, test = graph
+    opts = dict(bits=1, estimator="ste", rotation="itq", similarity="angular", scale_method="norm", loss=loss)
+    if loss == "softmax":
+        opts.update(negatives=32, temperature=0.25, kd_weight=1.0)
+    model = LowBitGCN.from_lightgcn(teacher, **opts)
+    u, p, n = (torch.randn(6, 16, dtype=torch.float64) for _ in range(3))
+    logits = model.code_logits(u, p, n)
+    from qrec.models.lowbit_gcn import angular_scores
+
+    nu_, np_, nn_ = u.norm(dim=1), p.norm(dim=1), n.norm(dim=1)
+    if loss == "softmax":
+        ref = torch.cat([angular_scores((u * p).sum(1), nu_ * np_)[:, None],
+                         angular_scores(u @ n.T, nu_[:, None] * nn_[None, :])], 1) / 0.25
+    else:
+        ref = torch.stack([angular_scores((u * p).sum(1), nu_ * np_), angular_scores((u * n).sum(1), nu_ * nn_)], 1)
+    torch.testing.assert_close(logits, ref)
+    fit(model, train, 100, lr=0.005)
+    assert 0.35 < recall_at(model, train, test) <= 1.0

@@ -162,5 +162,9 @@ class TestLowBitGCN(RecommenderConformance):
     model, options = "lowbit-gcn", {"bits": 2}
 
 
+class TestAngularOneBitGCN(RecommenderConformance):  # sign codes scored by SimHash's angle estimate
+    model, options = "lowbit-gcn", {"bits": 1, "similarity": "angular", "scale_method": "norm"}
+
+
 class TestPopularity(RecommenderConformance):
     model, learns = "pop", False

@@ -4,8 +4,9 @@
 gradient step). It separates what a code format can hold from what training recovers: the gap from a row here
 to the quantization-aware run of the same format is training's contribution.
 
-* a LightGCN run: b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation, and
-  1-bit codes of every layer (BiGeaR's form);
+* a LightGCN run: b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation (at one
+  bit also scored by SimHash's angle estimate, ``similarity="angular"``), and 1-bit codes of every layer
+  (BiGeaR's form);
 * a GMF / NeuMF run with full tables (MGQE's baselines): every table in each spec's format, fitted to the
   trained table (``qrec.compress.spec.compress_trained``: SQ by per-dimension min/max, the GCN papers' per-row
   b-bit grid ``q<b>``, low rank by SVD, DPQ / MGQE codebooks by k-means), evaluated at the run's selected (best
@@ -51,6 +52,10 @@ def quantized_variants(teacher: LightGCN, bits: tuple[int, ...]):
         rotated = LowBitGCN.from_lightgcn(teacher, bits=b, rotation="itq")
         rotated.fit_rotation()
         yield f"{b}-bit final embedding, ITQ rotation", rotated
+        if b == 1:  # the same sign bits, norms for scales, scored by SimHash's angle estimate
+            angular = LowBitGCN.from_lightgcn(teacher, bits=1, rotation="itq", similarity="angular", scale_method="norm")
+            angular.R.copy_(rotated.R)
+            yield "1-bit final embedding, ITQ rotation, angular scores", angular
     yield "1-bit per layer (BiGeaR layer weights)", BinaryGCN.from_lightgcn(teacher, teacher=False)
 
 

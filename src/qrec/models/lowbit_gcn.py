@@ -56,6 +56,7 @@ from qrec.models.served import ScoredFromCodes
 from qrec.quant.hessian import hutchinson_trace
 from qrec.quant.rotation import itq_rotation
 from qrec.quant.uniform import ewgs_delta, node_step, round_ste
+from qrec.retrieval.hamming import angular_scores
 from qrec.retrieval.intdot import IntCodes
 
 __all__ = ["LowBitGCN"]
@@ -77,7 +78,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
                  bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
                  delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
                  fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto",
-                 kd_weight: float = 0.0, kd_top: int = 0, kd_pool: int = 100, **kwargs):
+                 kd_weight: float = 0.0, kd_top: int = 0, kd_pool: int = 100, similarity: str = "dot", **kwargs):
         super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
                          table=table, layer_weights=layer_weights, **kwargs)
         if estimator not in ("ste", "ewgs"):
@@ -86,6 +87,11 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
             raise ValueError("bits must be in 1..8")
         if rotation not in ("none", "itq"):
             raise ValueError("rotation must be 'none' or 'itq'")
+        if similarity not in ("dot", "angular"):
+            raise ValueError(f"similarity must be 'dot' or 'angular', got {similarity!r}")
+        if similarity == "angular" and (int(bits) != 1 or scale_method != "norm"):
+            raise ValueError("similarity='angular' scores sign codes by their angle: it needs bits=1 and scale_method='norm'")
+        self.similarity = similarity
         self.rotation = rotation
         self.bits = int(bits)
         self.estimator = estimator
@@ -155,11 +161,35 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         if self.kd_weight > 0 and self.kd_users.numel():
             loss = self.distilled_ranking_loss(batch, uq, pq, nq, top, tq)
         else:
-            loss = self.ranking_loss(uq, pq, nq, batch.get("hits"))
+            loss = self.code_ranking_loss(uq, pq, nq, batch.get("hits"))
         loss = loss + self.reg_loss(batch, layers[0][:m])
         if self.fp_weight > 0:
             loss = loss + self.fp_weight * self.ranking_loss(u, p, n, batch.get("hits"))
         return loss + self._table_aux()
+
+    # ----------------------------------------------------------------- the student's scores
+    def code_logits(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
+                    hits: torch.Tensor | None = None) -> torch.Tensor:
+        """``candidate_logits`` of quantized rows under the model's ``similarity``: their dot products, or
+        (``"angular"``) SimHash's estimate of them, ``|u| |i| cos(pi h / d)`` with ``h`` the rows' Hamming distance."""
+        if self.similarity == "dot":
+            return self.candidate_logits(u, p, n, hits)
+        nu = u.norm(dim=1)
+        pos = angular_scores((u * p).sum(-1), nu * p.norm(dim=1))
+        if self.loss != "softmax":
+            return torch.stack([pos, angular_scores((u * n).sum(-1), nu * n.norm(dim=1))], dim=1)
+        negs = angular_scores(u @ n.T, nu[:, None] * n.norm(dim=1)[None, :])
+        if hits is not None:
+            negs = negs.masked_fill(hits, float("-inf"))
+        return torch.cat([pos[:, None], negs], dim=1) / self.temperature
+
+    def code_ranking_loss(self, u: torch.Tensor, p: torch.Tensor, n: torch.Tensor,
+                          hits: torch.Tensor | None = None) -> torch.Tensor:
+        """``ranking_loss`` of quantized rows under the model's ``similarity``."""
+        if self.similarity == "dot":
+            return self.ranking_loss(u, p, n, hits)
+        logits = self.code_logits(u, p, n, hits)
+        return (torch.logsumexp(logits, dim=1) - logits[:, 0]).mean()
 
     # ----------------------------------------------------------------- distillation
     @torch.no_grad()
@@ -186,14 +216,17 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         ``u, p, n``. ``top`` ``(B, k)``: each row's own teacher-top items (``teacher_top``), ``t`` ``(B, k, d)``
         the student's quantized rows of them: extra candidates of the distillation only."""
         hits = batch.get("hits")
-        logits = self.candidate_logits(u, p, n, hits)
+        logits = self.code_logits(u, p, n, hits)
         tu = self.kd_users[batch["users"]]
         with torch.no_grad():
             teacher = self.candidate_logits(tu, self.kd_items[batch["pos"]], self.kd_items[batch["neg"]], hits)
         logp = F.log_softmax(logits, dim=1)
         ce = -logp[:, 0].mean()
         if top is not None:  # the KL then spans more candidates than the cross-entropy
-            logp = F.log_softmax(torch.cat([logits, torch.einsum("bd,bkd->bk", u, t) / self.temperature], dim=1), dim=1)
+            mine = torch.einsum("bd,bkd->bk", u, t)
+            if self.similarity == "angular":
+                mine = angular_scores(mine, u.norm(dim=1, keepdim=True) * t.norm(dim=2))
+            logp = F.log_softmax(torch.cat([logits, mine / self.temperature], dim=1), dim=1)
             with torch.no_grad():
                 mine = torch.einsum("bd,bkd->bk", tu, self.kd_items[top]) / self.temperature
                 teacher = torch.cat([teacher, mine], dim=1)
@@ -224,7 +257,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         B = leaf_u.shape[0]
         xu = su.detach() * leaf_u
         xi = si.detach() * leaf_i
-        loss = self.ranking_loss(xu, xi[:B], xi[B:])
+        loss = self.code_ranking_loss(xu, xi[:B], xi[B:])
         grads = torch.autograd.grad(loss, [leaf_u, leaf_i], create_graph=True)
         traces, _ = hutchinson_trace(grads, [leaf_u, leaf_i], self.hutchinson_samples, per_input=True)
         new = []
@@ -235,14 +268,15 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         return new[0], new[1]
 
     def serving_meta(self) -> dict:
-        """What a reader needs besides the tensors to decode ``export()``: the bit width."""
-        return {"bits": self.bits}
+        """What a reader needs besides the tensors to decode ``export()``: the bit width (and a non-dot similarity)."""
+        return {"bits": self.bits} | ({"similarity": self.similarity} if self.similarity != "dot" else {})
 
     def diagnostics(self) -> dict:
         """For the run record: the generalized STE's delta over training, ``[step, user, item]`` rows."""
         return {"delta_history": [[int(t), round(u, 8), round(i, 8)] for t, u, i in self.delta_history]}
 
     # ----------------------------------------------------------------- evaluation from integer codes
+
     @torch.no_grad()
     def refresh(self) -> None:
         U, I = (self.rotate(E) for E in self.final_embeddings())

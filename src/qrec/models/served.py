@@ -13,7 +13,7 @@ import torch
 
 from qrec.compress.base import tensor_bits
 from qrec.models.base import Recommender
-from qrec.retrieval.hamming import BinaryCodes
+from qrec.retrieval.hamming import BinaryCodes, angular_scores
 from qrec.retrieval.intdot import IntCodes, unpack_codes
 from qrec.quant.uniform import int8_codes
 
@@ -47,9 +47,11 @@ class FloatServed(ServedScorer):
 class CodesServed(ServedScorer):
     """Codes with a ``score`` against all items (``BinaryCodes`` or ``IntCodes``) and a ``decode``."""
 
-    def __init__(self, users, items, dim: int, bits: int, backend: str = "auto", kind: str = "BinaryGCN"):
+    def __init__(self, users, items, dim: int, bits: int, backend: str = "auto", kind: str = "BinaryGCN",
+                 similarity: str = "dot"):
         super().__init__(len(users), len(items), bits)
         self.users, self.items, self.dim, self.backend = users, items, int(dim), backend
+        self.similarity = similarity
         self.served_kind = kind  # the trained class whose codes these are: what its artifact records
 
     def export(self) -> dict[str, torch.Tensor]:
@@ -58,18 +60,19 @@ class CodesServed(ServedScorer):
                 for name, t in c.export().items()}
 
     def serving_meta(self) -> dict:
-        return {"served_kind": self.served_kind} | ({"bits": self.items.bits} if isinstance(self.items, IntCodes) else {})
+        return ({"served_kind": self.served_kind} | ({"bits": self.items.bits} if isinstance(self.items, IntCodes) else {})
+                | ({"similarity": self.similarity} if self.similarity != "dot" else {}))
 
     def score(self, users, items):
-        return pair_scores(self.users, self.items, users, items)
+        return pair_scores(self.users, self.items, users, items, self.similarity)
 
     def score_all(self, users):
-        return self.users[users].score(self.items, backend=self.backend)
+        return code_scores(self.users[users], self.items, self.backend, self.similarity)
 
     @torch.no_grad()
     def topk(self, users, k, exclude=None):
         """Sign codes (the 1-bit GCNs) on the CPU: popcount fused with the top-k, no score matrix."""
-        fused = sign_topk(self.users, self.items, users, k, exclude)
+        fused = sign_topk(self.users, self.items, users, k, exclude) if self.similarity == "dot" else None
         return super().topk(users, k, exclude) if fused is None else fused
 
 
@@ -84,21 +87,23 @@ class ScoredFromCodes:
             self.refresh()
         return self._codes
 
+    similarity = "dot"  # or "angular" (1-bit codes): what ``code_scores`` computes from them
+
     @torch.no_grad()
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         cu, ci = self.codes()
-        return pair_scores(cu, ci, users.to(cu.device), items.to(cu.device))
+        return pair_scores(cu, ci, users.to(cu.device), items.to(cu.device), self.similarity)
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         """Scores against every item from the codes (popcount or integer dot products)."""
         cu, ci = self.codes()
-        return cu[users.to(cu.device)].score(ci, backend=self.scoring_backend)
+        return code_scores(cu[users.to(cu.device)], ci, self.scoring_backend, self.similarity)
 
     @torch.no_grad()
     def topk(self, users: torch.Tensor, k: int, exclude=None):
         """As the served model ranks (``CodesServed.topk``): sign codes on the CPU fused with the top-k."""
-        fused = sign_topk(*self.codes(), users, k, exclude)
+        fused = sign_topk(*self.codes(), users, k, exclude) if self.similarity == "dot" else None
         return super().topk(users, k, exclude) if fused is None else fused
 
     @torch.no_grad()
@@ -111,10 +116,29 @@ class ScoredFromCodes:
         return tensor_bits(self.export()) + self.dense_bits()
 
 
-def pair_scores(user_codes, item_codes, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+def code_scores(user_codes, item_codes, backend: str = "auto", similarity: str = "dot") -> torch.Tensor:
+    """``(users, items)`` scores from codes: their dot products (popcount or integer products), or under
+    ``similarity="angular"`` (sign codes at the norm scale) SimHash's estimate ``angular_scores`` of them."""
+    dots = user_codes.score(item_codes, backend=backend)
+    if similarity == "dot":
+        return dots
+    return angular_scores(dots, _row_norms(user_codes)[:, None] * _row_norms(item_codes)[None, :])
+
+
+def _row_norms(codes) -> torch.Tensor:
+    """The decoded rows' norms, kept on ``codes`` (an item table is scored against many user blocks)."""
+    if "_norms" not in codes.__dict__:
+        codes._norms = codes.decode().norm(dim=1)
+    return codes._norms
+
+
+def pair_scores(user_codes, item_codes, users: torch.Tensor, items: torch.Tensor, similarity: str = "dot") -> torch.Tensor:
     """Scores of the (broadcast) ``users`` x ``items`` pairs from their decoded codes."""
     users, items = torch.broadcast_tensors(users, items)
-    pairs = (user_codes[users.reshape(-1)].decode() * item_codes[items.reshape(-1)].decode()).sum(-1)
+    u, i = user_codes[users.reshape(-1)].decode(), item_codes[items.reshape(-1)].decode()
+    pairs = (u * i).sum(-1)
+    if similarity != "dot":
+        pairs = angular_scores(pairs, u.norm(dim=1) * i.norm(dim=1))
     return pairs.reshape(users.shape)
 
 
@@ -154,5 +178,6 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
             c = unpack_codes(tensors[f"{side}_codes"], b, dim)
             return IntCodes(*int8_codes(c, b, tensors[f"{side}_step"]), bits=b)
 
-        return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"), kind)
+        return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"), kind,
+                           options.get("similarity", "dot"))
     raise ValueError(f"no served form for model class {kind!r}")

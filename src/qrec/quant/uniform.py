@@ -67,8 +67,10 @@ def node_step(x: torch.Tensor, bits: int, method: str = "meanabs", eps: float = 
             step = GAUSSIAN_STEP_OVER_MEANABS[bits] * x.abs().mean(dim=-1, keepdim=True)
         elif method == "maxabs":
             step = x.abs().amax(dim=-1, keepdim=True) * (2.0 / 2 ** bits)
+        elif method == "norm" and bits == 1:  # levels +-|x|/sqrt(d): the codes keep the row's norm
+            step = 2.0 * x.norm(dim=-1, keepdim=True) / math.sqrt(x.shape[-1])
         else:
-            raise ValueError(f"unknown scale method {method!r}; use 'meanabs' or 'maxabs'")
+            raise ValueError(f"unknown scale method {method!r} at {bits} bits; use 'meanabs', 'maxabs' or (1 bit) 'norm'")
         return step.clamp_min(eps)
 
 

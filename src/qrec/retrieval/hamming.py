@@ -49,6 +49,7 @@ __all__ = [
     "score_layers",
     "topk_layers",
     "BinaryCodes",
+    "angular_scores",
 ]
 
 _M1 = 0x5555555555555555
@@ -129,6 +130,14 @@ def hamming_dot(bu: torch.Tensor, bi: torch.Tensor, d: int) -> torch.Tensor:
         return torch.from_numpy(int(d) - 2 * cnt)
     cnt = popcount64(bu[:, None, :] ^ bi[None, :, :]).sum(-1)
     return (int(d) - 2 * cnt).to(torch.int32)
+
+
+def angular_scores(dots: torch.Tensor, norms: torch.Tensor) -> torch.Tensor:
+    """SimHash's inner-product estimate from sign codes (Charikar 2002): ``|a| |b| cos(pi h / d)``, the angle
+    between ``a`` and ``b`` read off their codes' Hamming distance ``h``. ``dots``: the codes' dot products at
+    the norm scale, ``|a| |b| (1 - 2 h / d)``; ``norms``: ``|a| |b|``. The plain dot product is linear in ``h``
+    where the cosine is not: near the top of a ranking (small angles) the two order items differently."""
+    return norms * torch.cos(0.5 * torch.pi * (1 - dots / norms.clamp_min(1e-30)))
 
 
 def _check_layered(bu, su, bi, si):
