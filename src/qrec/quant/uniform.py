@@ -16,7 +16,9 @@ divided by ``E|x| = sqrt(2/pi) sigma``: k_1 = 2.0 (exact), k_2 = 1.248, k_3 = 0.
 Why not a learned (LSQ) scale: a per-node learned step is one more parameter per node with a sparse,
 noisy gradient and its own learning-rate tuning; the statistic costs nothing, cannot diverge, tracks
 the embeddings as they train, and reduces to BiGeaR's ``alpha = mean|e|`` at one bit. ``"maxabs"``
-(``step = 2 max|x| / 2^b``, no clipping) is offered as the other classic choice. The step is detached
+(``step = 2 max|x| / 2^b``, no clipping) is offered as the other classic choice; at one bit ``"norm"``
+(``step = 2 |x| / sqrt(d)``: levels ``+-|x| / sqrt(d)``, the code keeps the row's norm) is what SimHash's angle
+estimate needs (``qrec.models.lowbit_gcn``, ``similarity="angular"``). The step is detached
 (no gradient flows through it); the clipping of ``u`` is where the gradient is masked.
 
 Gradients (w.r.t. ``u``; autograd's chain rule through ``u = x/step`` and ``x_q = step u_q`` turns them
