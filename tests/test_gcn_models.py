@@ -707,3 +707,34 @@ def test_angular_student_trains_on_the_estimate_it_is_scored_by(loss, graph, tea
     torch.testing.assert_close(logits, ref)
     fit(model, train, 100, lr=0.005)
     assert 0.35 < recall_at(model, train, test) <= 1.0
+
+
+# ------------------------------------------------------------------ learned per-node steps
+
+
+@pytest.mark.parametrize("bits, method", [(1, "norm"), (1, "meanabs"), (2, "meanabs")])
+def test_learned_steps_start_at_the_statistic_and_learn_as_scales(bits, method):
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    opts = dict(dim=16, n_layers=2, bits=bits, estimator="ste", scale_method=method, loss="softmax", negatives=4)
+    m = LowBitGCN(nu, ni, train, learn_scale=True, **opts)
+    fixed = LowBitGCN(nu, ni, train, **opts)
+    fixed.load_state_dict({k: v for k, v in m.state_dict().items() if k in fixed.state_dict()})
+    users = torch.arange(nu)
+    torch.testing.assert_close(m.score_all(users), fixed.score_all(users))  # the statistic's steps, to start
+    rng = np.random.default_rng(0)
+    loss = m.training_loss(sample_bpr_batch(train[0], train[1], ni, 16, rng))
+    loss.backward()
+    assert m.log_step.grad is not None and m.log_step.grad.abs().sum() > 0
+    U, I = (t.detach() for t in m.final_embeddings())
+    with torch.no_grad():
+        m.log_step.add_(torch.linspace(-0.5, 0.5, nu + ni))  # new steps: at one bit only the scales change
+    m.drop_caches()
+    s_u, s_i = (m.log_step.detach()[:nu].exp(), m.log_step.detach()[nu:].exp())
+    from qrec.quant.uniform import fake_quantize
+
+    ref = fake_quantize(U.double(), bits, s_u.double()[:, None]) @ fake_quantize(I.double(), bits, s_i.double()[:, None]).T
+    torch.testing.assert_close(m.score_all(users).double(), ref, rtol=1e-4, atol=1e-6)
+    again = LowBitGCN(nu, ni, train, learn_scale=True, **opts)
+    again.load_state_dict(m.state_dict())  # the steps are checkpointed
+    torch.testing.assert_close(again.score_all(users), m.score_all(users))

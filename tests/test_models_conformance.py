@@ -162,6 +162,10 @@ class TestLowBitGCN(RecommenderConformance):
     model, options = "lowbit-gcn", {"bits": 2}
 
 
+class TestLearnedStepLowBitGCN(RecommenderConformance):
+    model, options = "lowbit-gcn", {"bits": 2, "learn_scale": True}
+
+
 class TestAngularOneBitGCN(RecommenderConformance):  # sign codes scored by SimHash's angle estimate
     model, options = "lowbit-gcn", {"bits": 1, "similarity": "angular", "scale_method": "norm"}
 

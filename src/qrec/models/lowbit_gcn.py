@@ -6,7 +6,10 @@ What is implemented, exactly:
 2. Quantizer (``qrec.quant.uniform``): symmetric mid-rise uniform grid with ``2^b`` levels (b = 1, 2, 4, 8;
    any 1..8 works), one step per node, ``step = k_b * mean|x|`` with ``k_b`` the Gaussian MSE-optimal
    step over ``E|x|`` (statistics-based, recomputed from the current embeddings at every forward, no
-   gradient through it). Why this scale and not a learned (LSQ) one: see ``qrec.quant.uniform``.
+   gradient through it). Why this scale and not a learned (LSQ) one by default: see ``qrec.quant.uniform``.
+   ``learn_scale=True``: each node's step is a parameter instead (stored as its log), set from the statistic at
+   the first step and then trained by the loss as a scale (``x_q = step u_q``; no gradient through the
+   rounding): at one bit it is the node's weight in every score. The same stored float per node.
    ``b = 1`` gives ``mean|x| * sign(x)``.
 3. Training loss: BPR (or the teacher's shared-negative softmax) on the *quantized* scores
    ``<x_q,u, x_q,i>`` + LightGCN's L2 on the batch's layer-0 rows (+ ``fp_weight`` x the same loss on the
@@ -77,7 +80,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     ``delta_max`` (2.0), ``hutchinson_samples`` (16), ``fp_weight`` (0.0), ``rotation`` (``"none"`` or
     ``"itq"``), ``scoring_backend`` (``qrec.retrieval.intdot.int_dot`` backend), ``kd_weight`` (0.0:
     distillation from the teacher ``from_lightgcn`` starts from), ``kd_top`` (0) and ``kd_pool`` (100): that many
-    of the teacher's top items per row in the distillation (softmax loss only).
+    of the teacher's top items per row in the distillation (softmax loss only), ``similarity`` (``"dot"``, or at one
+    bit ``"angular"``: item 8), ``learn_scale`` (False: item 2).
     """
 
     def __init__(self, n_users: int, n_items: int, train=None, dim: int = 64, n_layers: int = 3,
@@ -85,7 +89,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
                  bits: int = 2, estimator: str = "ewgs", scale_method: str = "meanabs", delta: float = 0.0,
                  delta_every: int = 200, delta_max: float = 2.0, hutchinson_samples: int = 16,
                  fp_weight: float = 0.0, rotation: str = "none", scoring_backend: str = "auto",
-                 kd_weight: float = 0.0, kd_top: int = 0, kd_pool: int = 100, similarity: str = "dot", **kwargs):
+                 kd_weight: float = 0.0, kd_top: int = 0, kd_pool: int = 100, similarity: str = "dot",
+                 learn_scale: bool = False, **kwargs):
         super().__init__(n_users, n_items, train, dim=dim, n_layers=n_layers, reg=reg, init_std=init_std,
                          table=table, layer_weights=layer_weights, **kwargs)
         if estimator not in ("ste", "ewgs"):
@@ -99,6 +104,10 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         if similarity == "angular" and (int(bits) != 1 or scale_method != "norm"):
             raise ValueError("similarity='angular' scores sign codes by their angle: it needs bits=1 and scale_method='norm'")
         self.similarity = similarity
+        self.learn_scale = bool(learn_scale)
+        if self.learn_scale:  # each node's step, learned by the ranking loss; set from scale_method's statistic first
+            self.log_step = torch.nn.Parameter(torch.zeros(n_users + n_items))
+            self.register_buffer("log_step_set", torch.zeros((), dtype=torch.bool))
         self.rotation = rotation
         self.bits = int(bits)
         self.estimator = estimator
@@ -138,11 +147,31 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         rows = torch.cat([U / U.norm(dim=1).mean().clamp_min(1e-12), I / I.norm(dim=1).mean().clamp_min(1e-12)])
         self.R.copy_(itq_rotation(rows, init=self.R))
 
-    def quantize(self, x: torch.Tensor, delta: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``(x_q, u_q, step)`` for rows ``x``: dequantized values, codes in step units, per-row steps."""
+    def quantize(self, x: torch.Tensor, delta: float, nodes: torch.Tensor | None = None
+                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(x_q, u_q, step)`` for rows ``x`` (of global node ids ``nodes``): dequantized values, codes in step
+        units, per-row steps. A learned step gets the loss's gradient as a scale (``x_q = step u_q``), not
+        through the rounding: at one bit it is each node's weight in every score, which is what it should learn."""
+        if self.learn_scale and nodes is not None:
+            step = self.node_steps(nodes)
+            uq = round_ste(x / step.detach(), self.bits, self.estimator, delta)
+            return step * uq, uq, step
         step = node_step(x, self.bits, self.scale_method)
         uq = round_ste(x / step, self.bits, self.estimator, delta)
         return step * uq, uq, step
+
+    def node_steps(self, nodes: torch.Tensor) -> torch.Tensor:
+        """``(len(nodes), 1)`` learned steps of global node ids, first set from ``scale_method``'s statistic."""
+        if not bool(self.log_step_set):
+            with torch.no_grad():
+                U, I = (self.rotate(E) for E in self.final_embeddings())
+                self.log_step.copy_(node_step(torch.cat([U, I]), self.bits, self.scale_method).squeeze(1).log())
+                self.log_step_set.fill_(True)
+        return self.log_step[nodes].exp().unsqueeze(1)
+
+    def dense_parameters(self) -> dict[str, torch.Tensor]:
+        """Not the learned steps: they are the codes' steps, which ``export()`` (and so ``serving_bits``) holds."""
+        return {n: p for n, p in super().dense_parameters().items() if n != "log_step"}
 
     def training_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         self._cache = None
@@ -158,8 +187,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         x = self.rotate(self.combine(layers))
         u, p, n = x[:B], x[B:2 * B], x[2 * B:m]
         d_u, d_i = (float(v) for v in self.delta)
-        uq, uu, su = self.quantize(u, d_u)
-        iq, ui, si = self.quantize(x[B:], d_i)
+        uq, uu, su = self.quantize(u, d_u, idx[:B])
+        iq, ui, si = self.quantize(x[B:], d_i, idx[B:])
         if self.estimator == "ewgs" and self.delta_every > 0 and int(self.steps_done) % self.delta_every == 0:
             self.update_delta(uu.detach(), su, ui[:m - B].detach(), si[:m - B])
         self.steps_done += 1
@@ -287,8 +316,12 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     @torch.no_grad()
     def refresh(self) -> None:
         U, I = (self.rotate(E) for E in self.final_embeddings())
-        self._codes = (IntCodes.from_float(U, self.bits, scale_method=self.scale_method),
-                       IntCodes.from_float(I, self.bits, scale_method=self.scale_method))
+        steps = (None, None)
+        if self.learn_scale:
+            steps = (self.node_steps(torch.arange(self.n_users, device=U.device)),
+                     self.node_steps(torch.arange(self.n_users, self.n_users + self.n_items, device=U.device)))
+        self._codes = (IntCodes.from_float(U, self.bits, steps[0], scale_method=self.scale_method),
+                       IntCodes.from_float(I, self.bits, steps[1], scale_method=self.scale_method))
         self._cache = None
 
     def on_epoch_start(self) -> None:
