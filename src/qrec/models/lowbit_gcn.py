@@ -50,6 +50,7 @@ What is implemented, exactly:
    code keeps its row's norm): the score is SimHash's estimate of the float dot product, ``|u| |i| cos(pi h / d)``
    with ``h`` the Hamming distance (``qrec.retrieval.hamming.angular_scores``), in training, evaluation and the
    served artifact; the same bits. The dot product of sign codes is linear in ``h`` where the cosine is not.
+   Its top-k takes the popcount score matrix, then the cosine (the fused top-k kernels rank dot products).
    Measured on Gowalla (gcn-fast-masked teacher, d = 192 lifted, ITQ, no training): Recall@20 16.21 -> 16.89.
    As a training objective it failed there: a distilled student stayed at its start (16.87 -> 16.91 in 4 epochs)
    where the dot-product student gains a point; so it is a training-free (``qrec ptq``) gain, not a recipe.
@@ -312,7 +313,6 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         return {"delta_history": [[int(t), round(u, 8), round(i, 8)] for t, u, i in self.delta_history]}
 
     # ----------------------------------------------------------------- evaluation from integer codes
-
     @torch.no_grad()
     def refresh(self) -> None:
         U, I = (self.rotate(E) for E in self.final_embeddings())

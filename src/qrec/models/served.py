@@ -81,13 +81,13 @@ class ScoredFromCodes:
     score them: ``refresh()`` sets ``self._codes = (user codes, item codes)`` (``BinaryCodes`` or
     ``IntCodes``); training steps reset ``_codes`` to None, so the codes are rebuilt once per evaluation."""
 
+    similarity = "dot"  # or "angular" (1-bit codes): what ``code_scores`` computes from them
+
     def codes(self):
         """``(user codes, item codes)``, recomputed if stale."""
         if self._codes is None:
             self.refresh()
         return self._codes
-
-    similarity = "dot"  # or "angular" (1-bit codes): what ``code_scores`` computes from them
 
     @torch.no_grad()
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
