@@ -170,3 +170,15 @@ def test_huge_values_are_refused_with_a_short_echo(key, value, message):
     """Found by fuzzing the TOML reader: a 400-digit seed raised OverflowError from math.isfinite."""
     with pytest.raises(ConfigError, match=_escape(message)):
         RunConfig(**{key: value})
+
+
+def test_a_long_run_name_fits_a_file_name_and_stays_distinct():
+    teacher = "runs/p/" + "gowalla-lightgcn-full-" + "x" * 150 + "-s0"
+    short = RunConfig(dataset="gowalla", model="lowbit-gcn", model_options={"bits": 2, "teacher": "runs/p/t-s0"})
+    assert short.run_name() == "gowalla-lowbit-gcn-full-bits2-teachert-s0-s0"  # short names are unchanged
+    names = {RunConfig(dataset="gowalla", model="lowbit-gcn", seed=seed, model_options={"bits": b, "teacher": teacher}).run_name()
+             for b in (1, 2) for seed in (0, 11)}
+    assert len(names) == 4
+    for name in names:
+        assert len(name) <= 200 and len(f"{name}.json".encode()) < 255 and name.startswith("gowalla-lowbit-gcn-full-bits")
+        assert name.endswith(("-s0", "-s11"))

@@ -9,6 +9,7 @@ naming the key, never a traceback deep in training nor a silently useless run. I
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import math
 import numbers
 import re
@@ -23,6 +24,7 @@ from qrec.eval.metrics import RECALL_DENOMINATORS
 from qrec.eval.regression import REGRESSION_METRICS
 
 DEFAULT_DIM = 64
+MAX_RUN_NAME = 200  # longer run names keep their first characters and a hash of the whole
 OPTIMIZERS = ("adam", "rowwise-adagrad")
 TASKS = ("ranking", "regression")
 # Fields added after records existed: written only when set, so older checkpoints and records keep their identity.
@@ -172,7 +174,11 @@ class RunConfig:
         # a path-valued option (a teacher run) is named by its last component
         tag = "-".join(f"{k}{Path(str(v)).name}" for k, v in sorted(self.model_options.items()))
         safe = (spec + (f"-{tag}" if tag else "")).replace("/", "_").replace("@", "at")
-        return f"{self.dataset}-{self.model}-{safe}-s{self.seed}"
+        name = f"{self.dataset}-{self.model}-{safe}-s{self.seed}"
+        if len(name) > MAX_RUN_NAME:  # a file name (+ ".json") must fit the file system's 255 bytes
+            digest = hashlib.sha1(name.encode()).hexdigest()[:12]
+            name = f"{name[:MAX_RUN_NAME - 17]}-{digest}-s{self.seed}"
+        return name
 
 
 def _checked(key: str, value):
