@@ -51,7 +51,7 @@ What is implemented, exactly:
    with ``h`` the Hamming distance (``qrec.retrieval.hamming.angular_scores``), in training, evaluation and the
    served artifact; the same bits. The dot product of sign codes is linear in ``h`` where the cosine is not.
    Its top-k takes the popcount score matrix, then the cosine (the fused top-k kernels rank dot products).
-   Measured on Gowalla (gcn-fast-masked teacher, d = 192 lifted, ITQ, no training): Recall@20 16.21 -> 16.89.
+   Measured on Gowalla (gcn-fast-masked teacher, d = 192 lifted, ITQ, no training): Recall@20 16.22 -> 16.87.
    As a training objective it failed there: a distilled student stayed at its start (16.87 -> 16.91 in 4 epochs)
    where the dot-product student gains a point; so it is a training-free (``qrec ptq``) gain, not a recipe.
 """
