@@ -738,3 +738,55 @@ def test_learned_steps_start_at_the_statistic_and_learn_as_scales(bits, method):
     again = LowBitGCN(nu, ni, train, learn_scale=True, **opts)
     again.load_state_dict(m.state_dict())  # the steps are checkpointed
     torch.testing.assert_close(again.score_all(users), m.score_all(users))
+
+
+# ------------------------------------------------------------------ float16 steps
+
+
+@pytest.mark.parametrize("bits, method", [(1, "meanabs"), (1, "norm"), (2, "meanabs"), (8, "maxabs")])
+def test_half_steps_score_as_float16_steps_and_export_16_bits(bits, method):
+    """``step_bits=16``: the scores are float64 dot products of the codes at float16-rounded steps, the export
+    stores those steps as float16 (16 bits per node fewer in the size), and the served model reads them back."""
+    from qrec.models.served import served_model
+    from qrec.quant.uniform import fake_quantize, node_step
+
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    opts = dict(dim=24, n_layers=2, bits=bits, scale_method=method)
+    half = LowBitGCN(nu, ni, train, step_bits=16, **opts)
+    full = LowBitGCN(nu, ni, train, **opts)
+    full.load_state_dict(half.state_dict())
+    U, I = (E.detach().double() for E in half.final_embeddings())
+    steps = [node_step(E, bits, method).half().double() for E in (U, I)]
+    ref = fake_quantize(U, bits, steps[0]) @ fake_quantize(I, bits, steps[1]).T
+    users = torch.arange(nu)
+    torch.testing.assert_close(half.score_all(users).double(), ref, rtol=1e-5, atol=1e-6)
+    exported = half.export()
+    assert exported["user_step"].dtype == exported["item_step"].dtype == torch.float16
+    assert full.serving_bits() - half.serving_bits() == 16 * (nu + ni)
+    served = served_model("LowBitGCN", exported, 24, {"bits": bits})
+    torch.testing.assert_close(served.score_all(users), half.score_all(users))
+    assert served.serving_bits() == half.serving_bits() and served.export()["item_step"].dtype == torch.float16
+    pairs = torch.arange(min(nu, ni))
+    torch.testing.assert_close(half.score(pairs, pairs).double(), ref[pairs, pairs], rtol=1e-5, atol=1e-6)
+
+
+def test_half_steps_train_learned_steps_at_their_stored_precision():
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LowBitGCN(nu, ni, train, dim=16, n_layers=2, bits=1, estimator="ste", learn_scale=True, step_bits=16,
+                  loss="softmax", negatives=4)
+    rng = np.random.default_rng(0)
+    m.training_loss(sample_bpr_batch(train[0], train[1], ni, 16, rng)).backward()
+    assert m.log_step.grad is not None and m.log_step.grad.abs().sum() > 0  # the rounding passes the gradient
+    nodes = torch.arange(nu + ni)
+    x = torch.cat([E.detach() for E in m.final_embeddings()])
+    _, _, step = m.quantize(x, 0.0, nodes)
+    torch.testing.assert_close(step.detach(), m.node_steps(nodes).detach().half().float())
+
+
+@pytest.mark.parametrize("bad", [8, 64, "half"])
+def test_step_bits_other_than_16_or_32_are_refused(bad):
+    nu, ni, train = _small()
+    with pytest.raises(ValueError, match="step_bits"):
+        LowBitGCN(nu, ni, train, dim=8, step_bits=bad)

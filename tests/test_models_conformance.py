@@ -166,6 +166,10 @@ class TestLearnedStepLowBitGCN(RecommenderConformance):
     model, options = "lowbit-gcn", {"bits": 2, "learn_scale": True}
 
 
+class TestHalfStepOneBitGCN(RecommenderConformance):  # float16 steps in training, evaluation and the artifact
+    model, options = "lowbit-gcn", {"bits": 1, "step_bits": 16}
+
+
 class TestAngularOneBitGCN(RecommenderConformance):  # sign codes scored by SimHash's angle estimate
     model, options = "lowbit-gcn", {"bits": 1, "similarity": "angular", "scale_method": "norm"}
 

@@ -176,7 +176,8 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
 
         def codes(side: str) -> IntCodes:
             c = unpack_codes(tensors[f"{side}_codes"], b, dim)
-            return IntCodes(*int8_codes(c, b, tensors[f"{side}_step"]), bits=b)
+            step = tensors[f"{side}_step"]
+            return IntCodes(*int8_codes(c, b, step), bits=b, step_dtype=step.dtype)
 
         return CodesServed(codes("user"), codes("item"), dim, bits, options.get("scoring_backend", "auto"), kind,
                            options.get("similarity", "dot"))

@@ -145,10 +145,11 @@ class IntCodes:
     scale: torch.Tensor   # (n,) float32
     zero: torch.Tensor    # (n,) float32
     bits: int = 8         # bits per code that a server stores (the grid's b)
+    step_dtype: torch.dtype = torch.float32  # how ``export`` stores the step (float16 when it was rounded to it)
 
     @classmethod
     def from_float(cls, x: torch.Tensor, bits: int, step: torch.Tensor | None = None,
-                   scale_method: str = "meanabs") -> "IntCodes":
+                   scale_method: str = "meanabs", step_dtype: torch.dtype = torch.float32) -> "IntCodes":
         """Quantize rows of ``x`` onto the b-bit grid of ``qrec.quant.uniform`` (per-row step)."""
         from qrec.quant.uniform import int8_codes, node_step, quantize_codes
 
@@ -157,10 +158,10 @@ class IntCodes:
             step = node_step(x, bits, scale_method)
         c = quantize_codes(x, bits, step)
         q, s, z = int8_codes(c, bits, step)
-        return cls(q, s, z, int(bits))
+        return cls(q, s, z, int(bits), step_dtype)
 
     def __getitem__(self, idx) -> "IntCodes":
-        return IntCodes(self.q[idx], self.scale[idx], self.zero[idx], self.bits)
+        return IntCodes(self.q[idx], self.scale[idx], self.zero[idx], self.bits, self.step_dtype)
 
     def __len__(self) -> int:
         return int(self.q.shape[0])
@@ -170,7 +171,7 @@ class IntCodes:
         return self.q.device
 
     def to(self, device) -> "IntCodes":
-        return IntCodes(self.q.to(device), self.scale.to(device), self.zero.to(device), self.bits)
+        return IntCodes(self.q.to(device), self.scale.to(device), self.zero.to(device), self.bits, self.step_dtype)
 
     def decode(self) -> torch.Tensor:
         return self.scale[:, None] * (self.q.float() - self.zero[:, None])
@@ -199,6 +200,6 @@ class IntCodes:
         return c.to(torch.uint8)
 
     def export(self) -> dict[str, torch.Tensor]:
-        """Packed b-bit codes + one float32 step per row (the zero point follows from ``bits``)."""
+        """Packed b-bit codes + one step per row in ``step_dtype`` (the zero point follows from ``bits``)."""
         step = self.scale * 2 if self.bits <= 7 else self.scale
-        return {"codes": pack_codes(self.grid_codes(), self.bits), "step": step.detach().cpu().float().contiguous()}
+        return {"codes": pack_codes(self.grid_codes(), self.bits), "step": step.detach().cpu().to(self.step_dtype).contiguous()}
