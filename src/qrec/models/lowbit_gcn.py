@@ -110,6 +110,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
         if step_bits not in (16, 32) or isinstance(step_bits, bool):
             raise ValueError(f"step_bits must be 32 (float32 steps) or 16 (float16), got {step_bits!r}")
         self.step_bits = int(step_bits)
+        self.step_dtype = torch.float16 if self.step_bits == 16 else torch.float32  # the artifact's step dtype
         self.similarity = similarity
         self.learn_scale = bool(learn_scale)
         if self.learn_scale:  # each node's step, learned by the ranking loss; set from scale_method's statistic first
@@ -170,10 +171,10 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
 
     def stored_step(self, step: torch.Tensor) -> torch.Tensor:
         """``step`` as the artifact stores it: float32, or rounded to float16 (kept in its range) at ``step_bits=16``."""
-        if self.step_bits == 32:
+        if self.step_dtype == torch.float32:
             return step
-        half = torch.finfo(torch.float16)
-        return step.clamp(half.tiny, half.max).half().to(step.dtype)
+        half = torch.finfo(self.step_dtype)
+        return step.clamp(half.tiny, half.max).to(self.step_dtype).to(step.dtype)
 
     def node_steps(self, nodes: torch.Tensor) -> torch.Tensor:
         """``(len(nodes), 1)`` learned steps of global node ids, first set from ``scale_method``'s statistic."""
@@ -335,8 +336,7 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
                      self.node_steps(torch.arange(self.n_users, self.n_users + self.n_items, device=U.device)))
         else:
             steps = (node_step(U, self.bits, self.scale_method), node_step(I, self.bits, self.scale_method))
-        dtype = torch.float16 if self.step_bits == 16 else torch.float32
-        self._codes = tuple(IntCodes.from_float(E, self.bits, self.stored_step(s), step_dtype=dtype)
+        self._codes = tuple(IntCodes.from_float(E, self.bits, self.stored_step(s), step_dtype=self.step_dtype)
                             for E, s in ((U, steps[0]), (I, steps[1])))
         self._cache = None
 
