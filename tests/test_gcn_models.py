@@ -790,3 +790,62 @@ def test_step_bits_other_than_16_or_32_are_refused(bad):
     nu, ni, train = _small()
     with pytest.raises(ValueError, match="step_bits"):
         LowBitGCN(nu, ni, train, dim=8, step_bits=bad)
+
+
+# ------------------------------------------------------------------ vector codes
+
+
+@pytest.mark.parametrize("bits, s, step_bits", [(2, 4, 16), (2, 2, 32), (4, 2, 16)])
+def test_vector_codes_score_as_float64_codewords_and_serve_the_same(bits, s, step_bits):
+    """``vector_dim = s``: each row's blocks are its nearest codewords (float64 brute force) at the row's RMS step,
+    the scores are their float64 dot products, the size is ``b d`` bits + a step per node + the codebook, and the
+    served model reads the same scores back from the artifact's tensors."""
+    from qrec.models.served import served_model
+    from tests.test_quant_vector import brute_nearest
+
+    nu, ni, train = _small()
+    torch.manual_seed(0)
+    m = LowBitGCN(nu, ni, train, dim=24, n_layers=2, bits=bits, estimator="ste", vector_dim=s, step_bits=step_bits)
+    users = torch.arange(nu)
+    scores = m.score_all(users).double()
+    C = m.codebook.double()
+    assert bool(m.codebook_set) and C.shape == (2 ** (bits * s), s)
+
+    def reference(E):
+        E = E.detach().double()
+        step = E.square().mean(1, keepdim=True).sqrt().to(m.step_dtype).double()
+        return step * C[brute_nearest(E / step, C)].reshape(E.shape)
+
+    U, I = (reference(E) for E in m.final_embeddings())
+    torch.testing.assert_close(scores, U @ I.T, rtol=1e-5, atol=1e-6)
+    exported = m.export()
+    assert m.serving_bits() == (nu + ni) * (bits * 24 + step_bits) + 2 * C.numel() * 32
+    served = served_model("LowBitGCN", exported, 24, m.serving_meta())
+    torch.testing.assert_close(served.score_all(users), m.score_all(users))
+    assert served.serving_bits() == m.serving_bits()
+    pairs = torch.arange(min(nu, ni))
+    torch.testing.assert_close(served.score(pairs, pairs).double(), (U @ I.T)[pairs, pairs], rtol=1e-5, atol=1e-6)
+
+
+def test_vector_codes_train_straight_through_with_a_fixed_codebook(graph, teacher):
+    """The codebook is fitted once (from the lifted teacher) and kept; the rows learn through the snapping, and
+    the student keeps its teacher's held-out edges."""
+    nu, ni, train, test = graph
+    torch.manual_seed(0)
+    m = LowBitGCN.from_lightgcn(teacher, dim=32, bits=2, estimator="ste", vector_dim=4)
+    x = torch.randn(5, 32, requires_grad=True)
+    xq, uq, step = m.quantize(x, 0.0)
+    xq.sum().backward()
+    torch.testing.assert_close(x.grad, torch.ones_like(x))  # straight through
+    fitted = m.codebook.clone()
+    fit(m, train, 100, lr=0.005)
+    assert torch.equal(m.codebook, fitted)
+    assert 0.35 < recall_at(m, train, test) <= 1.0
+
+
+@pytest.mark.parametrize("bad", [dict(bits=1, vector_dim=4), dict(bits=2, vector_dim=3), dict(vector_dim=4, estimator="ewgs"),
+                                 dict(vector_dim=4, learn_scale=True), dict(vector_dim=0)])
+def test_vector_codes_refuse_what_they_cannot_code(bad):
+    nu, ni, train = _small()
+    with pytest.raises(ValueError, match="vector"):
+        LowBitGCN(nu, ni, train, dim=16, **({"bits": 2, "estimator": "ste"} | bad))

@@ -170,6 +170,10 @@ class TestHalfStepOneBitGCN(RecommenderConformance):  # float16 steps in trainin
     model, options = "lowbit-gcn", {"bits": 1, "step_bits": 16}
 
 
+class TestVectorTwoBitGCN(RecommenderConformance):  # 2 bits a coordinate, coded 4 coordinates at a time
+    model, options = "lowbit-gcn", {"bits": 2, "vector_dim": 4, "estimator": "ste", "step_bits": 16}
+
+
 class TestAngularOneBitGCN(RecommenderConformance):  # sign codes scored by SimHash's angle estimate
     model, options = "lowbit-gcn", {"bits": 1, "similarity": "angular", "scale_method": "norm"}
 

@@ -13,6 +13,10 @@ from __future__ import annotations
 import torch
 
 from qrec.compress.nearest import nearest_codes
+from qrec.quant.vector import check_vector_code, on_int8_grid, row_step
+
+#: blocks of the rows that ``shared_codebook``'s k-means sees (a seeded sample: all of a million-node table is no better)
+SHARED_FIT_SAMPLE = 400_000
 
 
 def distortion(x: torch.Tensor, centroids: torch.Tensor) -> float:
@@ -54,3 +58,14 @@ def product_kmeans(x: torch.Tensor, K: int, iters: int = 25, seed: int = 0,
             break
         centroids = moved
     return centroids
+
+
+@torch.no_grad()
+def shared_codebook(rows: torch.Tensor, bits: int, vector_dim: int, seed: int = 0, iters: int = 25) -> torch.Tensor:
+    """One ``(2^(b s), s)`` codebook for every ``s``-block of ``rows`` (``qrec.quant.vector``): k-means of a seeded
+    sample of the unit-RMS rows' blocks, the codewords then put on the int8 grid."""
+    check_vector_code(bits, vector_dim, rows.shape[1])
+    u = rows.float() / row_step(rows.float())
+    blocks = u.reshape(-1, 1, vector_dim)
+    pick = torch.randperm(len(blocks), generator=torch.Generator().manual_seed(seed))[:SHARED_FIT_SAMPLE]
+    return on_int8_grid(product_kmeans(blocks[pick], 2 ** (bits * vector_dim), iters=iters, seed=seed)[0])

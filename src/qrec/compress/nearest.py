@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["SCORE_BUDGET", "carried_order", "nearest_codes", "nearest_exhaustive", "nearest_matmul", "nearest_sorted", "rows_per_chunk"]
+__all__ = ["SCORE_BUDGET", "carried_order", "nearest_codes", "nearest_shared", "nearest_exhaustive", "nearest_matmul", "nearest_sorted", "rows_per_chunk"]
 
 #: score-tensor elements (rows x D x K) per chunk when quantizing many rows without gradients: 16 MiB float32
 SCORE_BUDGET = 1 << 22
@@ -47,6 +47,15 @@ def nearest_codes(x: torch.Tensor, centroids: torch.Tensor, kernel: str = "auto"
             parts = x.split(rows_per_chunk(*centroids.shape[:2]))
             return torch.cat([nearest_matmul(part, centroids) for part in parts])
     raise ValueError(f"unknown nearest-centroid kernel {kernel!r}; expected 'auto', 'sorted', 'exhaustive' or 'matmul'")
+
+
+def nearest_shared(u: torch.Tensor, codebook: torch.Tensor) -> torch.Tensor:
+    """``(n, D)`` int64: each ``s``-block of the rows ``u (n, D s)`` to its nearest codeword of the one ``(K, s)``
+    ``codebook`` all blocks share (``qrec.quant.vector``); ties to the lowest index, no gradient."""
+    n, s = u.shape[0], codebook.shape[1]
+    D = u.shape[1] // s
+    shared = codebook.float().unsqueeze(0).expand(D, -1, -1).contiguous()
+    return nearest_codes(u.detach().float().reshape(n, D, s), shared)
 
 
 def carried_order(cache: dict, key, centroids: torch.Tensor) -> np.ndarray | None:

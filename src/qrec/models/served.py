@@ -14,7 +14,7 @@ import torch
 from qrec.compress.base import tensor_bits
 from qrec.models.base import Recommender
 from qrec.retrieval.hamming import BinaryCodes, angular_scores
-from qrec.retrieval.intdot import IntCodes, unpack_codes
+from qrec.retrieval.intdot import IntCodes, VectorCodes, unpack_codes
 from qrec.quant.uniform import int8_codes
 
 
@@ -175,6 +175,8 @@ def served_model(kind: str, tensors: dict[str, torch.Tensor], dim: int, options:
         b = int(options["bits"])
 
         def codes(side: str) -> IntCodes:
+            if f"{side}_codebook" in tensors:  # vector codes (``vector_dim`` > 1)
+                return VectorCodes.from_export({k: tensors[f"{side}_{k}"] for k in ("codes", "step", "codebook")}, b, dim)
             c = unpack_codes(tensors[f"{side}_codes"], b, dim)
             step = tensors[f"{side}_step"]
             return IntCodes(*int8_codes(c, b, step), bits=b, step_dtype=step.dtype)

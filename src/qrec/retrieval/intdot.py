@@ -20,7 +20,7 @@ import torch
 
 from qrec.quant.packing import pack_rows, unpack_rows
 
-__all__ = ["int_dot", "score_codes", "IntCodes", "pack_codes", "unpack_codes"]
+__all__ = ["int_dot", "score_codes", "IntCodes", "VectorCodes", "pack_codes", "unpack_codes"]
 
 _INT_MM_OK: dict[tuple[str, int], bool] = {}
 
@@ -203,3 +203,54 @@ class IntCodes:
         """Packed b-bit codes + one step per row in ``step_dtype`` (the zero point follows from ``bits``)."""
         step = self.scale * 2 if self.bits <= 7 else self.scale
         return {"codes": pack_codes(self.grid_codes(), self.bits), "step": step.detach().cpu().to(self.step_dtype).contiguous()}
+
+
+@dataclass
+class VectorCodes(IntCodes):
+    """Rows coded ``s`` coordinates at a time (``qrec.quant.vector``): ``x = step * codebook[index]``.
+
+    The int8 ``q`` of ``IntCodes`` is the rows' codewords as multiples of the codebook's grid unit and ``scale`` is
+    ``step * unit``, so these score like any ``IntCodes``; ``export`` stores the indices (``b s`` bits a block),
+    the steps and the codebook instead."""
+
+    index: torch.Tensor | None = None     # (n, D) codeword of each block
+    codebook: torch.Tensor | None = None  # (K, s) float32 codewords on an int8 grid
+    step: torch.Tensor | None = None      # (n,) float32 per-row scale (its values exact in step_dtype)
+
+    @classmethod
+    def from_index(cls, index: torch.Tensor, codebook: torch.Tensor, step: torch.Tensor, bits: int,
+                   step_dtype: torch.dtype = torch.float32) -> "VectorCodes":
+        from qrec.quant.vector import codebook_ints, codebook_unit
+
+        step = step.reshape(-1).float()
+        q = codebook_ints(codebook).to(index.device)[index].reshape(len(index), -1)
+        scale = step * codebook_unit(codebook).to(step.device)
+        return cls(q, scale, torch.zeros_like(scale), int(bits), step_dtype, index, codebook.float(), step)
+
+    def __getitem__(self, idx) -> "VectorCodes":
+        return VectorCodes(self.q[idx], self.scale[idx], self.zero[idx], self.bits, self.step_dtype, self.index[idx],
+                           self.codebook, self.step[idx])
+
+    def to(self, device) -> "VectorCodes":
+        return VectorCodes(self.q.to(device), self.scale.to(device), self.zero.to(device), self.bits, self.step_dtype,
+                           self.index.to(device), self.codebook.to(device), self.step.to(device))
+
+    @property
+    def vector_dim(self) -> int:
+        return int(self.codebook.shape[1])
+
+    def binary(self):
+        raise ValueError("vector codes are not sign codes")
+
+    def export(self) -> dict[str, torch.Tensor]:
+        """Packed block indices (``bits x vector_dim`` bits each), one step per row in ``step_dtype``, the codebook."""
+        return {"codes": pack_codes(self.index.to(torch.uint8), self.bits * self.vector_dim),
+                "step": self.step.detach().cpu().to(self.step_dtype).contiguous(),
+                "codebook": self.codebook.detach().cpu().float().contiguous()}
+
+    @classmethod
+    def from_export(cls, tensors: dict[str, torch.Tensor], bits: int, dim: int) -> "VectorCodes":
+        """Inverse of ``export`` (``tensors``: its three entries; ``dim``: coordinates per row)."""
+        codebook, step = tensors["codebook"].float(), tensors["step"]
+        index = unpack_codes(tensors["codes"], bits * codebook.shape[1], dim // codebook.shape[1]).long()
+        return cls.from_index(index, codebook, step.float(), bits, step.dtype)
