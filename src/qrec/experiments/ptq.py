@@ -5,8 +5,8 @@ gradient step). It separates what a code format can hold from what training reco
 to the quantization-aware run of the same format is training's contribution.
 
 * a LightGCN run: b-bit codes of the final embeddings (HQ-GNN's form), with and without ITQ's rotation (at one
-  bit also scored by SimHash's angle estimate, ``similarity="angular"``), and 1-bit codes of every layer
-  (BiGeaR's form);
+  bit also scored by SimHash's angle estimate, ``similarity="angular"``; at 2-4 bits also as vector codes, a byte
+  per block of ``8 // b`` coordinates, ``vector_dim``), and 1-bit codes of every layer (BiGeaR's form);
 * a GMF / NeuMF run with full tables (MGQE's baselines): every table in each spec's format, fitted to the
   trained table (``qrec.compress.spec.compress_trained``: SQ by per-dimension min/max, the GCN papers' per-row
   b-bit grid ``q<b>``, low rank by SVD, DPQ / MGQE codebooks by k-means), evaluated at the run's selected (best
@@ -56,6 +56,10 @@ def quantized_variants(teacher: LightGCN, bits: tuple[int, ...]):
             angular = LowBitGCN.from_lightgcn(teacher, bits=1, rotation="itq", similarity="angular", scale_method="norm")
             angular.R.copy_(rotated.R)
             yield "1-bit final embedding, ITQ rotation, angular scores", angular
+        s = 8 // b  # vector codes: the same b bits a coordinate, one byte a block of s coordinates
+        if 2 <= b and s >= 2 and teacher.dim % s == 0:
+            yield (f"{b}-bit final embedding, vector codes of {s} coordinates",
+                   LowBitGCN.from_lightgcn(teacher, bits=b, estimator="ste", vector_dim=s))
     yield "1-bit per layer (BiGeaR layer weights)", BinaryGCN.from_lightgcn(teacher, teacher=False)
 
 
