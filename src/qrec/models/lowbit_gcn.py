@@ -63,8 +63,8 @@ What is implemented, exactly:
    rows at the first step and then fixed; straight-through gradient. The codewords lie on an int8 grid, so
    evaluation and serving score them with the same integer dot products; the artifact stores the indices, the
    steps and the codebook (``VectorCodes``). Measured on Gowalla (gcn-fast-table's teacher lifted to d = 104, 2
-   bits, float16 steps): before training Recall@20 / @50 16.62 / 26.44 on the scalar grid, 17.08 / 26.89 with
-   4-coordinate codes; the distilled student (8 epochs) ends where the scalar one does, 17.92 / 27.79 against
+   bits, float16 steps, the same lift): before training Recall@20 / @50 16.72 / 26.41 on the scalar grid, 17.13 /
+   26.89 with 4-coordinate codes; the distilled student (8 epochs) ends where the scalar one does, 17.92 / 27.79 against
    17.93 / 27.81. So, like item 8, a training-free gain (``qrec ptq``), not a better student.
 """
 
