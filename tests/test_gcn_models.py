@@ -844,7 +844,8 @@ def test_vector_codes_train_straight_through_with_a_fixed_codebook(graph, teache
 
 
 @pytest.mark.parametrize("bad", [dict(bits=1, vector_dim=4), dict(bits=2, vector_dim=3), dict(vector_dim=4, estimator="ewgs"),
-                                 dict(vector_dim=4, learn_scale=True), dict(vector_dim=0)])
+                                 dict(vector_dim=4, learn_scale=True), dict(vector_dim=4, scale_method="maxabs"),
+                                 dict(vector_dim=0)])
 def test_vector_codes_refuse_what_they_cannot_code(bad):
     nu, ni, train = _small()
     with pytest.raises(ValueError, match="vector"):

@@ -128,9 +128,9 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
             raise ValueError(f"vector_dim must be 1 (the scalar grid) or a block size >= 2, got {vector_dim}")
         if self.vector_dim > 1:
             check_vector_code(int(bits), self.vector_dim, dim)
-            if estimator != "ste" or learn_scale or similarity != "dot":
+            if estimator != "ste" or learn_scale or similarity != "dot" or scale_method != "meanabs":
                 raise ValueError("vector codes (vector_dim > 1) train with estimator='ste', dot-product scores and "
-                                 "the rows' RMS as steps (not learn_scale)")
+                                 "the rows' RMS as steps (no learn_scale, no other scale_method)")
             self.register_buffer("codebook", torch.zeros(2 ** (int(bits) * self.vector_dim), self.vector_dim))
             self.register_buffer("codebook_set", torch.zeros((), dtype=torch.bool))
         self.step_dtype = torch.float16 if self.step_bits == 16 else torch.float32  # the artifact's step dtype
