@@ -197,11 +197,16 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
     def vector_quantize(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``quantize`` with vector codes (item 9): each row's blocks snapped to the shared codebook, at the row's
         RMS scale; the gradient passes the snapping unchanged (straight-through)."""
-        step = self.stored_step(row_step(x))
+        index, step = self.vector_index(x)
         u = x / step
-        cq = self.codebook[nearest_shared(u, self.shared_codebook())].reshape(u.shape).to(u.dtype)
+        cq = self.codebook[index].reshape(u.shape).to(u.dtype)
         uq = u + (cq - u).detach()
         return step * uq, uq, step
+
+    def vector_index(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(index (n, D), step (n, 1))``: each block's nearest codeword at the row's stored RMS step."""
+        step = self.stored_step(row_step(x))
+        return nearest_shared(x / step, self.shared_codebook()), step
 
     def shared_codebook(self) -> torch.Tensor:
         """The codebook, fitted to the current (rotated) final embeddings at its first use, then fixed."""
@@ -390,9 +395,8 @@ class LowBitGCN(ScoredFromCodes, LightGCN):
 
     def vector_codes(self, E: torch.Tensor) -> VectorCodes:
         """The rows' vector codes as ``export`` stores them (the same codewords and steps as ``vector_quantize``)."""
-        step = self.stored_step(row_step(E))
-        return VectorCodes.from_index(nearest_shared(E / step, self.shared_codebook()), self.codebook, step,
-                                      self.bits, self.step_dtype)
+        index, step = self.vector_index(E)
+        return VectorCodes.from_index(index, self.codebook, step, self.bits, self.step_dtype)
 
     def on_epoch_start(self) -> None:
         self.drop_caches()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from qrec.quant.packing import pack_rows, unpack_rows
+from qrec.quant.vector import codebook_ints, codebook_unit
 
 __all__ = ["int_dot", "score_codes", "IntCodes", "VectorCodes", "pack_codes", "unpack_codes"]
 
@@ -220,8 +221,6 @@ class VectorCodes(IntCodes):
     @classmethod
     def from_index(cls, index: torch.Tensor, codebook: torch.Tensor, step: torch.Tensor, bits: int,
                    step_dtype: torch.dtype = torch.float32) -> "VectorCodes":
-        from qrec.quant.vector import codebook_ints, codebook_unit
-
         step = step.reshape(-1).float()
         q = codebook_ints(codebook).to(index.device)[index].reshape(len(index), -1)
         scale = step * codebook_unit(codebook).to(step.device)
